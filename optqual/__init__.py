@@ -1,0 +1,1 @@
+"""optqual: deterministic CIFAR-10 ResNet runs for comparing what optimizers find."""
