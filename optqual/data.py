@@ -1,0 +1,121 @@
+"""Image data held on the training device as uint8, split into train/val/test, served in batches.
+
+`cifar10(...)` and `npz(...)` are the `_target_`s of conf/data/*.yaml. Both read the
+images once into uint8 NHWC arrays, carve a validation set out of the training images
+with a seeded permutation (`split_seed`, fixed by default so that runs with different
+seeds share one split) and move everything to the device. Training batches follow a
+permutation drawn from the run's data generator and are augmented on the device.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from optqual.augment import augment, normalize
+from optqual.config import ConfigError
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+@dataclass
+class ImageData:
+    """uint8 NCHW images and int64 labels on one device, plus where the split came from."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    train_indices: np.ndarray  # rows of the source training set used for training
+    val_indices: np.ndarray  # rows of the source training set held out for validation
+    batch_size: int
+
+    def train_batches(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch in a fresh random order, augmented; the last batch may be smaller."""
+        order = torch.randperm(len(self.train_labels), generator=generator, device=generator.device)
+        for index in order.split(self.batch_size):
+            yield augment(self.train_images[index], generator), self.train_labels[index]
+
+    def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
+        for start in range(0, len(labels), batch_size):
+            yield normalize(images[start : start + batch_size]), labels[start : start + batch_size]
+
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.train_labels) // self.batch_size)
+
+
+def split_indices(n: int, val_fraction: float, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted train and val row indices of a seeded random split of n training images."""
+    n_val = round(n * val_fraction)
+    if not 0 < n_val < n:
+        raise ConfigError(f"data.val_fraction={val_fraction}: leaves an empty train or val set of {n} images")
+    permutation = np.random.default_rng(split_seed).permutation(n)
+    return np.sort(permutation[n_val:]), np.sort(permutation[:n_val])
+
+
+def to_device(arrays: dict[str, np.ndarray], batch_size: int, val_fraction: float, split_seed: int, device: torch.device) -> ImageData:
+    train_idx, val_idx = split_indices(len(arrays["y_train"]), val_fraction, split_seed)
+
+    def images(x: np.ndarray) -> torch.Tensor:
+        # NHWC -> NCHW view: channels_last strides, no copy beyond the move to the device
+        return torch.from_numpy(np.ascontiguousarray(x)).to(device).permute(0, 3, 1, 2)
+
+    def labels(y: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
+
+    x_train, y_train = arrays["x_train"], arrays["y_train"]
+    return ImageData(
+        train_images=images(x_train[train_idx]),
+        train_labels=labels(y_train[train_idx]),
+        val_images=images(x_train[val_idx]),
+        val_labels=labels(y_train[val_idx]),
+        test_images=images(arrays["x_test"]),
+        test_labels=labels(arrays["y_test"]),
+        train_indices=train_idx,
+        val_indices=val_idx,
+        batch_size=batch_size,
+    )
+
+
+def read_cifar10(root: str, download: bool) -> dict[str, np.ndarray]:
+    """The official CIFAR-10 python batches via torchvision, which downloads and checksums them."""
+    from torchvision.datasets import CIFAR10
+
+    try:
+        train = CIFAR10(root, train=True, download=download)
+        test = CIFAR10(root, train=False, download=False)
+    except RuntimeError as err:  # torchvision's "Dataset not found or corrupted"
+        hint = "set data.download=true" if not download else "the download did not verify"
+        raise ConfigError(f"data.root={root}: CIFAR-10 not found or corrupted ({hint})") from err
+    return {"x_train": train.data, "y_train": np.array(train.targets), "x_test": test.data, "y_test": np.array(test.targets)}
+
+
+def read_npz(path: str) -> dict[str, np.ndarray]:
+    if not Path(path).is_file():
+        raise ConfigError(f"data.path={path}: no such file")
+    with np.load(path) as archive:
+        absent = [key for key in NPZ_KEYS if key not in archive]
+        if absent:
+            raise ConfigError(f"data.path={path}: missing arrays {absent} (need {list(NPZ_KEYS)})")
+        arrays = {key: archive[key] for key in NPZ_KEYS}
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3 or len(x) != len(y):
+            raise ConfigError(
+                f"data.path={path}: x_{split} must be uint8 NHWC with 3 channels and one label per image, "
+                f"got {x.dtype} {x.shape} with {len(y)} labels"
+            )
+    return arrays
+
+
+def cifar10(root: str, download: bool, batch_size: int, val_fraction: float, split_seed: int, device: torch.device) -> ImageData:
+    return to_device(read_cifar10(root, download), batch_size, val_fraction, split_seed, device)
+
+
+def npz(path: str, batch_size: int, val_fraction: float, split_seed: int, device: torch.device) -> ImageData:
+    return to_device(read_npz(path), batch_size, val_fraction, split_seed, device)
