@@ -1,0 +1,96 @@
+"""Train one configuration and leave everything about it in its run directory.
+
+    python launch.py optimizer=adamw seed=1
+    python launch.py -m optimizer=sgd,adamw seed=0,1,2
+
+Compose (Hydra) -> check and instantiate -> train -> save. See README.md.
+"""
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from optqual.config import ConfigError, check_config, register_schemas
+from optqual.data import ImageData
+from optqual.reproducibility import data_generator, make_deterministic
+from optqual.rundir import RunRecorder, discard_unstarted, register_resolvers, save_model, save_split
+from optqual.tracking import trackio_run
+from optqual.train import EVAL_BATCH_SIZE, evaluate, fit
+
+register_schemas()
+register_resolvers()
+log = logging.getLogger("optqual")
+
+
+def build(node: DictConfig, **kwargs):
+    """hydra.utils.instantiate, with a failure reported as the config key that caused it."""
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        raise (cause if isinstance(cause, ConfigError) else ConfigError(f"{node._key()}: {cause or err}")) from err
+
+
+def prepare(cfg: DictConfig) -> tuple[torch.nn.Module, torch.optim.Optimizer, ImageData, torch.device]:
+    """Everything that can reject the config, in the order that keeps runs reproducible."""
+    device = check_config(cfg)
+    make_deterministic(cfg.seed)
+    model = build(cfg.model).to(device)  # first draw from the seeded generator: the initial weights
+    try:
+        optimizer = build(cfg.optimizer)(model.parameters())
+    except ValueError as err:  # torch's own range checks (betas, momentum, eps, ...)
+        raise ConfigError(f"optimizer: {err}") from err
+    data = build(cfg.data, device=device)
+    top_label = int(max(data.train_labels.max(), data.test_labels.max()))
+    if top_label >= cfg.model.num_classes:
+        raise ConfigError(f"model.num_classes={cfg.model.num_classes}: the data has labels up to {top_label}")
+    return model, optimizer, data, device
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    optimizer_name = HydraConfig.get().runtime.choices.optimizer
+    started = time.perf_counter()
+    try:
+        model, optimizer, data, device = prepare(cfg)
+    except ConfigError as err:
+        discard_unstarted(run_dir)  # nothing here that could pass for a run
+        sys.exit(f"optqual: error: {err}")
+
+    save_split(run_dir, data.train_indices, data.val_indices)
+    recorder = RunRecorder(run_dir, {
+        "seed": cfg.seed,
+        "optimizer": optimizer_name,
+        "device": str(device),
+        "params": sum(p.numel() for p in model.parameters()),
+        "train_images": len(data.train_labels),
+    })
+    log.info("run directory %s (%s, %d parameters, %d train images)", run_dir, device, recorder.facts["params"], len(data.train_labels))
+    try:
+        with trackio_run(cfg, name=f"{optimizer_name}_seed{cfg.seed}", group=optimizer_name, run_dir=run_dir) as track:
+            def on_epoch(record: dict) -> None:
+                recorder.add_epoch(record)
+                track(record)
+
+            fit(model, optimizer, data, data_generator(cfg.seed, device), cfg.epochs, cfg.eval_every, on_epoch)
+            test = evaluate(model, data.eval_batches("test", EVAL_BATCH_SIZE))
+            track({"epoch": cfg.epochs, "test_loss": test["loss"], "test_acc": test["acc"]})
+    except BaseException as err:
+        recorder.finish("interrupted" if isinstance(err, KeyboardInterrupt) else "failed", error=repr(err), wall_seconds=time.perf_counter() - started)
+        raise
+    save_model(run_dir, model)
+    metrics = recorder.finish("completed", test_loss=test["loss"], test_acc=test["acc"], wall_seconds=time.perf_counter() - started)
+    log.info("test_acc %.4f  val_acc %.4f  train_loss %.4f  -> %s", metrics["test_acc"], metrics["val_acc"], metrics["train_loss"], run_dir)
+
+
+if __name__ == "__main__":
+    main()

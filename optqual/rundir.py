@@ -1,0 +1,131 @@
+"""What a run leaves in its directory, and how that directory is named.
+
+Every file is written atomically (temporary file, fsync, rename): a crash leaves the
+previous version or none, never half a file.
+"""
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+HISTORY = "history.csv"
+METRICS = "metrics.json"
+FINAL_MODEL = "final_model.pt"
+SPLIT = "split_indices.npz"
+HYDRA_FILES = {".hydra", "launch.log"}  # what Hydra writes before the job's code starts
+MAX_NAME = 120  # keep job directory names far below file system limits
+
+
+def job_dirname(override_dirname: str, job_num: int) -> str:
+    """A sweep job's directory: its overrides (`optimizer=adamw,seed=1`) as one path component.
+
+    Hydra's `override_dirname` is empty for a sweep without overrides, and an override value
+    with '/' would nest directories or climb out of the sweep; both are made safe here.
+    """
+    name = override_dirname.replace("/", "_").replace("\\", "_")
+    if not name or name in {".", ".."}:
+        return f"job{job_num}"
+    if len(name) > MAX_NAME:
+        name = f"{name[:MAX_NAME]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return name
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("optqual_job_dir"):
+        OmegaConf.register_new_resolver("optqual_job_dir", job_dirname)
+
+
+def atomic_write(path: Path, write: Callable[[io.BufferedWriter], Any]) -> None:
+    """Write through `write(file)` into a temporary file beside `path`, then rename it into place."""
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda file: file.write(text.encode()))
+
+
+def write_json(path: Path, payload: dict) -> None:
+    write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def write_history(run_dir: Path, history: list[dict]) -> None:
+    """history.csv: one row per epoch; validation columns stay empty on epochs without validation."""
+    columns = list(dict.fromkeys(key for record in history for key in record))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    write_text(run_dir / HISTORY, text.getvalue())
+
+
+def save_model(run_dir: Path, model: torch.nn.Module) -> None:
+    atomic_write(run_dir / FINAL_MODEL, lambda file: torch.save(model.state_dict(), file))
+
+
+def save_split(run_dir: Path, train_indices: np.ndarray, val_indices: np.ndarray) -> None:
+    """The exact rows of the source training set used for training and for validation."""
+    atomic_write(run_dir / SPLIT, lambda file: np.savez(file, train=train_indices, val=val_indices))
+
+
+def discard_unstarted(run_dir: Path) -> None:
+    """Remove a run directory that holds nothing but what Hydra wrote before the job began."""
+    if run_dir.is_dir() and {entry.name for entry in run_dir.iterdir()} <= HYDRA_FILES:
+        shutil.rmtree(run_dir)
+
+
+def library_versions() -> dict[str, str]:
+    import platform
+    from importlib.metadata import version
+
+    packages = ("torch", "torchvision", "numpy", "hydra-core", "omegaconf", "trackio")
+    return {"python": platform.python_version(), **{name: version(name) for name in packages}}
+
+
+class RunRecorder:
+    """Keeps history.csv current after every epoch and writes metrics.json when the run ends."""
+
+    def __init__(self, run_dir: Path, facts: dict[str, Any]):
+        self.run_dir = run_dir
+        self.facts = facts  # seed, optimizer, device, params, train_images, ...
+        self.history: list[dict] = []
+
+    def add_epoch(self, record: dict) -> None:
+        self.history.append(record)
+        write_history(self.run_dir, self.history)
+
+    def finish(self, status: str, **extra: Any) -> dict:
+        """Write metrics.json: the last epoch's train metrics, the last validation, `extra`, `status`."""
+        metrics: dict[str, Any] = {key: None for key in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")}
+        for record in self.history:  # later epochs overwrite earlier ones; val only where it ran
+            metrics.update({key: value for key, value in record.items() if key in metrics})
+        train_seconds = sum(record["seconds"] for record in self.history)
+        metrics.update(
+            epochs=len(self.history),
+            train_seconds=train_seconds,
+            train_images_per_s=self.facts["train_images"] * len(self.history) / train_seconds if train_seconds else None,
+            **self.facts,
+            versions=library_versions(),
+            **extra,
+            status=status,
+        )
+        write_json(self.run_dir / METRICS, metrics)
+        return metrics
