@@ -1,0 +1,62 @@
+"""What differed between two runs: their saved composed configs, key by key."""
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+
+
+class _Absent:
+    """Stands for a key that one of the two configs does not have."""
+
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+ABSENT = _Absent()
+
+
+class NotARunDir(ValueError):
+    pass
+
+
+def load_run(run_dir: str | Path) -> tuple[DictConfig, list[str]]:
+    """The composed config and the command-line overrides Hydra saved in a run directory."""
+    hydra_dir = Path(run_dir) / ".hydra"
+    if not (hydra_dir / "config.yaml").is_file():
+        raise NotARunDir(f"{run_dir} is not a run directory (no .hydra/config.yaml)")
+    overrides_file = hydra_dir / "overrides.yaml"
+    overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
+    return OmegaConf.load(hydra_dir / "config.yaml"), overrides
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys to leaf values; lists count as one value."""
+    if not isinstance(node, DictConfig):
+        value = OmegaConf.to_container(node) if isinstance(node, ListConfig) else node
+        return {prefix: value}
+    leaves = {}
+    for key in node:
+        leaves.update(flatten(node._get_node(key), f"{prefix}.{key}" if prefix else str(key)))
+    return leaves
+
+
+def config_diff(a: DictConfig, b: DictConfig) -> list[tuple[str, Any, Any]]:
+    """(dotted key, value in a, value in b) for every key whose value differs, sorted by key."""
+    flat_a, flat_b = flatten(a), flatten(b)
+    keys = sorted(flat_a.keys() | flat_b.keys())
+    return [(k, flat_a.get(k, ABSENT), flat_b.get(k, ABSENT)) for k in keys if flat_a.get(k, ABSENT) != flat_b.get(k, ABSENT)]
+
+
+def format_diff(run_a: str, run_b: str) -> str:
+    (cfg_a, overrides_a), (cfg_b, overrides_b) = load_run(run_a), load_run(run_b)
+    changes = config_diff(cfg_a, cfg_b)
+    if not changes:
+        return "identical"
+    width = max(len(key) for key, _, _ in changes)
+    lines = [f"{'key':<{width}}  A -> B"]
+    lines += [f"{key:<{width}}  {value_a!r} -> {value_b!r}" for key, value_a, value_b in changes]
+    lines += ["", f"A: {run_a}", f"   overrides: {' '.join(overrides_a) or '(none)'}"]
+    lines += [f"B: {run_b}", f"   overrides: {' '.join(overrides_b) or '(none)'}"]
+    return "\n".join(lines)
