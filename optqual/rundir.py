@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import ListConfig, OmegaConf
 
 HISTORY = "history.csv"
 METRICS = "metrics.json"
@@ -26,13 +27,28 @@ HYDRA_FILES = {".hydra", "launch.log"}  # what Hydra writes before the job's cod
 MAX_NAME = 120  # keep job directory names far below file system limits
 
 
-def job_dirname(override_dirname: str, job_num: int) -> str:
-    """A sweep job's directory: its overrides (`optimizer=adamw,seed=1`) as one path component.
+def swept_keys(sweep_dir: Path) -> set[str]:
+    """Keys given several values on the sweep's command line, read from the multirun.yaml that
+    Hydra's sweeper writes before any job starts."""
+    saved = sweep_dir / "multirun.yaml"
+    if not saved.is_file():
+        return set()
+    raw = OmegaConf.to_container(OmegaConf.load(saved).hydra.overrides.task)
+    return {o.key_or_group for o in OverridesParser.create().parse_overrides(raw) if o.is_sweep_override()}
 
-    Hydra's `override_dirname` is empty for a sweep without overrides, and an override value
-    with '/' would nest directories or climb out of the sweep; both are made safe here.
+
+def job_dirname(sweep_dir: str, job_overrides: ListConfig, job_num: int) -> str:
+    """A sweep job's directory: the overrides that vary across the sweep, e.g. `optimizer=adamw,seed=1`.
+
+    Overrides shared by every job (data.path=..., epochs=15) are left to .hydra/overrides.yaml.
+    Unlike Hydra's `override_dirname` the name is never empty (`job0` for a sweep without
+    overrides) and stays one path component even when a value holds '/'.
     """
-    name = override_dirname.replace("/", "_").replace("\\", "_")
+    overrides = OverridesParser.create().parse_overrides(list(job_overrides))
+    varying = swept_keys(Path(sweep_dir))
+    shown = [o for o in overrides if o.key_or_group in varying] or overrides
+    name = ",".join(sorted(f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in shown))
+    name = name.replace("/", "_").replace("\\", "_")
     if not name or name in {".", ".."}:
         return f"job{job_num}"
     if len(name) > MAX_NAME:
