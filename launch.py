@@ -42,6 +42,8 @@ def build(node: DictConfig, **kwargs):
 def prepare(cfg: DictConfig) -> tuple[torch.nn.Module, torch.optim.Optimizer, ImageData, torch.device]:
     """Everything that can reject the config, in the order that keeps runs reproducible."""
     device = check_config(cfg)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)  # CPU kernels split their sums by thread: part of the result
     make_deterministic(cfg.seed)
     model = build(cfg.model).to(device)  # first draw from the seeded generator: the initial weights
     try:
@@ -71,6 +73,7 @@ def main(cfg: DictConfig) -> None:
         "seed": cfg.seed,
         "optimizer": optimizer_name,
         "device": str(device),
+        "threads": torch.get_num_threads(),
         "params": sum(p.numel() for p in model.parameters()),
         "train_images": len(data.train_labels),
     })

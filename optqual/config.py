@@ -8,7 +8,7 @@ the device; it runs first thing in a job.
 """
 
 from dataclasses import dataclass, field
-from typing import Any, List
+from typing import Any, List, Optional
 
 import torch
 from hydra.core.config_store import ConfigStore
@@ -85,6 +85,7 @@ class RunSchema:
     eval_every: int = 10
     experiment_name: str = "resnet8_cifar10_baseline"
     device: str = "auto"
+    threads: Optional[int] = None
     optimizer: Any = MISSING
     model: Any = MISSING
     data: Any = MISSING
@@ -133,6 +134,8 @@ def check_config(cfg: DictConfig) -> torch.device:
     for key in ("epochs", "eval_every", "data.batch_size"):
         value = OmegaConf.select(cfg, key)
         _require(value > 0, key, value, "must be a positive integer")
+    if cfg.threads is not None:
+        _require(cfg.threads > 0, "threads", cfg.threads, "must be a positive integer (or null for torch's default)")
     _require(cfg.optimizer.lr > 0, "optimizer.lr", cfg.optimizer.lr, "must be > 0")
     weight_decay = cfg.optimizer.get("weight_decay", 0.0)
     _require(weight_decay >= 0, "optimizer.weight_decay", weight_decay, "must be >= 0")
