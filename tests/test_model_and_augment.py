@@ -1,0 +1,84 @@
+"""ResNet-8's definition and the batched augmentation's equality with torchvision."""
+
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor
+
+from optqual.augment import CIFAR10_MEAN, CIFAR10_STD, augment, crop_and_flip, draw_crops_and_flips, normalize
+from optqual.models import CifarResNet
+
+
+def weighted_layers(model: nn.Module) -> int:
+    """Convs and linears on the main path (He et al. do not count projection shortcuts)."""
+    return sum(isinstance(m, (nn.Conv2d, nn.Linear)) for name, m in model.named_modules() if "shortcut" not in name)
+
+
+def test_resnet8_is_the_8_layer_78k_parameter_network():
+    model = CifarResNet()
+    assert weighted_layers(model) == 8
+    assert sum(p.numel() for p in model.parameters()) == 78_042
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_depth_is_6n_plus_2(n):
+    assert weighted_layers(CifarResNet(blocks_per_stage=n)) == 6 * n + 2
+
+
+def test_stages_are_reachable_for_analysis():
+    model = CifarResNet().eval()
+    extractor = create_feature_extractor(model, {"stage1": "s1", "stage2": "s2", "stage3": "s3", "fc": "logits"})
+    x = torch.randn(4, 3, 32, 32)
+    features = extractor(x)
+    assert features["s1"].shape == (4, 16, 32, 32)
+    assert features["s2"].shape == (4, 32, 16, 16)
+    assert features["s3"].shape == (4, 64, 8, 8)
+    assert torch.equal(features["logits"], model(x))
+
+    captured = {}
+    model.stage2.register_forward_hook(lambda module, inputs, output: captured.setdefault("s2", output))
+    model(torch.randn(4, 3, 32, 32))
+    assert captured["s2"].shape == (4, 32, 16, 16)
+
+
+def torchvision_reference(image_chw: torch.Tensor, top: int, left: int, flip: bool) -> torch.Tensor:
+    """The textbook pipeline on a PIL image: pad 4, crop 32 at (top, left), hflip, to_tensor, normalize."""
+    pil = Image.fromarray(image_chw.permute(1, 2, 0).numpy())
+    pil = TF.crop(TF.pad(pil, 4), top, left, 32, 32)
+    if flip:
+        pil = TF.hflip(pil)
+    return TF.normalize(TF.to_tensor(pil), CIFAR10_MEAN, CIFAR10_STD)
+
+
+def test_batched_augmentation_equals_torchvision_exactly():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    offsets, flips = draw_crops_and_flips(len(images), 4, generator)
+    # cover the corners and both flips explicitly, the rest at random
+    offsets[:4] = torch.tensor([[0, 0], [0, 8], [8, 0], [8, 8]])
+    flips[:2] = torch.tensor([True, False])
+    ours = normalize(crop_and_flip(images, offsets, flips))
+    for i in range(len(images)):
+        reference = torchvision_reference(images[i], int(offsets[i, 0]), int(offsets[i, 1]), bool(flips[i]))
+        assert torch.equal(ours[i], reference), f"image {i} differs"
+
+
+def test_channels_last_source_gives_the_same_batch():
+    """Images stored NHWC (as held on the device) augment exactly like contiguous NCHW ones."""
+    nhwc = torch.randint(0, 256, (16, 32, 32, 3), dtype=torch.uint8)
+    view = nhwc.permute(0, 3, 1, 2)
+    a = augment(view, torch.Generator().manual_seed(5))
+    b = augment(view.contiguous(), torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+
+
+def test_augmentation_is_seeded_and_varies_per_image():
+    images = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8)
+    first = augment(images, torch.Generator().manual_seed(1))
+    assert torch.equal(first, augment(images, torch.Generator().manual_seed(1)))
+    assert not torch.equal(first, augment(images, torch.Generator().manual_seed(2)))
+    offsets, flips = draw_crops_and_flips(10_000, 4, torch.Generator().manual_seed(3))
+    assert offsets.min() == 0 and offsets.max() == 8 and len(offsets.unique(dim=0)) == 81
+    assert 0.45 < flips.float().mean() < 0.55

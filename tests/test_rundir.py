@@ -1,0 +1,64 @@
+"""Run and sweep directory naming, and files that are never left half-written."""
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from optqual.rundir import RunRecorder, atomic_write, discard_unstarted, job_dirname, write_json
+
+
+def sweep_with(tmp_path: Path, *command_line: str) -> Path:
+    OmegaConf.save({"hydra": {"overrides": {"task": list(command_line)}}}, tmp_path / "multirun.yaml")
+    return tmp_path
+
+
+def test_job_is_named_by_the_overrides_that_vary(tmp_path):
+    sweep = sweep_with(tmp_path, "data=npz", "data.path=/x/y.npz", "optimizer=sgd,adamw", "seed=range(0,3)")
+    job = ["data=npz", "data.path=/x/y.npz", "optimizer=adamw", "seed=1"]
+    assert job_dirname(str(sweep), job, 4) == "optimizer=adamw,seed=1"
+
+
+def test_job_name_is_never_empty_nested_or_too_long(tmp_path):
+    sweep = sweep_with(tmp_path)
+    assert job_dirname(str(sweep), [], 7) == "job7"
+    assert job_dirname(str(sweep), ["data.path=../a/b.npz"], 0) == "data.path=.._a_b.npz"
+    long = job_dirname(str(sweep), [f"model.widths=[{','.join(['16'] * 100)}]"], 0)
+    assert len(long) < 140 and "/" not in long
+    assert long != job_dirname(str(sweep), [f"model.widths=[{','.join(['16'] * 101)}]"], 0)
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "metrics.json"
+    write_json(target, {"status": "running"})
+
+    def crash(file):
+        file.write(b'{"status": "compl')
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, crash)
+    assert target.read_text() == '{\n  "status": "running"\n}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_recorder_keeps_history_current_and_records_status(tmp_path):
+    recorder = RunRecorder(tmp_path, {"train_images": 100, "seed": 0})
+    recorder.add_epoch({"epoch": 1, "train_loss": 2.0, "train_acc": 0.1, "seconds": 2.0})
+    assert (tmp_path / "history.csv").read_text().splitlines() == ["epoch,train_loss,train_acc,seconds", "1,2.0,0.1,2.0"]
+    metrics = recorder.finish("failed", error="RuntimeError('boom')")
+    assert metrics["status"] == "failed" and metrics["epochs"] == 1 and metrics["val_acc"] is None
+    assert metrics["train_images_per_s"] == 50.0
+
+
+def test_only_an_unstarted_run_directory_is_discarded(tmp_path):
+    unstarted = tmp_path / "a"
+    (unstarted / ".hydra").mkdir(parents=True)
+    (unstarted / "launch.log").write_text("")
+    discard_unstarted(unstarted)
+    assert not unstarted.exists()
+    started = tmp_path / "b"
+    (started / ".hydra").mkdir(parents=True)
+    (started / "history.csv").write_text("epoch\n1\n")
+    discard_unstarted(started)
+    assert (started / "history.csv").is_file()

@@ -1,0 +1,197 @@
+"""launch.py end to end, as a user runs it: what a run leaves, repeats, sweeps, diffs, bad input."""
+
+import csv
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import HEAD_NPZ, REPO, launch, launch_ok, tiny_overrides
+from optqual.models import CifarResNet
+
+METRIC_KEYS = {"train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "epochs", "train_seconds",
+               "train_images_per_s", "wall_seconds", "params", "seed", "optimizer", "device", "threads", "versions", "status"}
+
+
+def history_without_timing(run_dir: Path) -> list[dict]:
+    with open(run_dir / "history.csv") as file:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(file)]
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "final_model.pt", weights_only=True)
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory, tiny_npz) -> dict[str, Path]:
+    """SGD seed 3 twice in separate directories, and AdamW seed 3 in the default directory."""
+    work = tmp_path_factory.mktemp("runs")
+    base = tiny_overrides(tiny_npz)
+    launch_ok(work, *base, "seed=3", "hydra.run.dir=sgd_a")
+    launch_ok(work, *base, "seed=3", "hydra.run.dir=sgd_b")
+    launch_ok(work, *base, "seed=3", "optimizer=adamw")
+    (adamw,) = (work / "outputs" / "runs").glob("*/*")
+    return {"work": work, "sgd_a": work / "sgd_a", "sgd_b": work / "sgd_b", "adamw": adamw}
+
+
+def test_same_seed_repeats_bit_for_bit(runs):
+    assert history_without_timing(runs["sgd_a"]) == history_without_timing(runs["sgd_b"])
+    a, b = weights(runs["sgd_a"]), weights(runs["sgd_b"])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_thread_count_is_pinned_by_config_and_recorded(tmp_path, tiny_npz):
+    """CPU kernels split reductions by thread, so the count is part of a run's identity."""
+    for name in ("one_a", "one_b"):
+        launch_ok(tmp_path, *tiny_overrides(tiny_npz), "threads=1", f"hydra.run.dir={name}", "trackio.enabled=false")
+    assert json.loads((tmp_path / "one_a" / "metrics.json").read_text())["threads"] == 1
+    a, b = weights(tmp_path / "one_a"), weights(tmp_path / "one_b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sgd_and_adamw_find_different_solutions(runs):
+    a, c = weights(runs["sgd_a"]), weights(runs["adamw"])
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    assert history_without_timing(runs["sgd_a"]) != history_without_timing(runs["adamw"])
+
+
+def test_single_run_directory_is_named_by_date_time_optimizer_seed(runs):
+    relative = runs["adamw"].relative_to(runs["work"])
+    assert re.fullmatch(r"outputs/runs/\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}_adamw_seed3", relative.as_posix())
+
+
+def test_run_directory_holds_everything(runs, tiny_npz):
+    run = runs["adamw"]
+    for name in (".hydra/config.yaml", ".hydra/overrides.yaml", ".hydra/hydra.yaml", "history.csv", "metrics.json", "final_model.pt", "split_indices.npz"):
+        assert (run / name).is_file(), name
+    config = OmegaConf.load(run / ".hydra/config.yaml")
+    assert config.optimizer._target_ == "torch.optim.AdamW" and config.seed == 3
+
+    with open(run / "history.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "seconds", "grad_norm.stem.conv", "grad_norm.fc"} <= rows[0].keys()
+    assert all(float(r["grad_norm.fc"]) > 0 for r in rows)
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert METRIC_KEYS <= metrics.keys()
+    assert metrics["status"] == "completed" and metrics["epochs"] == 2 and metrics["optimizer"] == "adamw"
+    assert metrics["params"] == 78_042 and metrics["seed"] == 3 and metrics["versions"]["torch"] == torch.__version__.split("+")[0]
+    assert 0 <= metrics["test_acc"] <= 1 and metrics["val_acc"] == pytest.approx(float(rows[-1]["val_acc"]))
+
+    model = CifarResNet()
+    model.load_state_dict(weights(run))
+
+    split = np.load(run / "split_indices.npz")
+    assert len(split["train"]) == 180 and len(split["val"]) == 20
+    assert len(np.intersect1d(split["train"], split["val"])) == 0
+
+
+def test_validation_runs_every_n_epochs_and_at_the_end(tmp_path, tiny_npz):
+    launch_ok(tmp_path, *tiny_overrides(tiny_npz), "epochs=5", "eval_every=2", "hydra.run.dir=run", "trackio.enabled=false")
+    with open(tmp_path / "run" / "history.csv") as file:
+        validated = [int(r["epoch"]) for r in csv.DictReader(file) if r["val_acc"]]
+    assert validated == [2, 4, 5]
+
+
+def test_trackio_gets_every_epoch_offline(runs):
+    database = runs["work"] / "outputs" / "trackio" / "resnet8_cifar10_baseline.db"
+    with sqlite3.connect(database) as db:
+        rows = db.execute("select run_name, step, metrics from metrics order by id").fetchall()
+    adamw = [(step, json.loads(metrics)) for name, step, metrics in rows if name == "adamw_seed3"]
+    assert [step for step, _ in adamw] == [1, 2, 2]  # two epochs, then the test metrics
+    assert "train_loss" in adamw[0][1] and "grad_norm.fc" in adamw[0][1] and "test_acc" in adamw[-1][1]
+    check = ("import trackio; r = [r for r in trackio.Api().runs('resnet8_cifar10_baseline') if r.name == 'adamw_seed3'][0];"
+             "print(r.config['optimizer']['_target_'], r.config['seed'])")
+    env = {**os.environ, "TRACKIO_DIR": str(database.parent)}
+    out = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split()[-2:] == ["torch.optim.AdamW", "3"]
+
+
+def test_multirun_gives_each_job_its_own_directory(tmp_path, tiny_npz):
+    launch_ok(tmp_path, "-m", *tiny_overrides(tiny_npz), "epochs=1", "optimizer=sgd,adamw", "seed=0,1", "trackio.enabled=false")
+    (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert len(jobs) == 4
+    for job in jobs:
+        # data.path holds '/': the job directory must still be one level below the sweep
+        assert job.parent == sweep and (job / "metrics.json").is_file() and (job / "final_model.pt").is_file()
+        overrides = OmegaConf.load(job / ".hydra" / "overrides.yaml")
+        chosen = {o.split("=")[0]: o.split("=")[1] for o in overrides}
+        assert job.name == f"optimizer={chosen['optimizer']},seed={chosen['seed']}"
+        assert json.loads((job / "metrics.json").read_text())["optimizer"] == chosen["optimizer"]
+    assert len({job.name for job in jobs}) == 4
+    assert not list((tmp_path / "outputs").glob("runs"))
+
+
+def run_diff(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "optqual", "diff", *args], cwd=REPO, capture_output=True, text=True)
+
+
+def test_diff_reports_exactly_the_changed_keys(runs, tmp_path):
+    assert run_diff(str(runs["sgd_a"]), str(runs["sgd_b"])).stdout == "identical\n"
+
+    changed = tmp_path / "changed"
+    (changed / ".hydra").mkdir(parents=True)
+    config = OmegaConf.load(runs["sgd_a"] / ".hydra" / "config.yaml")
+    config.optimizer.lr, config.model.widths = 0.05, [16, 32, 128]
+    OmegaConf.save(config, changed / ".hydra" / "config.yaml")
+    OmegaConf.save(["optimizer.lr=0.05", "model.widths=[16,32,128]"], changed / ".hydra" / "overrides.yaml")
+    result = run_diff(str(runs["sgd_a"]), str(changed))
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines[1:3]] == ["model.widths", "optimizer.lr"]
+    assert lines[3] == "" and "0.1 -> 0.05" in lines[2] and "[16, 32, 64] -> [16, 32, 128]" in lines[1]
+    assert "overrides: optimizer.lr=0.05 model.widths=[16,32,128]" in result.stdout
+
+    optimizers = run_diff(str(runs["sgd_a"]), str(runs["adamw"])).stdout.split("\n\n")[0].splitlines()[1:]
+    assert {line.split()[0] for line in optimizers} == {
+        "optimizer._target_", "optimizer.lr", "optimizer.weight_decay", "optimizer.momentum", "optimizer.dampening",
+        "optimizer.nesterov", "optimizer.betas", "optimizer.eps", "optimizer.amsgrad"}
+
+
+def test_diff_refuses_a_directory_that_is_not_a_run(runs, tmp_path):
+    result = run_diff(str(runs["sgd_a"]), str(tmp_path))
+    assert result.returncode == 2 and "is not a run directory" in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["optimizer=adamx"], "Could not find 'optimizer/adamx'"),
+        (["epochs=abc"], "epochs=abc"),
+        (["optimizer.lr=-0.1"], "optqual: error: optimizer.lr=-0.1: must be > 0"),
+        (["epochs=0"], "optqual: error: epochs=0: must be a positive integer"),
+        (["data.batch_size=0"], "optqual: error: data.batch_size=0: must be a positive integer"),
+        (["data.val_fraction=1.5"], "optqual: error: data.val_fraction=1.5: must lie strictly between 0 and 1"),
+        (["device=gpu"], "optqual: error: device=gpu: unknown device"),
+        (["threads=0"], "optqual: error: threads=0: must be a positive integer"),
+        (["data=npz", "data.path=missing.npz"], "optqual: error: data.path=missing.npz: no such file"),
+        (["data=npz"], "optqual: error: data.path is required"),
+        (["data.root=nothing_here", "data.download=false"], "optqual: error: data.root=nothing_here: CIFAR-10 not found"),
+        (["optimizer=adamw", "optimizer.betas=[1.5,0.9]"], "optqual: error: optimizer: Invalid beta parameter at index 0: 1.5"),
+    ],
+)
+def test_bad_input_fails_cleanly_before_any_work(tmp_path, overrides, message):
+    result = launch(tmp_path, *overrides, "trackio.enabled=false")
+    assert result.returncode != 0
+    first_line = result.stderr.strip().splitlines()[0]
+    assert message in first_line, result.stderr
+    if message.startswith("optqual: error:"):
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()], "a rejected run left files behind"
+
+
+@pytest.mark.skipif(not HEAD_NPZ.is_file(), reason=f"real CIFAR-10 images not found at {HEAD_NPZ}")
+def test_sgd_learns_real_cifar10_images(tmp_path):
+    """5085 real training images, 1017 real test images: well above the 10% of chance."""
+    launch_ok(tmp_path, "data=npz", f"data.path={HEAD_NPZ}", "epochs=6", "hydra.run.dir=run", "trackio.enabled=false")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test_acc"] > 0.35, metrics
