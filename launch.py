@@ -30,13 +30,13 @@ register_resolvers()
 log = logging.getLogger("optqual")
 
 
-def build(node: DictConfig, **kwargs):
-    """hydra.utils.instantiate, with a failure reported as the config key that caused it."""
+def build(cfg: DictConfig, key: str, **kwargs):
+    """hydra.utils.instantiate on cfg[key], with a failure reported as that key's config error."""
     try:
-        return instantiate(node, _convert_="all", **kwargs)
+        return instantiate(cfg[key], _convert_="all", **kwargs)
     except InstantiationException as err:
         cause = err.__cause__
-        raise (cause if isinstance(cause, ConfigError) else ConfigError(f"{node._key()}: {cause or err}")) from err
+        raise (cause if isinstance(cause, ConfigError) else ConfigError(f"{key}: {cause or err}")) from err
 
 
 def prepare(cfg: DictConfig) -> tuple[torch.nn.Module, torch.optim.Optimizer, ImageData, torch.device]:
@@ -45,12 +45,12 @@ def prepare(cfg: DictConfig) -> tuple[torch.nn.Module, torch.optim.Optimizer, Im
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)  # CPU kernels split their sums by thread: part of the result
     make_deterministic(cfg.seed)
-    model = build(cfg.model).to(device)  # first draw from the seeded generator: the initial weights
+    model = build(cfg, "model").to(device)  # first draw from the seeded generator: the initial weights
     try:
-        optimizer = build(cfg.optimizer)(model.parameters())
+        optimizer = build(cfg, "optimizer")(model.parameters())
     except ValueError as err:  # torch's own range checks (betas, momentum, eps, ...)
         raise ConfigError(f"optimizer: {err}") from err
-    data = build(cfg.data, device=device)
+    data = build(cfg, "data", device=device)
     top_label = int(max(data.train_labels.max(), data.test_labels.max()))
     if top_label >= cfg.model.num_classes:
         raise ConfigError(f"model.num_classes={cfg.model.num_classes}: the data has labels up to {top_label}")

@@ -3,13 +3,13 @@
 import contextlib
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
 
 @contextlib.contextmanager
-def trackio_run(cfg: DictConfig, name: str, group: str, run_dir: Path) -> Iterator[callable]:
+def trackio_run(cfg: DictConfig, name: str, group: str, run_dir: Path) -> Iterator[Callable[[dict], None]]:
     """Open a Trackio run and yield its `log(record)`; the run is finished even if training fails.
 
     With `trackio.enabled=false` the yielded function does nothing.
