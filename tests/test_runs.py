@@ -4,9 +4,11 @@ import csv
 import json
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +132,27 @@ def test_multirun_gives_each_job_its_own_directory(tmp_path, tiny_npz):
         assert json.loads((job / "metrics.json").read_text())["optimizer"] == chosen["optimizer"]
     assert len({job.name for job in jobs}) == 4
     assert not list((tmp_path / "outputs").glob("runs"))
+
+
+def test_interrupted_run_keeps_its_history_and_finishes_trackio(tmp_path, tiny_npz):
+    """Ctrl-C mid-training: the epochs done stay on disk, metrics.json says so, Trackio is closed."""
+    command = [sys.executable, str(REPO / "launch.py"), *tiny_overrides(tiny_npz), "epochs=1000", "hydra.run.dir=run"]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    history = tmp_path / "run" / "history.csv"
+    deadline = time.monotonic() + 120
+    while not (history.is_file() and len(history.read_text().splitlines()) >= 3) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0, stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and "KeyboardInterrupt" in metrics["error"]
+    epochs_done = len(history.read_text().splitlines()) - 1
+    assert 2 <= metrics["epochs"] == epochs_done < 1000
+    assert not (tmp_path / "run" / "final_model.pt").exists()
+    with sqlite3.connect(tmp_path / "outputs" / "trackio" / "resnet8_cifar10_baseline.db") as db:
+        logged = db.execute("select count(*) from metrics").fetchone()[0]
+    assert logged >= epochs_done - 1  # the last epoch may be cut between history.csv and Trackio
 
 
 def run_diff(*args: str) -> subprocess.CompletedProcess:
