@@ -22,7 +22,10 @@ NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 @dataclass
 class ImageData:
-    """uint8 NCHW images and int64 labels on one device, plus where the split came from."""
+    """uint8 NHWC images (as CIFAR stores them) and int64 labels on one device, plus the split.
+
+    Batches come out as float32 NCHW in channels_last memory, the layout the model runs in.
+    """
 
     train_images: torch.Tensor
     train_labels: torch.Tensor
@@ -62,8 +65,7 @@ def to_device(arrays: dict[str, np.ndarray], batch_size: int, val_fraction: floa
     train_idx, val_idx = split_indices(len(arrays["y_train"]), val_fraction, split_seed)
 
     def images(x: np.ndarray) -> torch.Tensor:
-        # NHWC -> NCHW view: channels_last strides, no copy beyond the move to the device
-        return torch.from_numpy(np.ascontiguousarray(x)).to(device).permute(0, 3, 1, 2)
+        return torch.from_numpy(np.ascontiguousarray(x)).to(device)
 
     def labels(y: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)

@@ -85,7 +85,7 @@ def test_downloads_verifies_and_extracts(tmp_path, monkeypatch):
     assert (root / "cifar-10-batches-py" / "data_batch_5").is_file()
     assert len(data.train_labels) == 90 and len(data.val_labels) == 10 and len(data.test_labels) == 20
     rows = np.concatenate([data.train_indices, data.val_indices])
-    x = np.concatenate([data.train_images.permute(0, 2, 3, 1).numpy(), data.val_images.permute(0, 2, 3, 1).numpy()])
+    x = np.concatenate([data.train_images.numpy(), data.val_images.numpy()])
     assert np.array_equal(x, written["x_train"][rows])
 
 
@@ -106,10 +106,10 @@ def test_corrupted_dataset_is_refused(tmp_path, monkeypatch):
 def test_npz_lands_on_the_device_as_uint8(tmp_path):
     path = write_npz(tmp_path / "d.npz", n_train=100, n_test=30)
     data = npz(str(path), batch_size=32, val_fraction=0.2, split_seed=0, device=torch.device("cpu"))
-    assert data.train_images.dtype == torch.uint8 and data.train_images.shape == (80, 3, 32, 32)
-    assert data.val_images.shape == (20, 3, 32, 32) and data.test_images.shape == (30, 3, 32, 32)
+    assert data.train_images.dtype == torch.uint8 and data.train_images.shape == (80, 32, 32, 3)
+    assert data.val_images.shape == (20, 32, 32, 3) and data.test_images.shape == (30, 32, 32, 3)
     with np.load(path) as raw:
-        assert np.array_equal(data.test_images.permute(0, 2, 3, 1).numpy(), raw["x_test"])
+        assert np.array_equal(data.test_images.numpy(), raw["x_test"])
     images, labels = next(data.train_batches(torch.Generator().manual_seed(0)))
     assert images.dtype == torch.float32 and images.shape == (32, 3, 32, 32) and labels.dtype == torch.int64
     assert sum(len(y) for _, y in data.train_batches(torch.Generator().manual_seed(0))) == 80
