@@ -41,6 +41,17 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
+class GlobalAvgPool(nn.Module):
+    """Mean over height and width: (N, C, H, W) -> (N, C).
+
+    Not nn.AdaptiveAvgPool2d: its CUDA backward has no deterministic implementation and
+    raises under torch.use_deterministic_algorithms(True).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
 class CifarResNet(nn.Module):
     def __init__(self, blocks_per_stage: int = 1, widths: Sequence[int] = (16, 32, 64), num_classes: int = 10):
         super().__init__()
@@ -52,7 +63,7 @@ class CifarResNet(nn.Module):
             blocks = [BasicBlock(in_channels if b == 0 else width, width, stride if b == 0 else 1) for b in range(blocks_per_stage)]
             self.add_module(f"stage{index}", nn.Sequential(*blocks))
             in_channels = width
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = GlobalAvgPool()
         self.fc = nn.Linear(widths[-1], num_classes)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
@@ -63,4 +74,4 @@ class CifarResNet(nn.Module):
         x = self.stage1(x)
         x = self.stage2(x)
         x = self.stage3(x)
-        return self.fc(torch.flatten(self.pool(x), 1))
+        return self.fc(self.pool(x))

@@ -27,14 +27,26 @@ def test_depth_is_6n_plus_2(n):
     assert weighted_layers(CifarResNet(blocks_per_stage=n)) == 6 * n + 2
 
 
+# Modules whose CUDA backward raises under torch.use_deterministic_algorithms(True)
+# (torch's own list); CI has no GPU, so the model is checked against the list instead.
+REFUSED_ON_CUDA = (nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool2d, nn.AvgPool3d, nn.MaxPool3d,
+                   nn.FractionalMaxPool2d, nn.ReflectionPad2d, nn.ReplicationPad2d, nn.Upsample, nn.Embedding, nn.CTCLoss)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_model_has_no_module_that_refuses_determinism_on_cuda(n):
+    assert not [name for name, m in CifarResNet(blocks_per_stage=n).named_modules() if isinstance(m, REFUSED_ON_CUDA)]
+
+
 def test_stages_are_reachable_for_analysis():
     model = CifarResNet().eval()
-    extractor = create_feature_extractor(model, {"stage1": "s1", "stage2": "s2", "stage3": "s3", "fc": "logits"})
+    extractor = create_feature_extractor(model, {"stage1": "s1", "stage2": "s2", "stage3": "s3", "pool": "embedding", "fc": "logits"})
     x = torch.randn(4, 3, 32, 32)
     features = extractor(x)
     assert features["s1"].shape == (4, 16, 32, 32)
     assert features["s2"].shape == (4, 32, 16, 16)
     assert features["s3"].shape == (4, 64, 8, 8)
+    assert features["embedding"].shape == (4, 64)
     assert torch.equal(features["logits"], model(x))
 
     captured = {}
