@@ -45,7 +45,10 @@ def prepare(cfg: DictConfig) -> tuple[torch.nn.Module, torch.optim.Optimizer, Im
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)  # CPU kernels split their sums by thread: part of the result
     make_deterministic(cfg.seed)
-    model = build(cfg, "model").to(device)  # first draw from the seeded generator: the initial weights
+    model = build(cfg, "model")  # first draw from the seeded generator: the initial weights
+    model.to(device, memory_format=torch.channels_last)  # the layout convolutions run fastest in
+    if cfg.compile:
+        model.compile()  # in place: state_dict keys stay those of the plain model
     try:
         optimizer = build(cfg, "optimizer")(model.parameters())
     except ValueError as err:  # torch's own range checks (betas, momentum, eps, ...)
@@ -74,6 +77,8 @@ def main(cfg: DictConfig) -> None:
         "optimizer": optimizer_name,
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "precision": cfg.precision,
+        "compile": cfg.compile,
         "params": sum(p.numel() for p in model.parameters()),
         "train_images": len(data.train_labels),
     })
@@ -84,8 +89,8 @@ def main(cfg: DictConfig) -> None:
                 recorder.add_epoch(record)
                 track(record)
 
-            fit(model, optimizer, data, data_generator(cfg.seed, device), cfg.epochs, cfg.eval_every, on_epoch)
-            test = evaluate(model, data.eval_batches("test", EVAL_BATCH_SIZE))
+            fit(model, optimizer, data, data_generator(cfg.seed, device), cfg.epochs, cfg.eval_every, on_epoch, cfg.precision)
+            test = evaluate(model, data.eval_batches("test", EVAL_BATCH_SIZE), cfg.precision)
             track({"epoch": cfg.epochs, "test_loss": test["loss"], "test_acc": test["acc"]})
     except BaseException as err:
         recorder.finish("interrupted" if isinstance(err, KeyboardInterrupt) else "failed", error=repr(err), wall_seconds=time.perf_counter() - started)

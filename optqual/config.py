@@ -15,6 +15,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the key and the value."""
 
@@ -86,6 +89,8 @@ class RunSchema:
     experiment_name: str = "resnet8_cifar10_baseline"
     device: str = "auto"
     threads: Optional[int] = None
+    precision: str = "fp32"
+    compile: bool = False
     optimizer: Any = MISSING
     model: Any = MISSING
     data: Any = MISSING
@@ -136,6 +141,7 @@ def check_config(cfg: DictConfig) -> torch.device:
         _require(value > 0, key, value, "must be a positive integer")
     if cfg.threads is not None:
         _require(cfg.threads > 0, "threads", cfg.threads, "must be a positive integer (or null for torch's default)")
+    _require(cfg.precision in PRECISIONS, "precision", cfg.precision, f"must be one of {', '.join(PRECISIONS)}")
     _require(cfg.optimizer.lr > 0, "optimizer.lr", cfg.optimizer.lr, "must be > 0")
     weight_decay = cfg.optimizer.get("weight_decay", 0.0)
     _require(weight_decay >= 0, "optimizer.weight_decay", weight_decay, "must be >= 0")

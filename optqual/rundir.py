@@ -9,7 +9,9 @@ import hashlib
 import io
 import json
 import os
+import resource
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -116,6 +118,14 @@ def library_versions() -> dict[str, str]:
     return {"python": platform.python_version(), **{name: version(name) for name in packages}}
 
 
+def peak_memory_mb(device: torch.device) -> dict[str, float | None]:
+    """Peak resident memory of this process and, on a GPU, peak memory allocated on it."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB on Linux
+    rss_mb = rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+    gpu_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return {"peak_rss_mb": rss_mb, "peak_gpu_mb": gpu_mb}
+
+
 class RunRecorder:
     """Keeps history.csv current after every epoch and writes metrics.json when the run ends."""
 
@@ -129,7 +139,8 @@ class RunRecorder:
         write_history(self.run_dir, self.history)
 
     def finish(self, status: str, **extra: Any) -> dict:
-        """Write metrics.json: the last epoch's train metrics, the last validation, `extra`, `status`."""
+        """Write metrics.json: the last epoch's train metrics, the last validation, peak memory,
+        `extra`, `status`."""
         metrics: dict[str, Any] = {key: None for key in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")}
         for record in self.history:  # later epochs overwrite earlier ones; val only where it ran
             metrics.update({key: value for key, value in record.items() if key in metrics})
@@ -139,6 +150,7 @@ class RunRecorder:
             train_seconds=train_seconds,
             train_images_per_s=self.facts["train_images"] * len(self.history) / train_seconds if train_seconds else None,
             **self.facts,
+            **peak_memory_mb(torch.device(self.facts.get("device", "cpu"))),
             versions=library_versions(),
             **extra,
             status=status,

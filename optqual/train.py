@@ -4,6 +4,7 @@ The hot loop never asks the device for a number: losses, correct counts and per-
 gradient norms are summed into device tensors and read once per epoch.
 """
 
+import contextlib
 import logging
 import time
 from typing import Callable, Iterator
@@ -18,6 +19,11 @@ from optqual.data import ImageData
 
 log = logging.getLogger(__name__)
 EVAL_BATCH_SIZE = 1024  # no gradients are kept, so evaluation can take large batches
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast for the forward pass (and so the matching backward); fp32 runs as is."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 class LayerGradNorms:
@@ -42,13 +48,14 @@ class LayerGradNorms:
         return (self.membership @ norms.square()).sqrt()
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+@torch.inference_mode()
+def evaluate(model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], precision: str = "fp32") -> dict[str, float]:
     """Mean cross-entropy and accuracy (a fraction) over all batches, in eval mode."""
     model.eval()
     sums, count = 0, 0
     for images, labels in batches:
-        logits = model(images)
+        with autocast(images.device, precision):
+            logits = model(images)
         sums = sums + torch.stack([F.cross_entropy(logits, labels, reduction="sum"), (logits.argmax(1) == labels).sum().float()])
         count += len(labels)
     loss_sum, correct = sums.tolist()
@@ -62,6 +69,7 @@ def train_epoch(
     generator: torch.Generator,
     grad_norms: LayerGradNorms,
     on_step: Callable[[], None],
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """One pass over the training set; returns mean loss, accuracy and mean per-layer grad norms."""
     model.train()
@@ -71,8 +79,9 @@ def train_epoch(
     norm_sum = torch.zeros(len(grad_norms.layers), device=device)
     steps = 0
     for images, labels in data.train_batches(generator):
-        logits = model(images)
-        loss = F.cross_entropy(logits, labels)
+        with autocast(device, precision):
+            logits = model(images)
+            loss = F.cross_entropy(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm_sum += grad_norms()
@@ -102,6 +111,7 @@ def fit(
     epochs: int,
     eval_every: int,
     on_epoch: Callable[[dict], None],
+    precision: str = "fp32",
 ) -> list[dict]:
     """Train for `epochs`, validating every `eval_every` epochs and after the last.
 
@@ -113,10 +123,10 @@ def fit(
     with bar, logging_redirect_tqdm():
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
-            record = {"epoch": epoch, **train_epoch(model, optimizer, data, generator, grad_norms, lambda: bar.update())}
+            record = {"epoch": epoch, **train_epoch(model, optimizer, data, generator, grad_norms, bar.update, precision)}
             record["seconds"] = time.perf_counter() - start
             if epoch % eval_every == 0 or epoch == epochs:
-                val = evaluate(model, data.eval_batches("val", EVAL_BATCH_SIZE))
+                val = evaluate(model, data.eval_batches("val", EVAL_BATCH_SIZE), precision)
                 record.update(val_loss=val["loss"], val_acc=val["acc"])
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['train_acc']:.3f}")
             log.info(describe(record, epochs))

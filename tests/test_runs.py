@@ -20,7 +20,8 @@ from conftest import HEAD_NPZ, REPO, launch, launch_ok, tiny_overrides
 from optqual.models import CifarResNet
 
 METRIC_KEYS = {"train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "epochs", "train_seconds",
-               "train_images_per_s", "wall_seconds", "params", "seed", "optimizer", "device", "threads", "versions", "status"}
+               "train_images_per_s", "wall_seconds", "params", "seed", "optimizer", "device", "threads", "precision", "compile", "peak_rss_mb", "peak_gpu_mb",
+               "versions", "status"}
 
 
 def history_without_timing(run_dir: Path) -> list[dict]:
@@ -59,6 +60,18 @@ def test_thread_count_is_pinned_by_config_and_recorded(tmp_path, tiny_npz):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("option", ["precision=bf16", "compile=true"])
+def test_speed_options_repeat_bit_for_bit(tmp_path, tiny_npz, runs, option):
+    for name in ("a", "b"):
+        launch_ok(tmp_path, *tiny_overrides(tiny_npz), "seed=3", option, f"hydra.run.dir={name}", "trackio.enabled=false")
+    assert history_without_timing(tmp_path / "a") == history_without_timing(tmp_path / "b")
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert a.keys() == weights(runs["sgd_a"]).keys()  # a compiled model saves the plain model's keys
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    if option == "precision=bf16":  # bf16 really changes the arithmetic
+        assert not all(torch.equal(a[k], v) for k, v in weights(runs["sgd_a"]).items())
+
+
 def test_sgd_and_adamw_find_different_solutions(runs):
     a, c = weights(runs["sgd_a"]), weights(runs["adamw"])
     assert not all(torch.equal(a[k], c[k]) for k in a)
@@ -86,6 +99,8 @@ def test_run_directory_holds_everything(runs, tiny_npz):
     metrics = json.loads((run / "metrics.json").read_text())
     assert METRIC_KEYS <= metrics.keys()
     assert metrics["status"] == "completed" and metrics["epochs"] == 2 and metrics["optimizer"] == "adamw"
+    assert metrics["peak_rss_mb"] > 100 and metrics["precision"] == "fp32" and metrics["compile"] is False
+    assert (metrics["peak_gpu_mb"] is None) == (metrics["device"] == "cpu")
     assert metrics["params"] == 78_042 and metrics["seed"] == 3 and metrics["versions"]["torch"] == torch.__version__.split("+")[0]
     assert 0 <= metrics["test_acc"] <= 1 and metrics["val_acc"] == pytest.approx(float(rows[-1]["val_acc"]))
 
@@ -196,6 +211,7 @@ def test_diff_refuses_a_directory_that_is_not_a_run(runs, tmp_path):
         (["data.val_fraction=1.5"], "optqual: error: data.val_fraction=1.5: must lie strictly between 0 and 1"),
         (["device=gpu"], "optqual: error: device=gpu: unknown device"),
         (["threads=0"], "optqual: error: threads=0: must be a positive integer"),
+        (["precision=fp16"], "optqual: error: precision=fp16: must be one of fp32, bf16"),
         (["data=npz", "data.path=missing.npz"], "optqual: error: data.path=missing.npz: no such file"),
         (["data=npz"], "optqual: error: data.path is required"),
         (["data.root=nothing_here", "data.download=false"], "optqual: error: data.root=nothing_here: CIFAR-10 not found"),
