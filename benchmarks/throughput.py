@@ -1,0 +1,226 @@
+"""How close optqual's training runs to the hardware's limit, against a textbook pipeline.
+
+    python benchmarks/throughput.py                    # this machine's default device, fp32 and bf16
+    python benchmarks/throughput.py --compile          # with torch.compile (minutes of compiling on a CPU)
+    python benchmarks/throughput.py --device cpu --train-images 20480
+
+Everything runs in one process on the same CIFAR-shaped data (random uint8 images: speed
+does not depend on content), the same ResNet-8, batch 128 and SGD:
+
+1. ceiling    the bare train step (forward, backward, optimizer step) on one batch already
+              on the device, in the precision and memory format optqual trains in;
+2. optqual    optqual's real training epoch (`optqual.train.train_epoch`: data order,
+              augmentation, step, metrics and gradient norms);
+3. textbook   torchvision transforms on PIL images in DataLoader workers, fp32, contiguous
+              tensors, with the best worker count among those tried;
+4. eval       optqual's evaluation (val + test) throughput.
+
+Each figure is the median of --repeats timed windows. Prints a table, then one JSON line with the figures, the ratios and the projected wall
+time of the full baseline (200 epochs, validation every 10, test at the end).
+"""
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.transforms as T
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from optqual.augment import CIFAR10_MEAN, CIFAR10_STD, augment  # noqa: E402
+from optqual.config import resolve_device  # noqa: E402
+from optqual.data import ImageData, to_device  # noqa: E402
+from optqual.models import CifarResNet  # noqa: E402
+from optqual.reproducibility import data_generator, make_deterministic  # noqa: E402
+from optqual.train import EVAL_BATCH_SIZE, LayerGradNorms, autocast, evaluate, train_epoch  # noqa: E402
+
+BATCH = 128
+BASELINE = {"epochs": 200, "eval_every": 10, "train": 45_000, "val": 5_000, "test": 10_000}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def rate(device: torch.device, images: int, work, repeats: int) -> float:
+    """Median images/s over `repeats` timed calls of `work` (shared machines are noisy: +-10%)."""
+
+    def once() -> float:
+        synchronize(device)
+        start = time.perf_counter()
+        work()
+        synchronize(device)
+        return images / (time.perf_counter() - start)
+
+    return statistics.median(once() for _ in range(repeats))
+
+
+def make_model(device: torch.device, channels_last: bool, compile_model: bool) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = CifarResNet().to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    if compile_model:
+        model.compile()
+    return model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+
+def ceiling(data: ImageData, device: torch.device, precision: str, compile_model: bool, steps: int, repeats: int) -> float:
+    """Images/s of the bare step on one resident, already augmented batch."""
+    model, optimizer = make_model(device, True, compile_model)
+    images = augment(data.train_images[:BATCH], data_generator(0, device))
+    labels = data.train_labels[:BATCH]
+
+    def step() -> None:
+        with autocast(device, precision):
+            loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            step()
+
+    run(5)  # warm-up: allocator, kernels selection, compilation
+    return rate(device, steps * BATCH, lambda: run(steps), repeats)
+
+
+def optqual_epoch(data: ImageData, device: torch.device, precision: str, compile_model: bool, repeats: int) -> float:
+    """Images/s of optqual's own training epoch over the whole (benchmark) training set."""
+    model, optimizer = make_model(device, True, compile_model)
+    generator = data_generator(0, device)
+    norms = LayerGradNorms(model)
+    warm = ImageData(**{**data.__dict__, "train_images": data.train_images[: 5 * BATCH], "train_labels": data.train_labels[: 5 * BATCH]})
+    train_epoch(model, optimizer, warm, generator, norms, lambda: None, precision)
+    return rate(device, len(data.train_labels), lambda: train_epoch(model, optimizer, data, generator, norms, lambda: None, precision), repeats)
+
+
+def evaluation(data: ImageData, device: torch.device, precision: str, compile_model: bool, repeats: int) -> float:
+    """Images/s of optqual's evaluation over the val and test sets."""
+    model, _ = make_model(device, True, compile_model)
+    evaluate(model, data.eval_batches("val", EVAL_BATCH_SIZE), precision)  # warm-up
+
+    def both() -> None:
+        evaluate(model, data.eval_batches("val", EVAL_BATCH_SIZE), precision)
+        evaluate(model, data.eval_batches("test", EVAL_BATCH_SIZE), precision)
+
+    return rate(device, len(data.val_labels) + len(data.test_labels), both, repeats)
+
+
+class PILImages(Dataset):
+    """What a textbook CIFAR dataset does: a PIL image per item, torchvision transforms on it."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = images, labels
+        self.transform = T.Compose([
+            T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(CIFAR10_MEAN, CIFAR10_STD),
+        ])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
+
+
+def textbook_epoch(images: np.ndarray, labels: np.ndarray, device: torch.device, workers: int, repeats: int) -> float:
+    """Images/s of a textbook epoch: DataLoader workers, fp32, contiguous tensors, loss.item() per step."""
+    model, optimizer = make_model(device, False, False)
+    loader = DataLoader(PILImages(images, labels), batch_size=BATCH, shuffle=True, num_workers=workers, pin_memory=device.type == "cuda")
+
+    def epoch() -> None:
+        running = 0.0
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            running += loss.item()
+
+    return rate(device, len(labels), epoch, repeats)
+
+
+def projected_baseline_seconds(train_rate: float, eval_rate: float) -> float:
+    b = BASELINE
+    validations = b["epochs"] // b["eval_every"] + (b["epochs"] % b["eval_every"] != 0)
+    return b["epochs"] * b["train"] / train_rate + (validations * b["val"] + b["test"]) / eval_rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated: fp32, bf16")
+    parser.add_argument("--compile", action="store_true", help="torch.compile optqual's model (not the textbook's)")
+    parser.add_argument("--train-images", type=int, default=10_240, help="images in the measured training epoch")
+    parser.add_argument("--ceiling-steps", type=int, default=40)
+    parser.add_argument("--workers", default="0,1,2", help="textbook DataLoader worker counts to try")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions per figure; the median is reported")
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    make_deterministic(0)
+    rng = np.random.default_rng(0)
+    n_train = args.train_images
+    arrays = {
+        "x_train": rng.integers(0, 256, (n_train + BASELINE["val"], 32, 32, 3), dtype=np.uint8),
+        "y_train": rng.integers(0, 10, n_train + BASELINE["val"]),
+        "x_test": rng.integers(0, 256, (BASELINE["test"], 32, 32, 3), dtype=np.uint8),
+        "y_test": rng.integers(0, 10, BASELINE["test"]),
+    }
+    data = to_device(arrays, BATCH, BASELINE["val"] / (n_train + BASELINE["val"]), 0, device)
+    uint8_bytes = sum(t.numel() for t in (data.train_images, data.val_images, data.test_images))
+    resident_bytes = sum(t.numel() * t.element_size() for t in (data.train_images, data.val_images, data.test_images, data.train_labels, data.val_labels, data.test_labels))
+
+    rows, figures = [], {"device": str(device), "threads": torch.get_num_threads(), "compile": args.compile, "train_images": n_train, "repeats": args.repeats}
+    for precision in args.precisions.split(","):
+        top = ceiling(data, device, precision, args.compile, args.ceiling_steps, args.repeats)
+        ours = optqual_epoch(data, device, precision, args.compile, args.repeats)
+        ev = evaluation(data, device, precision, args.compile, args.repeats)
+        figures[precision] = {
+            "ceiling_img_s": top, "optqual_img_s": ours, "eval_img_s": ev, "optqual_over_ceiling": ours / top,
+            "projected_baseline_s": projected_baseline_seconds(ours, ev),
+        }
+        rows += [(f"ceiling ({precision})", top), (f"optqual epoch ({precision})", ours), (f"eval val+test ({precision})", ev)]
+
+    subset = data.train_indices  # the textbook trains on the same images, read from host memory
+    x, y = arrays["x_train"][subset], arrays["y_train"][subset]
+    textbook = {w: textbook_epoch(x, y, device, w, 1) for w in map(int, args.workers.split(","))}  # pick the best count
+    best_workers = max(textbook, key=textbook.get)
+    textbook[best_workers] = textbook_epoch(x, y, device, best_workers, args.repeats)
+    rows += [(f"textbook, {w} workers (fp32)", speed) for w, speed in textbook.items()]
+    figures.update(textbook_img_s=textbook[best_workers], textbook_workers=best_workers)
+    if "fp32" in figures:
+        figures["optqual_over_textbook"] = figures["fp32"]["optqual_img_s"] / textbook[best_workers]
+    if "fp32" in figures and "bf16" in figures:
+        figures["bf16_over_fp32"] = figures["bf16"]["optqual_img_s"] / figures["fp32"]["optqual_img_s"]
+    figures.update(
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        peak_gpu_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        dataset_uint8_mb=uint8_bytes / 2**20, dataset_resident_mb=resident_bytes / 2**20,
+    )
+
+    print(f"{'measurement':<32}{'images/s':>12}")
+    for name, speed in rows:
+        print(f"{name:<32}{speed:>12.0f}")
+    for precision in args.precisions.split(","):
+        f = figures[precision]
+        print(f"{precision}: optqual / ceiling {f['optqual_over_ceiling']:.2f}; projected 200-epoch baseline {f['projected_baseline_s'] / 60:.1f} min")
+    if "optqual_over_textbook" in figures:
+        print(f"optqual / textbook (fp32, textbook with {best_workers} workers): {figures['optqual_over_textbook']:.2f}")
+    if "bf16_over_fp32" in figures:
+        print(f"bf16 / fp32 (optqual epoch): {figures['bf16_over_fp32']:.2f}")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
