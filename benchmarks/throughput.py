@@ -20,6 +20,7 @@ time of the full baseline (200 epochs, validation every 10, test at the end).
 """
 
 import argparse
+import dataclasses
 import json
 import resource
 import statistics
@@ -99,7 +100,7 @@ def optqual_epoch(data: ImageData, device: torch.device, precision: str, compile
     model, optimizer = make_model(device, True, compile_model)
     generator = data_generator(0, device)
     norms = LayerGradNorms(model)
-    warm = ImageData(**{**data.__dict__, "train_images": data.train_images[: 5 * BATCH], "train_labels": data.train_labels[: 5 * BATCH]})
+    warm = dataclasses.replace(data, train_images=data.train_images[: 5 * BATCH], train_labels=data.train_labels[: 5 * BATCH])
     train_epoch(model, optimizer, warm, generator, norms, lambda: None, precision)
     return rate(device, len(data.train_labels), lambda: train_epoch(model, optimizer, data, generator, norms, lambda: None, precision), repeats)
 

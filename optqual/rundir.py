@@ -9,10 +9,12 @@ import hashlib
 import io
 import json
 import os
+import platform
 import resource
 import shutil
 import sys
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Callable
 
@@ -111,9 +113,6 @@ def discard_unstarted(run_dir: Path) -> None:
 
 
 def library_versions() -> dict[str, str]:
-    import platform
-    from importlib.metadata import version
-
     packages = ("torch", "torchvision", "numpy", "hydra-core", "omegaconf", "trackio")
     return {"python": platform.python_version(), **{name: version(name) for name in packages}}
 

@@ -34,14 +34,12 @@ class LayerGradNorms:
     """
 
     def __init__(self, model: nn.Module):
-        names = [name for name, p in model.named_parameters() if p.requires_grad]
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.layers = list(dict.fromkeys(name.rpartition(".")[0] for name in names))
-        device = self.params[0].device
-        membership = torch.zeros(len(self.layers), len(names), device=device)
-        for column, name in enumerate(names):
-            membership[self.layers.index(name.rpartition(".")[0]), column] = 1.0
-        self.membership = membership
+        trained = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        self.params = [p for _, p in trained]
+        owners = [name.rpartition(".")[0] for name, _ in trained]  # "stage1.0.conv1.weight" -> "stage1.0.conv1"
+        self.layers = list(dict.fromkeys(owners))
+        rows = [[float(owner == layer) for owner in owners] for layer in self.layers]
+        self.membership = torch.tensor(rows, device=self.params[0].device)
 
     def __call__(self) -> torch.Tensor:
         norms = torch.stack(torch._foreach_norm([p.grad for p in self.params]))
@@ -112,13 +110,12 @@ def fit(
     eval_every: int,
     on_epoch: Callable[[dict], None],
     precision: str = "fp32",
-) -> list[dict]:
+) -> None:
     """Train for `epochs`, validating every `eval_every` epochs and after the last.
 
-    Returns one record per epoch; `on_epoch` sees each record as soon as it exists.
+    `on_epoch` receives each epoch's record as soon as it exists; keeping them is its job.
     """
     grad_norms = LayerGradNorms(model)
-    history = []
     bar = tqdm(total=epochs * data.steps_per_epoch(), unit="step", desc="train", disable=None)
     with bar, logging_redirect_tqdm():
         for epoch in range(1, epochs + 1):
@@ -130,6 +127,4 @@ def fit(
                 record.update(val_loss=val["loss"], val_acc=val["acc"])
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['train_acc']:.3f}")
             log.info(describe(record, epochs))
-            history.append(record)
             on_epoch(record)
-    return history
