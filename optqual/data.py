@@ -13,6 +13,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 from optqual.augment import augment, normalize
 from optqual.config import ConfigError
@@ -85,15 +86,25 @@ def to_device(arrays: dict[str, np.ndarray], batch_size: int, val_fraction: floa
 
 
 def read_cifar10(root: str, download: bool) -> dict[str, np.ndarray]:
-    """The official CIFAR-10 python batches via torchvision, which downloads and checksums them."""
+    """The official CIFAR-10 python batches via torchvision, which downloads and checksums them.
+
+    A file lock in `root` makes parallel jobs download and extract once: the first one fetches,
+    the others wait and then find verified files.
+    """
     from torchvision.datasets import CIFAR10
 
+    if not download and not Path(root).is_dir():
+        raise ConfigError(f"data.root={root}: CIFAR-10 not found (no such directory; set data.download=true)")
+    Path(root).mkdir(parents=True, exist_ok=True)
     try:
-        train = CIFAR10(root, train=True, download=download)
-        test = CIFAR10(root, train=False, download=False)
+        with FileLock(Path(root) / ".cifar10.lock"):
+            train = CIFAR10(root, train=True, download=download)
+            test = CIFAR10(root, train=False, download=False)
     except RuntimeError as err:  # torchvision's "Dataset not found or corrupted"
         hint = "set data.download=true" if not download else "the download did not verify"
         raise ConfigError(f"data.root={root}: CIFAR-10 not found or corrupted ({hint})") from err
+    except OSError as err:  # URLError, HTTPError, connection refused, ...
+        raise ConfigError(f"data.root={root}: downloading CIFAR-10 failed: {err}") from err
     return {"x_train": train.data, "y_train": np.array(train.targets), "x_test": test.data, "y_test": np.array(test.targets)}
 
 

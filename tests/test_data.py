@@ -1,12 +1,18 @@
 """Reading CIFAR-10 in its official format (and downloading it), npz input, and the split."""
 
+import contextlib
 import functools
 import hashlib
 import http.server
+import json
 import pickle
+import subprocess
+import sys
 import tarfile
 import threading
+import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -62,31 +68,91 @@ def test_reads_the_official_python_format(tmp_path, monkeypatch):
     assert arrays["x_train"].dtype == np.uint8 and arrays["x_train"].shape == (100, 32, 32, 3)
 
 
-def test_downloads_verifies_and_extracts(tmp_path, monkeypatch):
-    """The default path (data.download=true) end to end, served from a loopback HTTP server."""
+@contextlib.contextmanager
+def serve_archive(tmp_path: Path, delay: float = 0.0) -> Iterator[tuple[str, dict[str, np.ndarray], list[str]]]:
+    """The official archive of a small fake CIFAR-10 on a loopback HTTP server: its URL, the
+    arrays it holds, and the requests so far. `delay` seconds per request stand for a slow link."""
     source = tmp_path / "source"
     written = write_official_cifar10(source)
-    trust_written_files(monkeypatch, source / "cifar-10-batches-py")
     serve = tmp_path / "serve"
     serve.mkdir()
     with tarfile.open(serve / "cifar-10-python.tar.gz", "w:gz") as archive:
         archive.add(source / "cifar-10-batches-py", arcname="cifar-10-batches-py")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(serve))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    requests: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            time.sleep(delay)
+            super().do_GET()
+
+        def log_message(self, *args) -> None:
+            requests.append(f"{self.command} {self.path}")
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(serve)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        monkeypatch.setattr(CIFAR10, "url", f"http://127.0.0.1:{server.server_port}/cifar-10-python.tar.gz")
-        monkeypatch.setattr(CIFAR10, "tgz_md5", md5(serve / "cifar-10-python.tar.gz"))
-        root = tmp_path / "data"
-        data = cifar10(str(root), download=True, batch_size=16, val_fraction=0.1, split_seed=0, device=torch.device("cpu"))
+        yield f"http://127.0.0.1:{server.server_port}/cifar-10-python.tar.gz", written, requests
     finally:
         server.shutdown()
+
+
+def official_checksums(tmp_path: Path) -> dict:
+    """The attributes torchvision's CIFAR10 checks, with the sums of the files these tests write."""
+    folder = tmp_path / "source" / "cifar-10-batches-py"
+    return {
+        "train_list": [[n, md5(folder / n)] for n in BATCHES[:5]],
+        "test_list": [["test_batch", md5(folder / "test_batch")]],
+        "meta": {**CIFAR10.meta, "md5": md5(folder / "batches.meta")},
+        "tgz_md5": md5(tmp_path / "serve" / "cifar-10-python.tar.gz"),
+    }
+
+
+def test_downloads_verifies_and_extracts(tmp_path, monkeypatch):
+    """The default path (data.download=true) end to end, served from a loopback HTTP server."""
+    with serve_archive(tmp_path) as (url, written, requests):
+        for name, value in {**official_checksums(tmp_path), "url": url}.items():
+            monkeypatch.setattr(CIFAR10, name, value)
+        root = tmp_path / "data"
+        data = cifar10(str(root), download=True, batch_size=16, val_fraction=0.1, split_seed=0, device=torch.device("cpu"))
     assert (root / "cifar-10-batches-py" / "data_batch_5").is_file()
     assert len(data.train_labels) == 90 and len(data.val_labels) == 10 and len(data.test_labels) == 20
     rows = np.concatenate([data.train_indices, data.val_indices])
     x = np.concatenate([data.train_images.numpy(), data.val_images.numpy()])
     assert np.array_equal(x, written["x_train"][rows])
+
+
+def test_parallel_jobs_download_once_into_one_intact_copy(tmp_path, monkeypatch):
+    """Four processes prepare the same data root at once (joblib jobs do): one download."""
+    root = tmp_path / "data"
+    with serve_archive(tmp_path, delay=1.0) as (url, written, requests):  # slow enough for all four to overlap
+        attributes = {**official_checksums(tmp_path), "url": url}
+        for name, value in attributes.items():
+            monkeypatch.setattr(CIFAR10, name, value)
+        read_cifar10(str(tmp_path / "alone"), download=True)
+        one_download = list(requests)  # torchvision probes for a redirect, then downloads
+        requests.clear()
+        script = (
+            "import json, sys, numpy as np\n"
+            "from torchvision.datasets import CIFAR10\n"
+            "from optqual.data import read_cifar10\n"
+            "for name, value in json.loads(sys.argv[1]).items(): setattr(CIFAR10, name, value)\n"
+            "arrays = read_cifar10(sys.argv[2], download=True)\n"
+            "np.savez(sys.argv[3], **arrays)\n"
+        )
+        processes = [
+            subprocess.Popen([sys.executable, "-c", script, json.dumps(attributes), str(root), str(tmp_path / f"read{i}.npz")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for i in range(4)
+        ]
+        for process in processes:
+            assert process.wait(timeout=300) == 0, process.stderr.read()
+    assert requests == one_download
+    for i in range(4):
+        with np.load(tmp_path / f"read{i}.npz") as arrays:
+            assert all(np.array_equal(arrays[key], value) for key, value in written.items())
+    checksums = official_checksums(tmp_path)
+    for name, expected in checksums["train_list"] + checksums["test_list"]:
+        assert md5(root / "cifar-10-batches-py" / name) == expected
 
 
 def test_absent_dataset_without_download_is_a_config_error(tmp_path):
