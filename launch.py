@@ -15,12 +15,14 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from optqual.config import ConfigError, check_config, register_schemas
 from optqual.data import ImageData
 from optqual.reproducibility import data_generator, make_deterministic
+from optqual.resources import jobs_at_once, share_machine
 from optqual.rundir import RunRecorder, discard_unstarted, register_resolvers, save_model, save_split
 from optqual.tracking import trackio_run
 from optqual.train import EVAL_BATCH_SIZE, evaluate, fit
@@ -42,8 +44,8 @@ def build(cfg: DictConfig, key: str, **kwargs):
 def prepare(cfg: DictConfig) -> tuple[torch.nn.Module, torch.optim.Optimizer, ImageData, torch.device]:
     """Everything that can reject the config, in the order that keeps runs reproducible."""
     device = check_config(cfg)
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)  # CPU kernels split their sums by thread: part of the result
+    # CPU kernels split their sums by thread, so the thread count is part of the result
+    share_machine(cfg.threads, jobs_at_once(HydraConfig.get()), device)
     make_deterministic(cfg.seed)
     model = build(cfg, "model")  # first draw from the seeded generator: the initial weights
     model.to(device, memory_format=torch.channels_last)  # the layout convolutions run fastest in
@@ -62,8 +64,10 @@ def prepare(cfg: DictConfig) -> tuple[torch.nn.Module, torch.optim.Optimizer, Im
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    optimizer_name = HydraConfig.get().runtime.choices.optimizer
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    optimizer_name = hydra_cfg.runtime.choices.optimizer
+    sweep_name = Path(hydra_cfg.sweep.dir).name if hydra_cfg.mode == RunMode.MULTIRUN else None  # resolving it claims it
     started = time.perf_counter()
     try:
         model, optimizer, data, device = prepare(cfg)
@@ -81,10 +85,12 @@ def main(cfg: DictConfig) -> None:
         "compile": cfg.compile,
         "params": sum(p.numel() for p in model.parameters()),
         "train_images": len(data.train_labels),
-    })
+    }, started)
     log.info("run directory %s (%s, %d parameters, %d train images)", run_dir, device, recorder.facts["params"], len(data.train_labels))
     try:
-        with trackio_run(cfg, name=f"{optimizer_name}_seed{cfg.seed}", group=optimizer_name, run_dir=run_dir) as track:
+        # named after its directory, so that every run of every sweep has its own name
+        name = run_dir.name if sweep_name is None else f"{sweep_name}/{run_dir.name}"
+        with trackio_run(cfg, name=name, group=optimizer_name, run_dir=run_dir, sweep=sweep_name) as track:
             def on_epoch(record: dict) -> None:
                 recorder.add_epoch(record)
                 track(record)
@@ -93,10 +99,10 @@ def main(cfg: DictConfig) -> None:
             test = evaluate(model, data.eval_batches("test", EVAL_BATCH_SIZE), cfg.precision)
             track({"epoch": cfg.epochs, "test_loss": test["loss"], "test_acc": test["acc"]})
     except BaseException as err:
-        recorder.finish("interrupted" if isinstance(err, KeyboardInterrupt) else "failed", error=repr(err), wall_seconds=time.perf_counter() - started)
+        recorder.write_metrics("interrupted" if isinstance(err, KeyboardInterrupt) else "failed", error=repr(err))
         raise
     save_model(run_dir, model)
-    metrics = recorder.finish("completed", test_loss=test["loss"], test_acc=test["acc"], wall_seconds=time.perf_counter() - started)
+    metrics = recorder.write_metrics("completed", test_loss=test["loss"], test_acc=test["acc"])
     log.info("test_acc %.4f  val_acc %.4f  train_loss %.4f  -> %s", metrics["test_acc"], metrics["val_acc"], metrics["train_loss"], run_dir)
 
 

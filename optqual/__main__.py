@@ -1,22 +1,33 @@
-"""`python -m optqual COMMAND`: tools that work on finished run directories."""
+"""`python -m optqual COMMAND`: tools that work on run and sweep directories."""
 
 import argparse
 import sys
 
-from optqual.diff import NotARunDir, format_diff
+from optqual.diff import NotARunDir, NotComparable, format_diff, format_sweep_diff
+from optqual.summary import terminal_text, write_summary
+from optqual.sweep import NotASweepDir
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m optqual", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    diff = commands.add_parser("diff", help="config keys whose values differ between two runs")
-    diff.add_argument("run_a")
-    diff.add_argument("run_b")
+    diff = commands.add_parser("diff", help="config keys that differ between two runs, or vary across a sweep")
+    diff.add_argument("run_or_sweep", help="a sweep directory, or the first of two run directories")
+    diff.add_argument("run_b", nargs="?", help="the second run directory")
+    summarize = commands.add_parser("summarize", help="write summary.csv, summary.md and curves.png of a sweep (or run)")
+    summarize.add_argument("directory")
     args = parser.parse_args(argv)
     try:
-        print(format_diff(args.run_a, args.run_b))
-    except NotARunDir as err:
-        parser.exit(2, f"optqual diff: error: {err}\n")
+        if args.command == "summarize":
+            summary = write_summary(args.directory)
+            print(terminal_text(summary))
+            print(f"wrote summary.csv, summary.md, curves.png in {args.directory}")
+        elif args.run_b is None:
+            print(format_sweep_diff(args.run_or_sweep))
+        else:
+            print(format_diff(args.run_or_sweep, args.run_b))
+    except (NotARunDir, NotComparable, NotASweepDir) as err:
+        parser.exit(2, f"optqual {args.command}: error: {err}\n")
     return 0
 
 

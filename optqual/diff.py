@@ -1,10 +1,11 @@
-"""What differed between two runs: their saved composed configs, key by key."""
+"""What differed between runs: their saved composed configs, key by key, for two runs or a whole sweep."""
 
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from optqual.sweep import NotASweepDir, is_run_dir, read_jobs
 
 
 class _Absent:
@@ -18,6 +19,10 @@ ABSENT = _Absent()
 
 
 class NotARunDir(ValueError):
+    pass
+
+
+class NotComparable(ValueError):
     pass
 
 
@@ -59,4 +64,26 @@ def format_diff(run_a: str, run_b: str) -> str:
     lines += [f"{key:<{width}}  {value_a!r} -> {value_b!r}" for key, value_a, value_b in changes]
     lines += ["", f"A: {run_a}", f"   overrides: {' '.join(overrides_a) or '(none)'}"]
     lines += [f"B: {run_b}", f"   overrides: {' '.join(overrides_b) or '(none)'}"]
+    return "\n".join(lines)
+
+
+def format_sweep_diff(sweep_dir: str) -> str:
+    """The config keys that vary across a sweep's jobs, each with its values in job order."""
+    if is_run_dir(Path(sweep_dir)):
+        raise NotComparable(f"{sweep_dir} is a single run: give a sweep directory, or two runs to compare")
+    try:
+        jobs = read_jobs(sweep_dir)
+    except NotASweepDir as err:
+        raise NotComparable(str(err)) from None
+    configs = [flatten(load_run(job.path)[0]) for job in jobs if job.path is not None]
+    keys = sorted({key for config in configs for key in config})
+    varying = {key: list(dict.fromkeys(repr(config.get(key, ABSENT)) for config in configs)) for key in keys}
+    varying = {key: values for key, values in varying.items() if len(values) > 1}
+    pending = len(jobs) - len(configs)
+    head = f"{len(configs)} jobs in {sweep_dir}" + (f" ({pending} more not started)" if pending else "")
+    if not varying:
+        return f"{head}: identical configs"
+    width = max(len(key) for key in varying)
+    lines = [f"{head}; {len(varying)} config keys vary:", ""]
+    lines += [f"{key:<{width}}  {', '.join(values)}" for key, values in varying.items()]
     return "\n".join(lines)

@@ -7,6 +7,7 @@ previous version or none, never half a file.
 import csv
 import hashlib
 import io
+import itertools
 import json
 import os
 import platform
@@ -14,6 +15,7 @@ import resource
 import shutil
 import sys
 import tempfile
+import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +31,8 @@ FINAL_MODEL = "final_model.pt"
 SPLIT = "split_indices.npz"
 HYDRA_FILES = {".hydra", "launch.log"}  # what Hydra writes before the job's code starts
 MAX_NAME = 120  # keep job directory names far below file system limits
+_UMASK = os.umask(0o022)  # read once: mkstemp creates 0600 files, run files should be as readable as any
+os.umask(_UMASK)
 
 
 def swept_keys(sweep_dir: Path) -> set[str]:
@@ -60,15 +64,41 @@ def job_dirname(sweep_dir: str, job_overrides: ListConfig, job_num: int) -> str:
     return name
 
 
+_claimed: dict[str, str] = {}  # this process's claims: Hydra resolves the same dir more than once
+
+
+def fresh_dir(path: str) -> str:
+    """`path`, or `path_2`, `path_3`, ...: the first that does not exist yet, created at once.
+
+    mkdir is atomic (on NFS too), so two runs or sweeps started in the same second
+    never share a directory.
+    """
+    if path not in _claimed:
+        base = Path(path)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        for n in itertools.count(1):
+            candidate = base if n == 1 else base.with_name(f"{base.name}_{n}")
+            try:
+                candidate.mkdir()
+            except FileExistsError:
+                continue
+            _claimed[path] = str(candidate)
+            break
+    return _claimed[path]
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("optqual_job_dir"):
         OmegaConf.register_new_resolver("optqual_job_dir", job_dirname)
+    if not OmegaConf.has_resolver("optqual_fresh_dir"):
+        OmegaConf.register_new_resolver("optqual_fresh_dir", fresh_dir, use_cache=True)
 
 
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], Any]) -> None:
     """Write through `write(file)` into a temporary file beside `path`, then rename it into place."""
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(handle, 0o666 & ~_UMASK)
         with os.fdopen(handle, "wb") as file:
             write(file)
             file.flush()
@@ -126,20 +156,24 @@ def peak_memory_mb(device: torch.device) -> dict[str, float | None]:
 
 
 class RunRecorder:
-    """Keeps history.csv current after every epoch and writes metrics.json when the run ends."""
+    """Keeps history.csv and metrics.json current after every epoch; metrics.json's status is
+    `running` until `finish` records how the run ended."""
 
-    def __init__(self, run_dir: Path, facts: dict[str, Any]):
+    def __init__(self, run_dir: Path, facts: dict[str, Any], started: float):
         self.run_dir = run_dir
         self.facts = facts  # seed, optimizer, device, params, train_images, ...
+        self.started = started  # time.perf_counter() when the job began: wall time includes loading
         self.history: list[dict] = []
+        self.write_metrics("running")
 
     def add_epoch(self, record: dict) -> None:
         self.history.append(record)
         write_history(self.run_dir, self.history)
+        self.write_metrics("running")
 
-    def finish(self, status: str, **extra: Any) -> dict:
-        """Write metrics.json: the last epoch's train metrics, the last validation, peak memory,
-        `extra`, `status`."""
+    def write_metrics(self, status: str, **extra: Any) -> dict:
+        """metrics.json: the last epoch's train metrics, the last validation, timings, peak
+        memory, `extra`, `status`."""
         metrics: dict[str, Any] = {key: None for key in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")}
         for record in self.history:  # later epochs overwrite earlier ones; val only where it ran
             metrics.update({key: value for key, value in record.items() if key in metrics})
@@ -148,6 +182,7 @@ class RunRecorder:
             epochs=len(self.history),
             train_seconds=train_seconds,
             train_images_per_s=self.facts["train_images"] * len(self.history) / train_seconds if train_seconds else None,
+            wall_seconds=time.perf_counter() - self.started,
             **self.facts,
             **peak_memory_mb(torch.device(self.facts.get("device", "cpu"))),
             versions=library_versions(),

@@ -1,11 +1,15 @@
 """Run and sweep directory naming, and files that are never left half-written."""
 
+import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from optqual.rundir import RunRecorder, atomic_write, discard_unstarted, job_dirname, write_json
+from optqual.rundir import RunRecorder, atomic_write, discard_unstarted, fresh_dir, job_dirname, write_json
 
 
 def sweep_with(tmp_path: Path, *command_line: str) -> Path:
@@ -43,10 +47,13 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
 
 
 def test_recorder_keeps_history_current_and_records_status(tmp_path):
-    recorder = RunRecorder(tmp_path, {"train_images": 100, "seed": 0})
+    recorder = RunRecorder(tmp_path, {"train_images": 100, "seed": 0}, started=time.perf_counter())
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "running"
     recorder.add_epoch({"epoch": 1, "train_loss": 2.0, "train_acc": 0.1, "seconds": 2.0})
     assert (tmp_path / "history.csv").read_text().splitlines() == ["epoch,train_loss,train_acc,seconds", "1,2.0,0.1,2.0"]
-    metrics = recorder.finish("failed", error="RuntimeError('boom')")
+    running = json.loads((tmp_path / "metrics.json").read_text())
+    assert running["status"] == "running" and running["epochs"] == 1 and running["train_loss"] == 2.0
+    metrics = recorder.write_metrics("failed", error="RuntimeError('boom')")
     assert metrics["status"] == "failed" and metrics["epochs"] == 1 and metrics["val_acc"] is None
     assert metrics["train_images_per_s"] == 50.0
 
@@ -62,3 +69,11 @@ def test_only_an_unstarted_run_directory_is_discarded(tmp_path):
     (started / "history.csv").write_text("epoch\n1\n")
     discard_unstarted(started)
     assert (started / "history.csv").is_file()
+
+
+def test_fresh_dir_claims_a_new_name_once_per_process(tmp_path):
+    wanted = str(tmp_path / "07-00-00_sgd_seed0")
+    assert fresh_dir(wanted) == wanted and fresh_dir(wanted) == wanted  # Hydra resolves it repeatedly
+    other = subprocess.run([sys.executable, "-c", f"from optqual.rundir import fresh_dir; print(fresh_dir({wanted!r}))"],
+                           capture_output=True, text=True, check=True)
+    assert other.stdout.strip() == wanted + "_2" and Path(wanted + "_2").is_dir()

@@ -1,0 +1,42 @@
+"""The Hydra callback that keeps a sweep's summary current (conf/config.yaml: hydra.callbacks).
+
+Hydra skips `on_multirun_end` when any job fails, so the summary is rewritten at the end
+of every job instead, in the job's own process (joblib worker or cluster node too). A file
+lock serialises jobs that end together, so the last writer has seen every finished job.
+"""
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+from hydra.core.utils import JobReturn
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from optqual.summary import Summary, terminal_text, write_summary
+
+log = logging.getLogger(__name__)
+
+
+def refresh(sweep_dir: Path) -> Summary:
+    with FileLock(sweep_dir / ".summary.lock"):
+        return write_summary(sweep_dir)
+
+
+class SweepSummary(Callback):
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        try:
+            summary = refresh(Path(config.hydra.sweep.dir))
+        except Exception as err:  # a summary must never turn a finished job into a failed one
+            log.warning("sweep summary not written: %r (python -m optqual summarize SWEEP_DIR retries)", err)
+            return
+        # on_multirun_end will not run when a job failed: the job that ends the sweep prints instead
+        if summary.finished and any(job.status == "failed" for job in summary.jobs):
+            print(terminal_text(summary), flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        print(terminal_text(refresh(Path(config.hydra.sweep.dir))), flush=True)

@@ -1,0 +1,57 @@
+"""curves.png: train loss and validation accuracy per group, mean over seeds with a min-max band."""
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from optqual.rundir import atomic_write
+from optqual.sweep import Job
+
+PANELS = (("train_loss", "train loss (log scale)", "log"), ("val_acc", "validation accuracy", "linear"))
+
+
+def band(histories: list[list[dict]], column: str) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Epochs, and the mean, min and max over runs of `column` at each epoch where some run has a
+    finite value (diverged runs drop out of the band where their values stop being finite)."""
+    by_epoch: dict[float, list[float]] = defaultdict(list)
+    for history in histories:
+        for record in history:
+            value = record.get(column)
+            if value is not None and math.isfinite(value):
+                by_epoch[record["epoch"]].append(value)
+    epochs = sorted(by_epoch)
+    values = [by_epoch[epoch] for epoch in epochs]
+    return epochs, [sum(v) / len(v) for v in values], [min(v) for v in values], [max(v) for v in values]
+
+
+def plot_curves(groups: dict[str, list[Job]], path: Path) -> None:
+    """One colour per group; the line is the mean over the group's runs, the band their min-max."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a cluster node
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    figure, axes = plt.subplots(1, len(PANELS), figsize=(12, 4.5), layout="constrained")
+    colours = plt.get_cmap("tab10").colors
+    for index, (label, jobs) in enumerate(groups.items()):
+        histories = [history for history in (job.history() for job in jobs) if history]
+        if not histories:
+            continue
+        colour = colours[index % len(colours)]
+        for axis, (column, _, _) in zip(axes, PANELS):
+            epochs, mean, low, high = band(histories, column)
+            axis.plot(epochs, mean, color=colour, marker="o" if len(epochs) < 3 else None, label=f"{label} (n={len(histories)})")
+            axis.fill_between(epochs, low, high, color=colour, alpha=0.2, linewidth=0)
+    for axis, (_, title, scale) in zip(axes, PANELS):
+        axis.set(xlabel="epoch", ylabel=title, yscale=scale)
+        axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+        if scale == "log":  # plain numbers (0.3, 2), not 3x10^-1
+            for set_formatter in (axis.yaxis.set_major_formatter, axis.yaxis.set_minor_formatter):
+                set_formatter(ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+        axis.grid(alpha=0.3)
+        if axis.has_data():
+            axis.legend(fontsize="small")
+    figure.suptitle(f"{path.parent.name}: mean over seeds, band = min-max over seeds")
+    atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=120))
+    plt.close(figure)
