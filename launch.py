@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from optqual.config import ConfigError, check_config, register_schemas
+from optqual.config import ConfigError, check_config, register_schemas, resolve_device
 from optqual.data import ImageData
 from optqual.reproducibility import data_generator, make_deterministic
 from optqual.resources import jobs_at_once, share_machine
@@ -43,7 +43,8 @@ def build(cfg: DictConfig, key: str, **kwargs):
 
 def prepare(cfg: DictConfig) -> tuple[torch.nn.Module, torch.optim.Optimizer, ImageData, torch.device]:
     """Everything that can reject the config, in the order that keeps runs reproducible."""
-    device = check_config(cfg)
+    check_config(cfg)
+    device = resolve_device(cfg.device)
     # CPU kernels split their sums by thread, so the thread count is part of the result
     share_machine(cfg.threads, jobs_at_once(HydraConfig.get()), device)
     make_deterministic(cfg.seed)

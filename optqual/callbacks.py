@@ -1,21 +1,27 @@
-"""The Hydra callback that keeps a sweep's summary current (conf/config.yaml: hydra.callbacks).
+"""The Hydra callback for sweeps (conf/config.yaml: hydra.callbacks).
 
-Hydra skips `on_multirun_end` when any job fails, so the summary is rewritten at the end
-of every job instead, in the job's own process (joblib worker or cluster node too). A file
-lock serialises jobs that end together, so the last writer has seen every finished job.
+Before the first job starts, every job's config is checked, so a bad value in job 37 of
+50 stops the sweep at once instead of hours in. Hydra skips `on_multirun_end` when any job
+fails, so the summary is rewritten at the end of every job instead, in the job's own
+process (joblib worker or cluster node too). A file lock serialises jobs that end
+together, so the last writer has seen every finished job.
 """
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+from hydra import compose
 from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from optqual.config import ConfigError, check_config
 from optqual.summary import Summary, terminal_text, write_summary
+from optqual.sweep import job_overrides
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +31,14 @@ def refresh(sweep_dir: Path) -> Summary:
         return write_summary(sweep_dir)
 
 
-class SweepSummary(Callback):
+class SweepCallback(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        for num, overrides in enumerate(job_overrides(config.hydra)):
+            try:
+                check_config(compose(config_name=config.hydra.job.config_name, overrides=overrides))
+            except ConfigError as err:
+                sys.exit(f"optqual: error: job #{num} ({' '.join(overrides)}): {err}")
+
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
             return

@@ -3,8 +3,8 @@
 The dataclasses are registered in Hydra's ConfigStore under `schema/...`; each YAML
 option pulls its schema in through its defaults list, so `epochs=abc` or
 `optimizer.lrr=0.1` is refused by Hydra itself before a run directory exists.
-`check_config` adds the range checks (lr > 0, 0 < val_fraction < 1, ...) and resolves
-the device; it runs first thing in a job.
+`check_config` adds the range checks (lr > 0, 0 < val_fraction < 1, ...); it runs for
+every job before a sweep starts and first thing in a job, followed by `resolve_device`.
 """
 
 from dataclasses import dataclass, field
@@ -131,8 +131,9 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def check_config(cfg: DictConfig) -> torch.device:
-    """Refuse values that would fail (or silently misbehave) later; return the device."""
+def check_config(cfg: DictConfig) -> None:
+    """Refuse values that would fail (or silently misbehave) later. Whether the device exists
+    is `resolve_device`'s question: a SLURM sweep is checked on a login node without a GPU."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"{missing[0]} is required: set it on the command line, e.g. {missing[0]}=...")
@@ -148,4 +149,3 @@ def check_config(cfg: DictConfig) -> torch.device:
     fraction = cfg.data.val_fraction
     _require(0 < fraction < 1, "data.val_fraction", fraction, "must lie strictly between 0 and 1")
     _require(bool(cfg.experiment_name.strip()), "experiment_name", "''", "must not be empty")
-    return resolve_device(cfg.device)

@@ -32,7 +32,7 @@ def plot_curves(groups: dict[str, list[Job]], path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib import ticker
 
-    figure, axes = plt.subplots(1, len(PANELS), figsize=(12, 4.5), layout="constrained")
+    figure, axes = plt.subplots(1, len(PANELS), figsize=(12, 4.5), layout="constrained", sharex=True)
     colours = plt.get_cmap("tab10").colors
     for index, (label, jobs) in enumerate(groups.items()):
         histories = [history for history in (job.history() for job in jobs) if history]

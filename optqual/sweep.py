@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from optqual.rundir import HISTORY, METRICS, job_dirname
 
@@ -50,16 +50,18 @@ def is_run_dir(path: Path) -> bool:
     return (path / ".hydra" / "config.yaml").is_file()
 
 
-def expected_overrides(sweep_dir: Path) -> list[list[str]]:
-    """Every job's overrides, expanded from multirun.yaml exactly as Hydra's basic sweeper does."""
-    saved = sweep_dir / "multirun.yaml"
-    if not saved.is_file():
-        return []
-    hydra_cfg = OmegaConf.load(saved).hydra
+def job_overrides(hydra_cfg: DictConfig) -> list[list[str]]:
+    """Every job's overrides, expanded from a sweep's `hydra` config exactly as Hydra's basic sweeper does."""
     params = hydra_cfg.sweeper.get("params") or {}
     command_line = [f"{key}={value}" for key, value in params.items()] + list(hydra_cfg.overrides.task)
     parsed = OverridesParser.create().parse_overrides(command_line)
     return [job for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None) for job in batch]
+
+
+def expected_overrides(sweep_dir: Path) -> list[list[str]]:
+    """Every job's overrides, from the multirun.yaml Hydra saves before the first job starts."""
+    saved = sweep_dir / "multirun.yaml"
+    return job_overrides(OmegaConf.load(saved).hydra) if saved.is_file() else []
 
 
 def read_job(path: Path) -> Job:

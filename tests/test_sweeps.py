@@ -217,3 +217,12 @@ def test_sweeps_started_together_never_share_a_directory(tmp_path, tiny_npz):
     for sweep_dir in (tmp_path / "sweep", tmp_path / "sweep_2"):
         assert [job.name for job in sweep_jobs(sweep_dir)] == ["seed=0", "seed=1"]
         assert [row["status"] for row in summary_rows(sweep_dir).values()] == ["completed", "completed"]
+
+
+def test_a_bad_value_in_any_job_stops_the_sweep_before_the_first_job(tmp_path, tiny_npz):
+    result = launch(tmp_path, "-m", *tiny_overrides(tiny_npz), "optimizer.lr=0.1,-1", "seed=0,1")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"optqual: error: job #2 (data=npz data.path={tiny_npz} data.batch_size=32 epochs=2 eval_every=1 optimizer.lr=-1 seed=0):"
+        " optimizer.lr=-1.0: must be > 0"]
+    assert not list(tmp_path.iterdir()), "nothing may be written before the sweep is known to be valid"
