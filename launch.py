@@ -15,7 +15,6 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -23,9 +22,11 @@ from optqual.config import ConfigError, check_config, register_schemas, resolve_
 from optqual.data import ImageData
 from optqual.reproducibility import data_generator, make_deterministic
 from optqual.resources import jobs_at_once, share_machine
-from optqual.rundir import RunRecorder, discard_unstarted, register_resolvers, save_model, save_split
+from optqual.checkpoint import resume_from, save_training_state
+from optqual.rundir import RunRecorder, claim, discard_unstarted, register_resolvers, save_model, save_split
+from optqual.signals import stop_on_signals
 from optqual.tracking import trackio_run
-from optqual.train import EVAL_BATCH_SIZE, evaluate, fit
+from optqual.train import EVAL_BATCH_SIZE, EpochProgress, evaluate, fit
 
 register_schemas()
 register_resolvers()
@@ -68,12 +69,17 @@ def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     optimizer_name = hydra_cfg.runtime.choices.optimizer
-    sweep_name = Path(hydra_cfg.sweep.dir).name if hydra_cfg.mode == RunMode.MULTIRUN else None  # resolving it claims it
     started = time.perf_counter()
     try:
         model, optimizer, data, device = prepare(cfg)
     except ConfigError as err:
         discard_unstarted(run_dir)  # nothing here that could pass for a run
+        sys.exit(f"optqual: error: {err}")
+    try:
+        claim(run_dir)  # one process per run directory: `resume` of a sweep that still runs must not race it
+        generator = data_generator(cfg.seed, device)
+        resumed = resume_from(run_dir, cfg, model, optimizer, generator)  # None unless run_dir holds a checkpoint
+    except ConfigError as err:
         sys.exit(f"optqual: error: {err}")
 
     save_split(run_dir, data.train_indices, data.val_indices)
@@ -86,24 +92,42 @@ def main(cfg: DictConfig) -> None:
         "compile": cfg.compile,
         "params": sum(p.numel() for p in model.parameters()),
         "train_images": len(data.train_labels),
-    }, started)
+    }, started - (resumed.wall_seconds if resumed else 0), resumed.history if resumed else [])
     log.info("run directory %s (%s, %d parameters, %d train images)", run_dir, device, recorder.facts["params"], len(data.train_labels))
+    if resumed:
+        log.info("resuming from checkpoint.pt at epoch %d, step %d", resumed.first_epoch, resumed.progress.step if resumed.progress else 0)
+    checkpoint_seconds = []
+
+    def checkpoint(progress: EpochProgress | None) -> None:
+        tic = time.perf_counter()
+        save_training_state(run_dir, cfg, model, optimizer, generator, recorder.history, progress, recorder.wall_seconds())
+        checkpoint_seconds.append(time.perf_counter() - tic)
+
     try:
-        # named after its directory, so that every run of every sweep has its own name
-        name = run_dir.name if sweep_name is None else f"{sweep_name}/{run_dir.name}"
-        with trackio_run(cfg, name=name, group=optimizer_name, run_dir=run_dir, sweep=sweep_name) as track:
+        with trackio_run(cfg, group=optimizer_name, run_dir=run_dir, resume=resumed is not None) as track, stop_on_signals() as stop:
             def on_epoch(record: dict) -> None:
                 recorder.add_epoch(record)
                 track(record)
 
-            fit(model, optimizer, data, data_generator(cfg.seed, device), cfg.epochs, cfg.eval_every, on_epoch, cfg.precision)
-            test = evaluate(model, data.eval_batches("test", EVAL_BATCH_SIZE), cfg.precision)
-            track({"epoch": cfg.epochs, "test_loss": test["loss"], "test_acc": test["acc"]})
+            status = fit(model, optimizer, data, generator, cfg.epochs, cfg.eval_every, on_epoch, checkpoint, cfg.checkpoint_every,
+                         stop, cfg.precision, resumed.first_epoch if resumed else 1, resumed.progress if resumed else None)
+            if status == "completed":
+                test = evaluate(model, data.eval_batches("test", EVAL_BATCH_SIZE), cfg.precision)
+                track({"epoch": cfg.epochs, "test_loss": test["loss"], "test_acc": test["acc"]})
     except BaseException as err:
         recorder.write_metrics("interrupted" if isinstance(err, KeyboardInterrupt) else "failed", error=repr(err))
         raise
+    timing = {"checkpoints": len(checkpoint_seconds), "checkpoint_seconds": sum(checkpoint_seconds)}
+    if status == "interrupted":  # checkpointed at the step boundary; exit like the signal would
+        log.warning("stopped by %s; checkpoint written. Continue with: python -m optqual resume %s", stop.name, run_dir)
+        recorder.write_metrics("interrupted", error=f"stopped by {stop.name}; continue with: python -m optqual resume {run_dir}", **timing)
+        sys.exit(128 + stop.signum)
+    if status == "diverged":  # a result, not a crash: a sweep goes on
+        recorder.write_metrics("diverged", diverged_epoch=len(recorder.history), **timing)
+        log.warning("diverged in epoch %d -> %s", len(recorder.history), run_dir)
+        return
     save_model(run_dir, model)
-    metrics = recorder.write_metrics("completed", test_loss=test["loss"], test_acc=test["acc"])
+    metrics = recorder.write_metrics("completed", test_loss=test["loss"], test_acc=test["acc"], **timing)
     log.info("test_acc %.4f  val_acc %.4f  train_loss %.4f  -> %s", metrics["test_acc"], metrics["val_acc"], metrics["train_loss"], run_dir)
 
 

@@ -42,7 +42,7 @@ from optqual.config import resolve_device  # noqa: E402
 from optqual.data import ImageData, to_device  # noqa: E402
 from optqual.models import CifarResNet  # noqa: E402
 from optqual.reproducibility import data_generator, make_deterministic  # noqa: E402
-from optqual.train import EVAL_BATCH_SIZE, LayerGradNorms, autocast, evaluate, train_epoch  # noqa: E402
+from optqual.train import EVAL_BATCH_SIZE, EpochProgress, LayerGradNorms, autocast, evaluate, train_epoch  # noqa: E402
 
 BATCH = 128
 BASELINE = {"epochs": 200, "eval_every": 10, "train": 45_000, "val": 5_000, "test": 10_000}
@@ -100,9 +100,14 @@ def optqual_epoch(data: ImageData, device: torch.device, precision: str, compile
     model, optimizer = make_model(device, True, compile_model)
     generator = data_generator(0, device)
     norms = LayerGradNorms(model)
-    warm = dataclasses.replace(data, train_images=data.train_images[: 5 * BATCH], train_labels=data.train_labels[: 5 * BATCH])
-    train_epoch(model, optimizer, warm, generator, norms, lambda: None, precision)
-    return rate(device, len(data.train_labels), lambda: train_epoch(model, optimizer, data, generator, norms, lambda: None, precision), repeats)
+
+    def epoch(images: ImageData) -> None:
+        progress = EpochProgress.begin(1, images, generator, len(norms.layers))
+        train_epoch(model, optimizer, images, generator, norms, progress, precision=precision)
+        progress.record(len(images.train_labels), norms.layers)  # the epoch's one read of its metrics
+
+    epoch(dataclasses.replace(data, train_images=data.train_images[: 5 * BATCH], train_labels=data.train_labels[: 5 * BATCH]))
+    return rate(device, len(data.train_labels), lambda: epoch(data), repeats)
 
 
 def evaluation(data: ImageData, device: torch.device, precision: str, compile_model: bool, repeats: int) -> float:

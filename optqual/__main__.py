@@ -4,6 +4,7 @@ import argparse
 import sys
 
 from optqual.diff import NotARunDir, NotComparable, format_diff, format_sweep_diff
+from optqual.resume import resume
 from optqual.summary import terminal_text, write_summary
 from optqual.sweep import NotASweepDir
 
@@ -16,8 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     diff.add_argument("run_b", nargs="?", help="the second run directory")
     summarize = commands.add_parser("summarize", help="write summary.csv, summary.md and curves.png of a sweep (or run)")
     summarize.add_argument("directory")
+    resume_parser = commands.add_parser("resume", help="continue a stopped run, or every unfinished job of a sweep")
+    resume_parser.add_argument("directory")
     args = parser.parse_args(argv)
     try:
+        if args.command == "resume":
+            return resume(args.directory)
         if args.command == "summarize":
             summary = write_summary(args.directory)
             print(terminal_text(summary))

@@ -86,6 +86,7 @@ class RunSchema:
     seed: int = 42
     epochs: int = 200
     eval_every: int = 10
+    checkpoint_every: int = 1
     experiment_name: str = "resnet8_cifar10_baseline"
     device: str = "auto"
     threads: Optional[int] = None
@@ -137,7 +138,7 @@ def check_config(cfg: DictConfig) -> None:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"{missing[0]} is required: set it on the command line, e.g. {missing[0]}=...")
-    for key in ("epochs", "eval_every", "data.batch_size"):
+    for key in ("epochs", "eval_every", "checkpoint_every", "data.batch_size"):
         value = OmegaConf.select(cfg, key)
         _require(value > 0, key, value, "must be a positive integer")
     if cfg.threads is not None:

@@ -38,11 +38,17 @@ class ImageData:
     val_indices: np.ndarray  # rows of the source training set held out for validation
     batch_size: int
 
-    def train_batches(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One epoch in a fresh random order, augmented; the last batch may be smaller."""
-        order = torch.randperm(len(self.train_labels), generator=generator, device=generator.device)
-        for index in order.split(self.batch_size):
-            yield augment(self.train_images[index], generator), self.train_labels[index]
+    def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
+        """A fresh random order of the training images, drawn at the start of each epoch."""
+        return torch.randperm(len(self.train_labels), generator=generator, device=generator.device)
+
+    def train_batch(self, order: torch.Tensor, step: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch `step` of the epoch with this `order`, augmented; the last batch may be smaller.
+
+        Batches are addressed by step, not iterated, so an epoch can continue from a checkpoint.
+        """
+        index = order[step * self.batch_size : (step + 1) * self.batch_size]
+        return augment(self.train_images[index], generator), self.train_labels[index]
 
     def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")

@@ -9,6 +9,7 @@ import hashlib
 import io
 import itertools
 import json
+import math
 import os
 import platform
 import resource
@@ -22,13 +23,17 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import ListConfig, OmegaConf
+
+from optqual.config import ConfigError
 
 HISTORY = "history.csv"
 METRICS = "metrics.json"
 FINAL_MODEL = "final_model.pt"
 SPLIT = "split_indices.npz"
+LOCK = ".lock"
 HYDRA_FILES = {".hydra", "launch.log"}  # what Hydra writes before the job's code starts
 MAX_NAME = 120  # keep job directory names far below file system limits
 _UMASK = os.umask(0o022)  # read once: mkstemp creates 0600 files, run files should be as readable as any
@@ -113,8 +118,17 @@ def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda file: file.write(text.encode()))
 
 
+def finite_or_none(value: Any) -> Any:
+    """NaN and infinity as null: strict JSON has no such numbers (a diverged run's loss)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    return value
+
+
 def write_json(path: Path, payload: dict) -> None:
-    write_text(path, json.dumps(payload, indent=2) + "\n")
+    write_text(path, json.dumps(finite_or_none(payload), indent=2, allow_nan=False) + "\n")
 
 
 def write_history(run_dir: Path, history: list[dict]) -> None:
@@ -134,6 +148,19 @@ def save_model(run_dir: Path, model: torch.nn.Module) -> None:
 def save_split(run_dir: Path, train_indices: np.ndarray, val_indices: np.ndarray) -> None:
     """The exact rows of the source training set used for training and for validation."""
     atomic_write(run_dir / SPLIT, lambda file: np.savez(file, train=train_indices, val=val_indices))
+
+
+_locks: list[FileLock] = []  # held until the process ends; the OS releases them even on SIGKILL
+
+
+def claim(run_dir: Path) -> None:
+    """Lock `run_dir` for this process, or fail at once if another process trains in it."""
+    lock = FileLock(run_dir / LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ConfigError(f"{run_dir} is being trained by another process (it holds {LOCK})") from None
+    _locks.append(lock)
 
 
 def discard_unstarted(run_dir: Path) -> None:
@@ -159,12 +186,17 @@ class RunRecorder:
     """Keeps history.csv and metrics.json current after every epoch; metrics.json's status is
     `running` until `finish` records how the run ended."""
 
-    def __init__(self, run_dir: Path, facts: dict[str, Any], started: float):
+    def __init__(self, run_dir: Path, facts: dict[str, Any], started: float, history: list[dict]):
         self.run_dir = run_dir
         self.facts = facts  # seed, optimizer, device, params, train_images, ...
-        self.started = started  # time.perf_counter() when the job began: wall time includes loading
-        self.history: list[dict] = []
+        self.started = started  # time.perf_counter() when the run began: wall time includes loading
+        self.history = history  # a resumed run continues its history
+        if history:
+            write_history(run_dir, history)  # epochs past the checkpoint are trained again
         self.write_metrics("running")
+
+    def wall_seconds(self) -> float:
+        return time.perf_counter() - self.started
 
     def add_epoch(self, record: dict) -> None:
         self.history.append(record)
@@ -182,7 +214,7 @@ class RunRecorder:
             epochs=len(self.history),
             train_seconds=train_seconds,
             train_images_per_s=self.facts["train_images"] * len(self.history) / train_seconds if train_seconds else None,
-            wall_seconds=time.perf_counter() - self.started,
+            wall_seconds=self.wall_seconds(),
             **self.facts,
             **peak_memory_mb(torch.device(self.facts.get("device", "cpu"))),
             versions=library_versions(),

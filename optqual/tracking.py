@@ -8,12 +8,19 @@ from typing import Callable, Iterator
 from omegaconf import DictConfig, OmegaConf
 
 
+def sweep_of(run_dir: Path) -> str | None:
+    """The name of the sweep a run directory belongs to (its parent holds multirun.yaml), or None."""
+    return run_dir.parent.name if (run_dir.parent / "multirun.yaml").is_file() else None
+
+
 @contextlib.contextmanager
-def trackio_run(cfg: DictConfig, name: str, group: str, run_dir: Path, sweep: str | None) -> Iterator[Callable[[dict], None]]:
+def trackio_run(cfg: DictConfig, group: str, run_dir: Path, resume: bool) -> Iterator[Callable[[dict], None]]:
     """Open a Trackio run and yield its `log(record)`; the run is finished even if training fails.
 
-    The run's config is the composed config plus `run_dir` (absolute) and `sweep` (the sweep's
-    name, None for a single run), so the dashboard can filter one sweep's runs.
+    The run is named after its directory (`<sweep>/<job>` in a sweep), so every run has its
+    own name and a resumed run (`resume`) appends to the one it started. Its config is the
+    composed config plus `run_dir` (absolute) and `sweep` (the sweep's name, None for a
+    single run), so the dashboard can filter one sweep's runs.
     With `trackio.enabled=false` the yielded function does nothing.
     """
     if not cfg.trackio.enabled:
@@ -24,8 +31,11 @@ def trackio_run(cfg: DictConfig, name: str, group: str, run_dir: Path, sweep: st
     import trackio
 
     config = OmegaConf.to_container(cfg, resolve=True)
+    sweep = sweep_of(run_dir)
     config.update(run_dir=str(run_dir.resolve()), sweep=sweep)
-    trackio.init(project=cfg.experiment_name, name=name, group=group, config=config, auto_log_cpu=False, auto_log_gpu=False)
+    name = run_dir.name if sweep is None else f"{sweep}/{run_dir.name}"
+    trackio.init(project=cfg.experiment_name, name=name, group=group, config=config, resume="allow" if resume else "never",
+                 auto_log_cpu=False, auto_log_gpu=False)
     try:
         yield lambda record: trackio.log({key: value for key, value in record.items() if key != "epoch"}, step=record["epoch"])
     finally:

@@ -176,9 +176,13 @@ def test_npz_lands_on_the_device_as_uint8(tmp_path):
     assert data.val_images.shape == (20, 32, 32, 3) and data.test_images.shape == (30, 32, 32, 3)
     with np.load(path) as raw:
         assert np.array_equal(data.test_images.numpy(), raw["x_test"])
-    images, labels = next(data.train_batches(torch.Generator().manual_seed(0)))
+    generator = torch.Generator().manual_seed(0)
+    order = data.epoch_order(generator)
+    images, labels = data.train_batch(order, 0, generator)
     assert images.dtype == torch.float32 and images.shape == (32, 3, 32, 32) and labels.dtype == torch.int64
-    assert sum(len(y) for _, y in data.train_batches(torch.Generator().manual_seed(0))) == 80
+    batches = [data.train_batch(order, step, generator)[1] for step in range(data.steps_per_epoch())]
+    assert [len(y) for y in batches] == [32, 32, 16]
+    assert torch.equal(torch.cat(batches).sort().values, data.train_labels[order].sort().values)
 
 
 @pytest.mark.parametrize(

@@ -46,8 +46,13 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
+def test_metrics_json_stays_strict_json_when_a_loss_is_not_finite(tmp_path):
+    write_json(tmp_path / "metrics.json", {"train_loss": float("nan"), "val_loss": float("inf"), "epochs": 1})
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"train_loss": None, "val_loss": None, "epochs": 1}
+
+
 def test_recorder_keeps_history_current_and_records_status(tmp_path):
-    recorder = RunRecorder(tmp_path, {"train_images": 100, "seed": 0}, started=time.perf_counter())
+    recorder = RunRecorder(tmp_path, {"train_images": 100, "seed": 0}, started=time.perf_counter(), history=[])
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "running"
     recorder.add_epoch({"epoch": 1, "train_loss": 2.0, "train_acc": 0.1, "seconds": 2.0})
     assert (tmp_path / "history.csv").read_text().splitlines() == ["epoch,train_loss,train_acc,seconds", "1,2.0,0.1,2.0"]

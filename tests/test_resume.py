@@ -1,0 +1,190 @@
+"""Nothing lost: checkpoints, bit-identical resume of runs and sweeps, signals, divergence."""
+
+import csv
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, launch, launch_ok, tiny_overrides
+from optqual.checkpoint import CheckpointError, load_checkpoint
+
+TIMING = {"train_seconds", "train_images_per_s", "wall_seconds", "peak_rss_mb", "peak_gpu_mb", "checkpoints", "checkpoint_seconds"}
+
+
+def run_overrides(npz: Path) -> list[str]:
+    return [*tiny_overrides(npz), "epochs=8"]
+
+
+def history(run: Path) -> list[dict]:
+    with open(run / "history.csv") as file:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(file)]
+
+
+def metrics(run: Path) -> dict:
+    return json.loads((run / "metrics.json").read_text())
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Final weights, history and metrics equal bit for bit (all but timing and memory)."""
+    wa, wb = (torch.load(run / "final_model.pt", weights_only=True) for run in (a, b))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert history(a) == history(b)
+    ma, mb = metrics(a), metrics(b)
+    assert {k: v for k, v in ma.items() if k not in TIMING} == {k: v for k, v in mb.items() if k not in TIMING}
+
+
+def start(workdir: Path, *overrides: str) -> subprocess.Popen:
+    command = [sys.executable, str(REPO / "launch.py"), *overrides]
+    return subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_epochs(run: Path, epochs: int, process: subprocess.Popen) -> None:
+    """Until metrics.json (rewritten after every epoch) counts `epochs`."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if metrics(run)["epochs"] >= epochs:
+                return
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"{run} never reached epoch {epochs}")
+
+
+def refuse(constant: str) -> None:
+    raise ValueError(f"metrics.json must be strict JSON, found {constant}")
+
+
+def resume(directory: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "optqual", "resume", str(directory)], cwd=REPO, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_npz) -> Path:
+    """The run never interrupted."""
+    work = tmp_path_factory.mktemp("reference")
+    launch_ok(work, *run_overrides(tiny_npz), "hydra.run.dir=run", "trackio.enabled=false")
+    return work / "run"
+
+
+def test_sigkill_after_the_second_checkpoint_then_resume_is_bit_identical(tmp_path, tiny_npz, reference):
+    process = start(tmp_path, *run_overrides(tiny_npz), "hydra.run.dir=run", "trackio.enabled=false")
+    wait_for_epochs(tmp_path / "run", 3, process)  # the checkpoint after epoch 2 precedes epoch 3
+    process.kill()
+    process.wait()
+    run = tmp_path / "run"
+    assert metrics(run)["status"] == "running" and not (run / "final_model.pt").exists()
+    assert len(load_checkpoint(run)["history"]) >= 2
+
+    result = resume(run)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert metrics(run)["status"] == "completed"
+    assert_same_run(reference, run)
+
+
+def test_sigterm_mid_epoch_checkpoints_and_resume_completes(tmp_path, tiny_npz, reference):
+    process = start(tmp_path, *run_overrides(tiny_npz), "hydra.run.dir=run")
+    wait_for_epochs(tmp_path / "run", 2, process)
+    time.sleep(0.1)  # into epoch 3
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    run = tmp_path / "run"
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    recorded = metrics(run)
+    assert recorded["status"] == "interrupted" and "SIGTERM" in recorded["error"] and "resume" in recorded["error"]
+    state = load_checkpoint(run)
+    assert len(state["history"]) == recorded["epochs"] < 8
+    assert history(run) == [{k: str(v) for k, v in r.items() if k != "seconds"} for r in state["history"]]
+
+    result = resume(run)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_run(reference, run)
+    with sqlite3.connect(tmp_path / "outputs" / "trackio" / "resnet8_cifar10_baseline.db") as db:
+        steps = [step for (step,) in db.execute("select step from metrics order by id")]
+        runs = db.execute("select count(*) from configs").fetchone()[0]
+    assert runs == 1, "the resumed run appends to its Trackio run"
+    assert sorted(set(steps)) == list(range(1, 9))
+
+
+def test_a_damaged_checkpoint_is_refused(tmp_path, tiny_npz):
+    overrides = [*tiny_overrides(tiny_npz), "hydra.run.dir=run", "trackio.enabled=false"]
+    launch_ok(tmp_path, *overrides)
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    whole = checkpoint.read_bytes()
+
+    checkpoint.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(CheckpointError, match="torn or truncated"):
+        load_checkpoint(tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    result = launch(tmp_path, *overrides)
+    assert result.returncode == 1 and result.stderr.strip().splitlines() == [
+        f"optqual: error: {checkpoint}: torn or truncated checkpoint, refusing to load it (RuntimeError)"]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()} == before
+
+    flipped = bytearray(whole)
+    flipped[len(whole) // 2] ^= 0xFF
+    checkpoint.write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "run")
+
+
+def test_a_checkpoint_is_only_continued_with_its_own_config(tmp_path, tiny_npz):
+    launch_ok(tmp_path, *tiny_overrides(tiny_npz), "hydra.run.dir=run", "trackio.enabled=false")
+    result = launch(tmp_path, *tiny_overrides(tiny_npz), "optimizer.lr=0.2", "hydra.run.dir=run", "trackio.enabled=false")
+    assert result.returncode == 1
+    assert "written by another config (optimizer.lr: 0.1 -> 0.2)" in result.stderr
+
+
+def test_resume_finishes_a_sweep_without_rerunning_finished_jobs(tmp_path, tiny_npz):
+    """Killed during its second job: the first is done, the second stopped, the third never started."""
+    overrides = ["-m", *run_overrides(tiny_npz), "seed=0,1,2", "trackio.enabled=false"]
+    launch_ok(tmp_path, *overrides, "hydra.sweep.dir=reference")
+    process = start(tmp_path, *overrides, "hydra.sweep.dir=sweep")
+    sweep = tmp_path / "sweep"
+    wait_for_epochs(sweep / "seed=1", 3, process)
+    process.kill()
+    process.wait()
+    assert metrics(sweep / "seed=0")["status"] == "completed" and metrics(sweep / "seed=1")["status"] == "running"
+    assert not (sweep / "seed=2").exists()
+    finished = (sweep / "seed=0" / "final_model.pt").stat().st_mtime_ns
+
+    result = resume(sweep)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "seed=0: completed, skipped" in result.stdout and "seed=2: not started, starting it" in result.stdout
+    assert (sweep / "seed=0" / "final_model.pt").stat().st_mtime_ns == finished
+    for job in ("seed=0", "seed=1", "seed=2"):
+        assert_same_run(tmp_path / "reference" / job, sweep / job)
+    with open(sweep / "summary.csv") as file:
+        assert [row["status"] for row in csv.DictReader(file)] == ["completed"] * 3
+    assert "3 jobs: 3 completed" in result.stdout
+
+
+def test_a_diverging_job_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_npz):
+    result = launch_ok(tmp_path, "-m", *tiny_overrides(tiny_npz), "optimizer.lr=0.1,1e4", "hydra.sweep.dir=sweep", "trackio.enabled=false")
+    diverged = json.loads((tmp_path / "sweep" / "optimizer.lr=10000.0" / "metrics.json").read_text(), parse_constant=refuse)
+    assert diverged["status"] == "diverged" and diverged["diverged_epoch"] == 1 and diverged["train_loss"] is None
+    assert not (tmp_path / "sweep" / "optimizer.lr=10000.0" / "final_model.pt").exists()
+    assert metrics(tmp_path / "sweep" / "optimizer.lr=0.1")["status"] == "completed"
+    assert "1 diverged" in result.stdout and "1 diverged" in (tmp_path / "sweep" / "summary.md").read_text()
+
+
+def test_a_run_directory_is_trained_by_one_process_at_a_time(tmp_path, tiny_npz):
+    """`resume` of a sweep that is still running must not race the job that runs."""
+    overrides = [*tiny_overrides(tiny_npz), "epochs=1000", "hydra.run.dir=run", "trackio.enabled=false"]
+    process = start(tmp_path, *overrides)
+    try:
+        wait_for_epochs(tmp_path / "run", 1, process)
+        second = launch(tmp_path, *overrides)
+        assert second.returncode == 1
+        assert second.stderr.strip() == f"optqual: error: {tmp_path / 'run'} is being trained by another process (it holds .lock)"
+    finally:
+        process.kill()
+        process.wait()
+    assert metrics(tmp_path / "run")["status"] == "running"
