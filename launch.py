@@ -22,7 +22,7 @@ from optqual.config import ConfigError, check_config, register_schemas, resolve_
 from optqual.data import ImageData
 from optqual.reproducibility import data_generator, make_deterministic
 from optqual.resources import jobs_at_once, share_machine
-from optqual.checkpoint import resume_from, save_training_state
+from optqual.checkpoint import save_training_state, starting_point
 from optqual.rundir import RunRecorder, claim, discard_unstarted, register_resolvers, save_model, save_split
 from optqual.signals import stop_on_signals
 from optqual.tracking import trackio_run
@@ -78,7 +78,7 @@ def main(cfg: DictConfig) -> None:
     try:
         claim(run_dir)  # one process per run directory: `resume` of a sweep that still runs must not race it
         generator = data_generator(cfg.seed, device)
-        resumed = resume_from(run_dir, cfg, model, optimizer, generator)  # None unless run_dir holds a checkpoint
+        start = starting_point(run_dir, cfg, model, optimizer, generator)  # from checkpoint.pt when run_dir holds one
     except ConfigError as err:
         sys.exit(f"optqual: error: {err}")
 
@@ -92,10 +92,10 @@ def main(cfg: DictConfig) -> None:
         "compile": cfg.compile,
         "params": sum(p.numel() for p in model.parameters()),
         "train_images": len(data.train_labels),
-    }, started - (resumed.wall_seconds if resumed else 0), resumed.history if resumed else [])
+    }, started - start.wall_seconds, start.history)
     log.info("run directory %s (%s, %d parameters, %d train images)", run_dir, device, recorder.facts["params"], len(data.train_labels))
-    if resumed:
-        log.info("resuming from checkpoint.pt at epoch %d, step %d", resumed.first_epoch, resumed.progress.step if resumed.progress else 0)
+    if start.from_checkpoint:
+        log.info("resuming from checkpoint.pt at epoch %d, step %d", start.first_epoch, start.progress.step if start.progress else 0)
     checkpoint_seconds = []
 
     def checkpoint(progress: EpochProgress | None) -> None:
@@ -104,13 +104,13 @@ def main(cfg: DictConfig) -> None:
         checkpoint_seconds.append(time.perf_counter() - tic)
 
     try:
-        with trackio_run(cfg, group=optimizer_name, run_dir=run_dir, resume=resumed is not None) as track, stop_on_signals() as stop:
+        with trackio_run(cfg, group=optimizer_name, run_dir=run_dir, resume=start.from_checkpoint) as track, stop_on_signals() as stop:
             def on_epoch(record: dict) -> None:
                 recorder.add_epoch(record)
                 track(record)
 
             status = fit(model, optimizer, data, generator, cfg.epochs, cfg.eval_every, on_epoch, checkpoint, cfg.checkpoint_every,
-                         stop, cfg.precision, resumed.first_epoch if resumed else 1, resumed.progress if resumed else None)
+                         stop, cfg.precision, start.first_epoch, start.progress)
             if status == "completed":
                 test = evaluate(model, data.eval_batches("test", EVAL_BATCH_SIZE), cfg.precision)
                 track({"epoch": cfg.epochs, "test_loss": test["loss"], "test_acc": test["acc"]})

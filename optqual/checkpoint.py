@@ -10,7 +10,7 @@ loaded silently.
 import hashlib
 import io
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +81,13 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any]:
 
 
 @dataclass
-class Resumed:
-    """Where a run continues from its checkpoint."""
+class StartingPoint:
+    """Where a run starts: at the beginning, or where its checkpoint left off."""
 
-    history: list[dict]  # every finished epoch's record
-    progress: EpochProgress | None  # the epoch it stopped inside, if it stopped mid-epoch
-    wall_seconds: float  # wall time the run had spent before
+    from_checkpoint: bool = False
+    history: list[dict] = field(default_factory=list)  # every finished epoch's record
+    progress: EpochProgress | None = None  # the epoch it stopped inside, if it stopped mid-epoch
+    wall_seconds: float = 0.0  # wall time the run had spent before
 
     @property
     def first_epoch(self) -> int:
@@ -115,14 +116,15 @@ def save_training_state(
     })
 
 
-def resume_from(run_dir: Path, cfg: DictConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> Resumed | None:
-    """Load `run_dir`'s checkpoint into the model, optimizer and generators; None without one.
+def starting_point(run_dir: Path, cfg: DictConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> StartingPoint:
+    """The beginning, or, when `run_dir` holds a checkpoint, the point it left off: its state is
+    loaded into the model, optimizer and generators.
 
     The checkpoint must come from this very config: a run continued with other settings
     would no longer be the run it claims to be.
     """
     if not (run_dir / CHECKPOINT).is_file():
-        return None
+        return StartingPoint()
     state = load_checkpoint(run_dir)
     changed = config_diff(OmegaConf.create(state["config"]), OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
     if changed:
@@ -133,4 +135,4 @@ def resume_from(run_dir: Path, cfg: DictConfig, model: torch.nn.Module, optimize
     restore_rng_states(state["rng"], generator)
     torch.set_num_threads(state["threads"])
     progress = EpochProgress(**state["progress"]).to(generator.device) if state["progress"] else None
-    return Resumed(state["history"], progress, state["wall_seconds"])
+    return StartingPoint(True, state["history"], progress, state["wall_seconds"])
