@@ -18,13 +18,14 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from optqual.checkpoint import save_training_state, starting_point
 from optqual.config import ConfigError, check_config, register_schemas, resolve_device
 from optqual.data import ImageData
 from optqual.reproducibility import data_generator, make_deterministic
 from optqual.resources import jobs_at_once, share_machine
-from optqual.checkpoint import save_training_state, starting_point
-from optqual.rundir import RunRecorder, claim, discard_unstarted, register_resolvers, save_model, save_split
+from optqual.rundir import RunRecorder, claim, discard_unstarted, save_model, save_split
 from optqual.signals import stop_on_signals
+from optqual.sweep import register_resolvers
 from optqual.tracking import trackio_run
 from optqual.train import EVAL_BATCH_SIZE, EpochProgress, evaluate, fit
 

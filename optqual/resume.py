@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from optqual.summary import terminal_text, write_summary
-from optqual.sweep import Job, is_run_dir, read_jobs
+from optqual.sweep import MULTIRUN, Job, is_run_dir, read_jobs
 
 LAUNCH = Path(__file__).resolve().parents[1] / "launch.py"
 DONE = {"completed", "diverged"}  # rerunning these would only repeat them
@@ -42,7 +42,7 @@ def resume_job(job: Job, sweep_dir: Path | None) -> int:
         return 0
     if job.path is None:  # never started: start it where the sweep would have put it
         print(f"{job.name}: not started, starting it", flush=True)
-        cwd = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.runtime.cwd
+        cwd = OmegaConf.load(sweep_dir / MULTIRUN).hydra.runtime.cwd
         return launch(job.overrides, sweep_dir / job.name, cwd, keep_hydra_files=False)
     print(f"{job.name}: {job.status}, resuming", flush=True)
     hydra_cfg = OmegaConf.load(job.path / ".hydra" / "hydra.yaml").hydra

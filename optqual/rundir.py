@@ -1,11 +1,10 @@
-"""What a run leaves in its directory, and how that directory is named.
+"""What a run leaves in its directory, and how a fresh directory is claimed.
 
 Every file is written atomically (temporary file, fsync, rename): a crash leaves the
 previous version or none, never half a file.
 """
 
 import csv
-import hashlib
 import io
 import itertools
 import json
@@ -24,8 +23,6 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from filelock import FileLock, Timeout
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import ListConfig, OmegaConf
 
 from optqual.config import ConfigError
 
@@ -35,38 +32,8 @@ FINAL_MODEL = "final_model.pt"
 SPLIT = "split_indices.npz"
 LOCK = ".lock"
 HYDRA_FILES = {".hydra", "launch.log"}  # what Hydra writes before the job's code starts
-MAX_NAME = 120  # keep job directory names far below file system limits
 _UMASK = os.umask(0o022)  # read once: mkstemp creates 0600 files, run files should be as readable as any
 os.umask(_UMASK)
-
-
-def swept_keys(sweep_dir: Path) -> set[str]:
-    """Keys given several values on the sweep's command line, read from the multirun.yaml that
-    Hydra's sweeper writes before any job starts."""
-    saved = sweep_dir / "multirun.yaml"
-    if not saved.is_file():
-        return set()
-    raw = OmegaConf.to_container(OmegaConf.load(saved).hydra.overrides.task)
-    return {o.key_or_group for o in OverridesParser.create().parse_overrides(raw) if o.is_sweep_override()}
-
-
-def job_dirname(sweep_dir: str, job_overrides: ListConfig, job_num: int) -> str:
-    """A sweep job's directory: the overrides that vary across the sweep, e.g. `optimizer=adamw,seed=1`.
-
-    Overrides shared by every job (data.path=..., epochs=15) are left to .hydra/overrides.yaml.
-    Unlike Hydra's `override_dirname` the name is never empty (`job0` for a sweep without
-    overrides) and stays one path component even when a value holds '/'.
-    """
-    overrides = OverridesParser.create().parse_overrides(list(job_overrides))
-    varying = swept_keys(Path(sweep_dir))
-    shown = [o for o in overrides if o.key_or_group in varying] or overrides
-    name = ",".join(sorted(f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in shown))
-    name = name.replace("/", "_").replace("\\", "_")
-    if not name or name in {".", ".."}:
-        return f"job{job_num}"
-    if len(name) > MAX_NAME:
-        name = f"{name[:MAX_NAME]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-    return name
 
 
 _claimed: dict[str, str] = {}  # this process's claims: Hydra resolves the same dir more than once
@@ -90,13 +57,6 @@ def fresh_dir(path: str) -> str:
             _claimed[path] = str(candidate)
             break
     return _claimed[path]
-
-
-def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("optqual_job_dir"):
-        OmegaConf.register_new_resolver("optqual_job_dir", job_dirname)
-    if not OmegaConf.has_resolver("optqual_fresh_dir"):
-        OmegaConf.register_new_resolver("optqual_fresh_dir", fresh_dir, use_cache=True)
 
 
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], Any]) -> None:
@@ -184,7 +144,7 @@ def peak_memory_mb(device: torch.device) -> dict[str, float | None]:
 
 class RunRecorder:
     """Keeps history.csv and metrics.json current after every epoch; metrics.json's status is
-    `running` until `finish` records how the run ended."""
+    `running` until `write_metrics` records how the run ended."""
 
     def __init__(self, run_dir: Path, facts: dict[str, Any], started: float, history: list[dict]):
         self.run_dir = run_dir

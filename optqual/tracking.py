@@ -7,10 +7,12 @@ from typing import Callable, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
+from optqual.sweep import MULTIRUN
+
 
 def sweep_of(run_dir: Path) -> str | None:
     """The name of the sweep a run directory belongs to (its parent holds multirun.yaml), or None."""
-    return run_dir.parent.name if (run_dir.parent / "multirun.yaml").is_file() else None
+    return run_dir.parent.name if (run_dir.parent / MULTIRUN).is_file() else None
 
 
 @contextlib.contextmanager

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from optqual.rundir import RunRecorder, atomic_write, discard_unstarted, fresh_dir, job_dirname, write_json
+from optqual.rundir import RunRecorder, atomic_write, discard_unstarted, fresh_dir, write_json
+from optqual.sweep import job_dirname
 
 
 def sweep_with(tmp_path: Path, *command_line: str) -> Path:
