@@ -18,6 +18,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from optqual.allocator import keep_freed_memory
 from optqual.checkpoint import save_training_state, starting_point
 from optqual.config import ConfigError, check_config, register_schemas, resolve_device
 from optqual.data import ImageData
@@ -49,6 +50,7 @@ def prepare(cfg: DictConfig) -> tuple[torch.nn.Module, torch.optim.Optimizer, Im
     device = resolve_device(cfg.device)
     # CPU kernels split their sums by thread, so the thread count is part of the result
     share_machine(cfg.threads, jobs_at_once(HydraConfig.get()), device)
+    keep_freed_memory()  # a CPU step otherwise page-faults its activations back in every time
     make_deterministic(cfg.seed)
     model = build(cfg, "model")  # first draw from the seeded generator: the initial weights
     model.to(device, memory_format=torch.channels_last)  # the layout convolutions run fastest in
