@@ -17,8 +17,10 @@ does not depend on content), the same ResNet-8, batch 128 and SGD:
               optqual's `keep_freed_memory()`, to show how much of the lead that alone makes;
 4. eval       optqual's evaluation (val + test) throughput.
 
-Each figure is the median of --repeats timed windows. Prints a table, then one JSON line with the figures, the ratios and the projected wall
-time of the full baseline (200 epochs, validation every 10, test at the end).
+Each figure is the median of --repeats timed windows. The measurements of optqual take turns,
+window by window, so a drift in the machine's speed does not bias their ratios. Prints a
+table, then one JSON line with the figures, the ratios and the projected wall time of the
+full baseline (200 epochs, validation every 10, test at the end).
 """
 
 import argparse
@@ -29,6 +31,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
@@ -56,17 +59,25 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def rate(device: torch.device, images: int, work, repeats: int) -> float:
-    """Median images/s over `repeats` timed calls of `work` (shared machines are noisy: +-10%)."""
+Work = tuple[int, Callable[[], None]]  # (images it processes, the call that processes them)
+Name = TypeVar("Name")
 
-    def once() -> float:
-        synchronize(device)
-        start = time.perf_counter()
-        work()
-        synchronize(device)
-        return images / (time.perf_counter() - start)
 
-    return statistics.median(once() for _ in range(repeats))
+def rates(device: torch.device, works: dict[Name, Work], repeats: int) -> dict[Name, float]:
+    """Median images/s of each work over `repeats` timed calls.
+
+    The works take turns, one call each per round, so a drift in the shared machine's speed
+    (+-10% over minutes) slows all of them alike instead of biasing their ratios.
+    """
+    seen = {name: [] for name in works}
+    for _ in range(repeats):
+        for name, (images, work) in works.items():
+            synchronize(device)
+            start = time.perf_counter()
+            work()
+            synchronize(device)
+            seen[name].append(images / (time.perf_counter() - start))
+    return {name: statistics.median(speeds) for name, speeds in seen.items()}
 
 
 def make_model(device: torch.device, channels_last: bool, compile_model: bool) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -77,8 +88,8 @@ def make_model(device: torch.device, channels_last: bool, compile_model: bool) -
     return model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
 
 
-def ceiling(data: ImageData, device: torch.device, precision: str, compile_model: bool, steps: int, repeats: int) -> float:
-    """Images/s of the bare step on one resident, already augmented batch."""
+def ceiling(data: ImageData, device: torch.device, precision: str, compile_model: bool, steps: int) -> Work:
+    """The bare step on one resident, already augmented batch, `steps` times."""
     model, optimizer = make_model(device, True, compile_model)
     images = augment(data.train_images[:BATCH], data_generator(0, device))
     labels = data.train_labels[:BATCH]
@@ -95,11 +106,11 @@ def ceiling(data: ImageData, device: torch.device, precision: str, compile_model
             step()
 
     run(5)  # warm-up: allocator, kernels selection, compilation
-    return rate(device, steps * BATCH, lambda: run(steps), repeats)
+    return steps * BATCH, lambda: run(steps)
 
 
-def optqual_epoch(data: ImageData, device: torch.device, precision: str, compile_model: bool, repeats: int) -> float:
-    """Images/s of optqual's own training epoch over the whole (benchmark) training set."""
+def optqual_epoch(data: ImageData, device: torch.device, precision: str, compile_model: bool) -> Work:
+    """optqual's own training epoch over the whole (benchmark) training set."""
     model, optimizer = make_model(device, True, compile_model)
     generator = data_generator(0, device)
     norms = LayerGradNorms(model)
@@ -110,11 +121,11 @@ def optqual_epoch(data: ImageData, device: torch.device, precision: str, compile
         progress.record(len(images.train_labels), norms.layers)  # the epoch's one read of its metrics
 
     epoch(dataclasses.replace(data, train_images=data.train_images[: 5 * BATCH], train_labels=data.train_labels[: 5 * BATCH]))
-    return rate(device, len(data.train_labels), lambda: epoch(data), repeats)
+    return len(data.train_labels), lambda: epoch(data)
 
 
-def evaluation(data: ImageData, device: torch.device, precision: str, compile_model: bool, repeats: int) -> float:
-    """Images/s of optqual's evaluation over the val and test sets."""
+def evaluation(data: ImageData, device: torch.device, precision: str, compile_model: bool) -> Work:
+    """optqual's evaluation over the val and test sets."""
     model, _ = make_model(device, True, compile_model)
     evaluate(model, data.eval_batches("val", EVAL_BATCH_SIZE), precision)  # warm-up
 
@@ -122,7 +133,7 @@ def evaluation(data: ImageData, device: torch.device, precision: str, compile_mo
         evaluate(model, data.eval_batches("val", EVAL_BATCH_SIZE), precision)
         evaluate(model, data.eval_batches("test", EVAL_BATCH_SIZE), precision)
 
-    return rate(device, len(data.val_labels) + len(data.test_labels), both, repeats)
+    return len(data.val_labels) + len(data.test_labels), both
 
 
 class PILImages(Dataset):
@@ -141,8 +152,8 @@ class PILImages(Dataset):
         return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
 
 
-def textbook_epoch(images: np.ndarray, labels: np.ndarray, device: torch.device, workers: int, repeats: int) -> float:
-    """Images/s of a textbook epoch: DataLoader workers, fp32, contiguous tensors, loss.item() per step."""
+def textbook_epoch(images: np.ndarray, labels: np.ndarray, device: torch.device, workers: int) -> Work:
+    """A textbook epoch: DataLoader workers, fp32, contiguous tensors, loss.item() per step."""
     model, optimizer = make_model(device, False, False)
     loader = DataLoader(PILImages(images, labels), batch_size=BATCH, shuffle=True, num_workers=workers, pin_memory=device.type == "cuda")
 
@@ -156,7 +167,7 @@ def textbook_epoch(images: np.ndarray, labels: np.ndarray, device: torch.device,
             optimizer.step()
             running += loss.item()
 
-    return rate(device, len(labels), epoch, repeats)
+    return len(labels), epoch
 
 
 def projected_baseline_seconds(train_rate: float, eval_rate: float) -> float:
@@ -194,25 +205,29 @@ def main() -> None:
     # The textbook first, while the C library's allocator still has its defaults
     subset = data.train_indices  # the textbook trains on the same images, read from host memory
     x, y = arrays["x_train"][subset], arrays["y_train"][subset]
-    textbook = {w: textbook_epoch(x, y, device, w, 1) for w in map(int, args.workers.split(","))}  # pick the best count
+    textbook = rates(device, {w: textbook_epoch(x, y, device, w) for w in map(int, args.workers.split(","))}, args.repeats)
     best_workers = max(textbook, key=textbook.get)
-    textbook[best_workers] = textbook_epoch(x, y, device, best_workers, args.repeats)
     rows += [(f"textbook, {w} workers (fp32)", speed) for w, speed in textbook.items()]
     figures.update(textbook_img_s=textbook[best_workers], textbook_workers=best_workers)
 
     figures["keeps_freed_memory"] = keep_freed_memory()  # what launch.py does before training
-    kept = textbook_epoch(x, y, device, best_workers, args.repeats)  # how much of optqual's lead this alone explains
+    kept = rates(device, {"kept": textbook_epoch(x, y, device, best_workers)}, args.repeats)["kept"]  # this alone gives how much of optqual's lead?
     rows.append((f"textbook, {best_workers} workers, kept memory", kept))
     figures["textbook_kept_memory_img_s"] = kept
-    for precision in args.precisions.split(","):
-        top = ceiling(data, device, precision, args.compile, args.ceiling_steps, args.repeats)
-        ours = optqual_epoch(data, device, precision, args.compile, args.repeats)
-        ev = evaluation(data, device, precision, args.compile, args.repeats)
+    precisions = args.precisions.split(",")
+    works = {}
+    for precision in precisions:
+        works[f"ceiling ({precision})"] = ceiling(data, device, precision, args.compile, args.ceiling_steps)
+        works[f"optqual epoch ({precision})"] = optqual_epoch(data, device, precision, args.compile)
+        works[f"eval val+test ({precision})"] = evaluation(data, device, precision, args.compile)
+    speeds = rates(device, works, args.repeats)
+    rows += list(speeds.items())
+    for precision in precisions:
+        top, ours, ev = (speeds[f"{what} ({precision})"] for what in ("ceiling", "optqual epoch", "eval val+test"))
         figures[precision] = {
             "ceiling_img_s": top, "optqual_img_s": ours, "eval_img_s": ev, "optqual_over_ceiling": ours / top,
             "projected_baseline_s": projected_baseline_seconds(ours, ev),
         }
-        rows += [(f"ceiling ({precision})", top), (f"optqual epoch ({precision})", ours), (f"eval val+test ({precision})", ev)]
 
     if "fp32" in figures:
         figures["optqual_over_textbook"] = figures["fp32"]["optqual_img_s"] / textbook[best_workers]
