@@ -63,8 +63,8 @@ Work = tuple[int, Callable[[], None]]  # (images it processes, the call that pro
 Name = TypeVar("Name")
 
 
-def rates(device: torch.device, works: dict[Name, Work], repeats: int) -> dict[Name, float]:
-    """Median images/s of each work over `repeats` timed calls.
+def rates(device: torch.device, works: dict[Name, Work], repeats: int) -> dict[Name, list[float]]:
+    """Images/s of each work in each of `repeats` timed calls.
 
     The works take turns, one call each per round, so a drift in the shared machine's speed
     (+-10% over minutes) slows all of them alike instead of biasing their ratios.
@@ -77,7 +77,7 @@ def rates(device: torch.device, works: dict[Name, Work], repeats: int) -> dict[N
             work()
             synchronize(device)
             seen[name].append(images / (time.perf_counter() - start))
-    return {name: statistics.median(speeds) for name, speeds in seen.items()}
+    return seen
 
 
 def make_model(device: torch.device, channels_last: bool, compile_model: bool) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -205,24 +205,26 @@ def main() -> None:
     # The textbook first, while the C library's allocator still has its defaults
     subset = data.train_indices  # the textbook trains on the same images, read from host memory
     x, y = arrays["x_train"][subset], arrays["y_train"][subset]
-    textbook = rates(device, {w: textbook_epoch(x, y, device, w) for w in map(int, args.workers.split(","))}, args.repeats)
+    textbook_windows = rates(device, {w: textbook_epoch(x, y, device, w) for w in map(int, args.workers.split(","))}, args.repeats)
+    textbook = {w: statistics.median(speeds) for w, speeds in textbook_windows.items()}
     best_workers = max(textbook, key=textbook.get)
-    rows += [(f"textbook, {w} workers (fp32)", speed) for w, speed in textbook.items()]
+    rows += [(f"textbook, {w} workers (fp32)", speeds) for w, speeds in textbook_windows.items()]
     figures.update(textbook_img_s=textbook[best_workers], textbook_workers=best_workers)
 
     figures["keeps_freed_memory"] = keep_freed_memory()  # what launch.py does before training
     # the same textbook with that setting: how much of optqual's lead the setting alone makes
     kept = rates(device, {"kept": textbook_epoch(x, y, device, best_workers)}, args.repeats)["kept"]
     rows.append((f"textbook, {best_workers} workers, kept memory", kept))
-    figures["textbook_kept_memory_img_s"] = kept
+    figures["textbook_kept_memory_img_s"] = statistics.median(kept)
     precisions = args.precisions.split(",")
     works = {}
     for precision in precisions:
         works["ceiling", precision] = ceiling(data, device, precision, args.compile, args.ceiling_steps)
         works["optqual epoch", precision] = optqual_epoch(data, device, precision, args.compile)
         works["eval val+test", precision] = evaluation(data, device, precision, args.compile)
-    speeds = rates(device, works, args.repeats)
-    rows += [(f"{what} ({precision})", speed) for (what, precision), speed in speeds.items()]
+    windows = rates(device, works, args.repeats)
+    speeds = {key: statistics.median(window_speeds) for key, window_speeds in windows.items()}
+    rows += [(f"{what} ({precision})", window_speeds) for (what, precision), window_speeds in windows.items()]
     for precision in precisions:
         top, ours, ev = (speeds[what, precision] for what in ("ceiling", "optqual epoch", "eval val+test"))
         figures[precision] = {
@@ -238,11 +240,13 @@ def main() -> None:
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         peak_gpu_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         dataset_uint8_mb=uint8_bytes / 2**20, dataset_resident_mb=resident_bytes / 2**20,
+        windows_img_s=dict(rows),  # every timed window: a median alone would hide a bimodal machine
     )
 
-    print(f"{'measurement':<32}{'images/s':>12}")
-    for name, speed in rows:
-        print(f"{name:<32}{speed:>12.0f}")
+    # the range shows how much the shared machine's speed moved while a figure was taken
+    print(f"{'measurement':<32}{'images/s':>12}{'windows: min-max':>20}")
+    for name, speeds in rows:
+        print(f"{name:<32}{statistics.median(speeds):>12.0f}{f'{min(speeds):.0f}-{max(speeds):.0f}':>20}")
     for precision in args.precisions.split(","):
         f = figures[precision]
         print(f"{precision}: optqual / ceiling {f['optqual_over_ceiling']:.2f}; projected 200-epoch baseline {f['projected_baseline_s'] / 60:.1f} min")

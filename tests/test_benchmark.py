@@ -16,3 +16,4 @@ def test_benchmark_runs_and_reports_every_figure():
     for precision in ("fp32", "bf16"):
         assert {"ceiling_img_s", "optqual_img_s", "eval_img_s", "projected_baseline_s"} <= figures[precision].keys()
     assert {"optqual_over_textbook", "bf16_over_fp32", "peak_rss_mb", "dataset_resident_mb"} <= figures.keys()
+    assert "optqual epoch (bf16)" in figures["windows_img_s"]  # every window kept, not just the medians
