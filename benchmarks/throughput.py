@@ -80,6 +80,19 @@ def rates(device: torch.device, works: dict[Name, Work], repeats: int) -> dict[N
     return seen
 
 
+def cifar_shaped(n_train: int, device: torch.device) -> tuple[dict[str, np.ndarray], ImageData]:
+    """Random uint8 CIFAR-shaped images (speed does not depend on content): `n_train` to train
+    on plus the baseline's validation and test sets; as arrays and resident on `device`."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x_train": rng.integers(0, 256, (n_train + BASELINE["val"], 32, 32, 3), dtype=np.uint8),
+        "y_train": rng.integers(0, 10, n_train + BASELINE["val"]),
+        "x_test": rng.integers(0, 256, (BASELINE["test"], 32, 32, 3), dtype=np.uint8),
+        "y_test": rng.integers(0, 10, BASELINE["test"]),
+    }
+    return arrays, to_device(arrays, BATCH, BASELINE["val"] / (n_train + BASELINE["val"]), 0, device)
+
+
 def make_model(device: torch.device, channels_last: bool, compile_model: bool) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(0)
     model = CifarResNet().to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
@@ -189,15 +202,8 @@ def main() -> None:
 
     device = resolve_device(args.device)
     make_deterministic(0)
-    rng = np.random.default_rng(0)
     n_train = args.train_images
-    arrays = {
-        "x_train": rng.integers(0, 256, (n_train + BASELINE["val"], 32, 32, 3), dtype=np.uint8),
-        "y_train": rng.integers(0, 10, n_train + BASELINE["val"]),
-        "x_test": rng.integers(0, 256, (BASELINE["test"], 32, 32, 3), dtype=np.uint8),
-        "y_test": rng.integers(0, 10, BASELINE["test"]),
-    }
-    data = to_device(arrays, BATCH, BASELINE["val"] / (n_train + BASELINE["val"]), 0, device)
+    arrays, data = cifar_shaped(n_train, device)
     uint8_bytes = sum(t.numel() for t in (data.train_images, data.val_images, data.test_images))
     resident_bytes = sum(t.numel() * t.element_size() for t in (data.train_images, data.val_images, data.test_images, data.train_labels, data.val_labels, data.test_labels))
 
@@ -236,6 +242,7 @@ def main() -> None:
         figures["optqual_over_textbook"] = figures["fp32"]["optqual_img_s"] / textbook[best_workers]
     if "fp32" in figures and "bf16" in figures:
         figures["bf16_over_fp32"] = figures["bf16"]["optqual_img_s"] / figures["fp32"]["optqual_img_s"]
+        figures["bf16_over_fp32_rounds"] = [b / f for b, f in zip(windows["optqual epoch", "bf16"], windows["optqual epoch", "fp32"])]
     figures.update(
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         peak_gpu_mb=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
@@ -254,6 +261,7 @@ def main() -> None:
         print(f"optqual / textbook (fp32, textbook with {best_workers} workers): {figures['optqual_over_textbook']:.2f}")
     if "bf16_over_fp32" in figures:
         print(f"bf16 / fp32 (optqual epoch): {figures['bf16_over_fp32']:.2f}")
+        print("  round by round:", ", ".join(f"{ratio:.2f}" for ratio in figures["bf16_over_fp32_rounds"]))
     print(json.dumps(figures))
 
 

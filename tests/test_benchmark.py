@@ -1,4 +1,4 @@
-"""The throughput benchmark still runs end to end (its figures are quoted, never asserted)."""
+"""The benchmarks still run end to end (their figures are quoted, never asserted)."""
 
 import json
 import subprocess
@@ -17,3 +17,12 @@ def test_benchmark_runs_and_reports_every_figure():
         assert {"ceiling_img_s", "optqual_img_s", "eval_img_s", "projected_baseline_s"} <= figures[precision].keys()
     assert {"optqual_over_textbook", "bf16_over_fp32", "peak_rss_mb", "dataset_resident_mb"} <= figures.keys()
     assert "optqual epoch (bf16)" in figures["windows_img_s"]  # every window kept, not just the medians
+
+
+def test_host_state_reports_every_round():
+    command = [sys.executable, str(REPO / "benchmarks" / "host_state.py"), "--rounds", "2", "--steps", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rounds = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(rounds) == 2
+    assert {"fp32_img_s", "bf16_img_s", "bf16_over_fp32", "l2_gb_s", "dram_gb_s"} <= rounds[0].keys()
