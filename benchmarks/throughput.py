@@ -254,7 +254,7 @@ def main() -> None:
     print(f"{'measurement':<32}{'images/s':>12}{'windows: min-max':>20}")
     for name, speeds in rows:
         print(f"{name:<32}{statistics.median(speeds):>12.0f}{f'{min(speeds):.0f}-{max(speeds):.0f}':>20}")
-    for precision in args.precisions.split(","):
+    for precision in precisions:
         f = figures[precision]
         print(f"{precision}: optqual / ceiling {f['optqual_over_ceiling']:.2f}; projected 200-epoch baseline {f['projected_baseline_s'] / 60:.1f} min")
     if "optqual_over_textbook" in figures:
