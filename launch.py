@@ -18,17 +18,17 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from optqual.allocator import keep_freed_memory
-from optqual.checkpoint import save_training_state, starting_point
+from optqual.system.allocator import keep_freed_memory
+from optqual.engine.checkpoint import save_training_state, starting_point
 from optqual.config import ConfigError, check_config, register_schemas, resolve_device
 from optqual.data import ImageData
-from optqual.reproducibility import data_generator, make_deterministic
-from optqual.resources import jobs_at_once, share_machine
-from optqual.rundir import RunRecorder, claim, discard_unstarted, save_model, save_split
-from optqual.signals import stop_on_signals
-from optqual.sweep import register_resolvers
-from optqual.tracking import trackio_run
-from optqual.train import EVAL_BATCH_SIZE, EpochProgress, evaluate, fit
+from optqual.system.reproducibility import data_generator, make_deterministic
+from optqual.system.resources import jobs_at_once, share_machine
+from optqual.runs.rundir import RunRecorder, claim, discard_unstarted, save_model, save_split
+from optqual.system.signals import stop_on_signals
+from optqual.runs.sweep import register_resolvers
+from optqual.runs.tracking import trackio_run
+from optqual.engine.loop import EVAL_BATCH_SIZE, EpochProgress, evaluate, fit
 
 register_schemas()
 register_resolvers()

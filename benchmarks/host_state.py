@@ -21,8 +21,8 @@ import torch
 
 from throughput import BATCH, cifar_shaped, ceiling, rates  # first: it puts the checkout on sys.path
 
-from optqual.allocator import keep_freed_memory
-from optqual.reproducibility import make_deterministic
+from optqual.system.allocator import keep_freed_memory
+from optqual.system.reproducibility import make_deterministic
 
 L2_RESIDENT = 512 * 1024  # bytes read (and as many written) per copy: within two 1 MiB L2 caches
 DRAM_BOUND = 128 * 2**20  # four times the 32 MiB L3

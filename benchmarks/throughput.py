@@ -9,7 +9,7 @@ does not depend on content), the same ResNet-8, batch 128 and SGD:
 
 1. ceiling    the bare train step (forward, backward, optimizer step) on one batch already
               on the device, in the precision and memory format optqual trains in;
-2. optqual    optqual's real training epoch (`optqual.train.train_epoch`: data order,
+2. optqual    optqual's real training epoch (`optqual.engine.loop.train_epoch`: data order,
               augmentation, step, metrics and gradient norms);
 3. textbook   torchvision transforms on PIL images in DataLoader workers, fp32, contiguous
               tensors, with the best worker count among those tried. Measured first, with
@@ -42,13 +42,13 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from optqual.allocator import keep_freed_memory  # noqa: E402
+from optqual.system.allocator import keep_freed_memory  # noqa: E402
 from optqual.augment import CIFAR10_MEAN, CIFAR10_STD, augment  # noqa: E402
 from optqual.config import resolve_device  # noqa: E402
 from optqual.data import ImageData, to_device  # noqa: E402
 from optqual.models import CifarResNet  # noqa: E402
-from optqual.reproducibility import data_generator, make_deterministic  # noqa: E402
-from optqual.train import EVAL_BATCH_SIZE, EpochProgress, LayerGradNorms, autocast, evaluate, train_epoch  # noqa: E402
+from optqual.system.reproducibility import data_generator, make_deterministic  # noqa: E402
+from optqual.engine.loop import EVAL_BATCH_SIZE, EpochProgress, LayerGradNorms, autocast, evaluate, train_epoch  # noqa: E402
 
 BATCH = 128
 BASELINE = {"epochs": 200, "eval_every": 10, "train": 45_000, "val": 5_000, "test": 10_000}

@@ -3,10 +3,10 @@
 import argparse
 import sys
 
-from optqual.diff import NotARunDir, NotComparable, format_diff, format_sweep_diff
-from optqual.resume import resume
-from optqual.summary import terminal_text, write_summary
-from optqual.sweep import NotASweepDir
+from optqual.runs.diff import NotARunDir, NotComparable, format_diff, format_sweep_diff
+from optqual.runs.resume import resume
+from optqual.runs.summary import terminal_text, write_summary
+from optqual.runs.sweep import NotASweepDir
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from optqual.config import register_schemas
-from optqual.sweep import register_resolvers
+from optqual.runs.sweep import register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
 HEAD_NPZ = REPO.parent / "shared" / "data" / "cifar10_head.npz"  # real CIFAR-10 images, beside the checkout

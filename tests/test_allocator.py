@@ -12,7 +12,7 @@ from conftest import REPO
 # In a fresh interpreter: the allocator setting is for the whole process and cannot be undone
 STEPS = """
 import json, resource, torch, torch.nn.functional as F
-from optqual.allocator import keep_freed_memory
+from optqual.system.allocator import keep_freed_memory
 from optqual.models import CifarResNet
 
 def train(steps=16):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import REPO, launch, launch_ok, tiny_overrides
-from optqual.checkpoint import CheckpointError, load_checkpoint
+from optqual.engine.checkpoint import CheckpointError, load_checkpoint
 
 TIMING = {"train_seconds", "train_images_per_s", "wall_seconds", "peak_rss_mb", "peak_gpu_mb", "checkpoints", "checkpoint_seconds"}
 

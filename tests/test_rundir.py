@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from optqual.rundir import RunRecorder, atomic_write, discard_unstarted, fresh_dir, write_json
-from optqual.sweep import job_dirname
+from optqual.runs.rundir import RunRecorder, atomic_write, discard_unstarted, fresh_dir, write_json
+from optqual.runs.sweep import job_dirname
 
 
 def sweep_with(tmp_path: Path, *command_line: str) -> Path:
@@ -80,6 +80,6 @@ def test_only_an_unstarted_run_directory_is_discarded(tmp_path):
 def test_fresh_dir_claims_a_new_name_once_per_process(tmp_path):
     wanted = str(tmp_path / "07-00-00_sgd_seed0")
     assert fresh_dir(wanted) == wanted and fresh_dir(wanted) == wanted  # Hydra resolves it repeatedly
-    other = subprocess.run([sys.executable, "-c", f"from optqual.rundir import fresh_dir; print(fresh_dir({wanted!r}))"],
+    other = subprocess.run([sys.executable, "-c", f"from optqual.runs.rundir import fresh_dir; print(fresh_dir({wanted!r}))"],
                            capture_output=True, text=True, check=True)
     assert other.stdout.strip() == wanted + "_2" and Path(wanted + "_2").is_dir()

@@ -17,7 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from conftest import REPO, launch, launch_ok, tiny_overrides
-from optqual.resources import jobs_at_once
+from optqual.system.resources import jobs_at_once
 
 GRID = ["optimizer=sgd,adamw", "seed=0,1"]
 JOBS = ["optimizer=adamw,seed=0", "optimizer=adamw,seed=1", "optimizer=sgd,seed=0", "optimizer=sgd,seed=1"]

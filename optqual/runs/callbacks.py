@@ -20,8 +20,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from optqual.config import ConfigError, check_config
-from optqual.summary import Summary, terminal_text, write_summary
-from optqual.sweep import job_overrides
+from optqual.runs.summary import Summary, terminal_text, write_summary
+from optqual.runs.sweep import job_overrides
 
 log = logging.getLogger(__name__)
 

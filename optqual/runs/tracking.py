@@ -7,7 +7,7 @@ from typing import Callable, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
-from optqual.sweep import MULTIRUN
+from optqual.runs.sweep import MULTIRUN
 
 
 def sweep_of(run_dir: Path) -> str | None:

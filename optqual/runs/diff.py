@@ -5,7 +5,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from optqual.sweep import NotASweepDir, is_run_dir, read_jobs
+from optqual.runs.sweep import NotASweepDir, is_run_dir, read_jobs
 
 
 class _Absent:

@@ -19,9 +19,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from optqual.config import ConfigError
-from optqual.diff import config_diff
-from optqual.rundir import atomic_write
-from optqual.train import EpochProgress
+from optqual.runs.diff import config_diff
+from optqual.runs.rundir import atomic_write
+from optqual.engine.loop import EpochProgress
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 1

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from optqual.curves import plot_curves
-from optqual.rundir import write_text
-from optqual.sweep import FINISHED, Job, override_values, read_jobs, varying_keys
+from optqual.runs.curves import plot_curves
+from optqual.runs.rundir import write_text
+from optqual.runs.sweep import FINISHED, Job, override_values, read_jobs, varying_keys
 
 SEED = "seed"  # the override that repeats an experiment rather than changing it
 RESULTS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")

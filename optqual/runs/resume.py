@@ -15,10 +15,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from optqual.summary import terminal_text, write_summary
-from optqual.sweep import MULTIRUN, Job, is_run_dir, read_jobs
+from optqual.runs.summary import terminal_text, write_summary
+from optqual.runs.sweep import MULTIRUN, Job, is_run_dir, read_jobs
 
-LAUNCH = Path(__file__).resolve().parents[1] / "launch.py"
+LAUNCH = Path(__file__).resolve().parents[2] / "launch.py"
 DONE = {"completed", "diverged"}  # rerunning these would only repeat them
 STOPPED_BY_SIGNAL = {130, 143}  # 128 + SIGINT, 128 + SIGTERM: the user wants everything to stop
 

@@ -4,8 +4,8 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from optqual.rundir import atomic_write
-from optqual.sweep import Job
+from optqual.runs.rundir import atomic_write
+from optqual.runs.sweep import Job
 
 PANELS = (("train_loss", "train loss (log scale)", "log"), ("val_acc", "validation accuracy", "linear"))
 

@@ -19,7 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from optqual.rundir import HISTORY, METRICS, fresh_dir
+from optqual.runs.rundir import HISTORY, METRICS, fresh_dir
 
 MULTIRUN = "multirun.yaml"  # the sweep's config, saved by Hydra's sweeper before any job starts
 MAX_NAME = 120  # keep job directory names far below file system limits
