@@ -3,12 +3,14 @@
     python launch.py optimizer=adamw seed=1
     python launch.py -m optimizer=sgd,adamw seed=0,1,2
 
-Compose (Hydra) -> check and instantiate -> train -> save. See README.md.
+Compose (Hydra) -> check and build -> continue from checkpoint.pt, if any -> train ->
+test the last and the best weights -> save. See README.md.
 """
 
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -18,21 +20,37 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from optqual.system.allocator import keep_freed_memory
-from optqual.engine.checkpoint import save_training_state, starting_point
-from optqual.config import ConfigError, check_config, register_schemas, resolve_device
+from optqual.clipping import GradClipping
+from optqual.config import check_config, register_schemas, resolve_device
 from optqual.data import ImageData
+from optqual.early_stopping import EarlyStopping
+from optqual.engine.checkpoint import restore_training_state, save_training_state
+from optqual.engine.hooks import Extension, Hooks
+from optqual.engine.loop import EVAL_BATCH_SIZE, Training, evaluate
+from optqual.engine.state import RandomState, TrainingState
+from optqual.errors import ConfigError
+from optqual.optim.build import build_optimizer
+from optqual.runs.naming import register_resolvers
+from optqual.runs.rundir import BEST_MODEL, FINAL_MODEL, RunRecorder, claimed, discard_unstarted, save_split, save_weights
+from optqual.runs.tracking import trackio_run
+from optqual.schedule import build_schedule
+from optqual.status import RunStatus
+from optqual.system.allocator import keep_freed_memory
 from optqual.system.reproducibility import data_generator, make_deterministic
 from optqual.system.resources import jobs_at_once, share_machine
-from optqual.runs.rundir import RunRecorder, claim, discard_unstarted, save_model, save_split
 from optqual.system.signals import stop_on_signals
-from optqual.runs.sweep import register_resolvers
-from optqual.runs.tracking import trackio_run
-from optqual.engine.loop import EVAL_BATCH_SIZE, EpochProgress, evaluate, fit
 
 register_schemas()
 register_resolvers()
 log = logging.getLogger("optqual")
+
+
+@dataclass
+class Run:
+    training: Training  # the model, optimizer, data and extensions, and where training stands
+    state: TrainingState  # everything checkpoint.pt saves and restores
+    recorder: RunRecorder  # history.csv and metrics.json
+    early_stopping: EarlyStopping  # also keeps the best weights
 
 
 def build(cfg: DictConfig, key: str, **kwargs):
@@ -44,94 +62,135 @@ def build(cfg: DictConfig, key: str, **kwargs):
         raise (cause if isinstance(cause, ConfigError) else ConfigError(f"{key}: {cause or err}")) from err
 
 
-def prepare(cfg: DictConfig) -> tuple[torch.nn.Module, torch.optim.Optimizer, ImageData, torch.device]:
-    """Everything that can reject the config, in the order that keeps runs reproducible."""
+def extensions(cfg: DictConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: ImageData) -> dict[str, Extension]:
+    """The components that take part in every step and epoch, in the order they are called."""
+    parts: dict[str, Extension] = {}
+    if cfg.clip_grad_norm is not None:
+        parts["clipping"] = GradClipping([p for p in model.parameters() if p.requires_grad], cfg.clip_grad_norm)
+    parts["lr_schedule"] = build_schedule(cfg.scheduler, optimizer, cfg.epochs, data.steps_per_epoch())
+    parts["early_stopping"] = EarlyStopping(model, **cfg.early_stopping)
+    return parts
+
+
+def prepare(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, started: float) -> Run:
+    """Everything that can reject the config, in the order that keeps runs reproducible; writes nothing."""
     check_config(cfg)
     device = resolve_device(cfg.device)
     # CPU kernels split their sums by thread, so the thread count is part of the result
-    share_machine(cfg.threads, jobs_at_once(HydraConfig.get()), device)
+    share_machine(cfg.threads, jobs_at_once(hydra_cfg), device)
     keep_freed_memory()  # a CPU step otherwise page-faults its activations back in every time
     make_deterministic(cfg.seed)
     model = build(cfg, "model")  # first draw from the seeded generator: the initial weights
     model.to(device, memory_format=torch.channels_last)  # the layout convolutions run fastest in
     if cfg.compile:
         model.compile()  # in place: state_dict keys stay those of the plain model
-    try:
-        optimizer = build(cfg, "optimizer")(model.parameters())
-    except ValueError as err:  # torch's own range checks (betas, momentum, eps, ...)
-        raise ConfigError(f"optimizer: {err}") from err
+    optimizer = build_optimizer(model, cfg.optimizer)
     data = build(cfg, "data", device=device)
     top_label = int(max(data.train_labels.max(), data.test_labels.max()))
     if top_label >= cfg.model.num_classes:
         raise ConfigError(f"model.num_classes={cfg.model.num_classes}: the data has labels up to {top_label}")
-    return model, optimizer, data, device
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> None:
-    hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    optimizer_name = hydra_cfg.runtime.choices.optimizer
-    started = time.perf_counter()
-    try:
-        model, optimizer, data, device = prepare(cfg)
-    except ConfigError as err:
-        discard_unstarted(run_dir)  # nothing here that could pass for a run
-        sys.exit(f"optqual: error: {err}")
-    try:
-        claim(run_dir)  # one process per run directory: `resume` of a sweep that still runs must not race it
-        generator = data_generator(cfg.seed, device)
-        start = starting_point(run_dir, cfg, model, optimizer, generator)  # from checkpoint.pt when run_dir holds one
-    except ConfigError as err:
-        sys.exit(f"optqual: error: {err}")
-
-    save_split(run_dir, data.train_indices, data.val_indices)
+    generator = data_generator(cfg.seed, device)
+    parts = extensions(cfg, model, optimizer, data)
+    training = Training(model, optimizer, data, generator, Hooks(parts), cfg.epochs, cfg.eval_every, cfg.precision)
     recorder = RunRecorder(run_dir, {
         "seed": cfg.seed,
-        "optimizer": optimizer_name,
+        "optimizer": hydra_cfg.runtime.choices.optimizer,
+        "scheduler": hydra_cfg.runtime.choices.scheduler,
         "device": str(device),
         "threads": torch.get_num_threads(),
         "precision": cfg.precision,
         "compile": cfg.compile,
         "params": sum(p.numel() for p in model.parameters()),
         "train_images": len(data.train_labels),
-    }, started - start.wall_seconds, start.history)
-    log.info("run directory %s (%s, %d parameters, %d train images)", run_dir, device, recorder.facts["params"], len(data.train_labels))
-    if start.from_checkpoint:
-        log.info("resuming from checkpoint.pt at epoch %d, step %d", start.first_epoch, start.progress.step if start.progress else 0)
+    }, started)
+    state = TrainingState()
+    for name, part in {"model": model, "optimizer": optimizer, **{f"extension.{n}": e for n, e in parts.items()},
+                       "rng": RandomState({"data": generator}), "loop": training, "record": recorder}.items():
+        state.register(name, part)
+    return Run(training, state, recorder, parts["early_stopping"])
+
+
+def test_results(run: Run, run_dir: Path, precision: str) -> dict:
+    """Test loss and accuracy of the last weights (final_model.pt) and, when validation chose
+    some, of the best weights (best_model.pt)."""
+    model, data = run.training.model, run.training.data
+    save_weights(run_dir / FINAL_MODEL, model.state_dict())
+    last = evaluate(model, data.eval_batches("test", EVAL_BATCH_SIZE), precision)
+    results = {"test_loss": last["loss"], "test_acc": last["acc"]}
+    if run.early_stopping.best_weights is not None:
+        save_weights(run_dir / BEST_MODEL, run.early_stopping.best_weights)
+        model.load_state_dict(run.early_stopping.best_weights)
+        best = evaluate(model, data.eval_batches("test", EVAL_BATCH_SIZE), precision)
+        results.update(run.early_stopping.results(), best_test_loss=best["loss"], best_test_acc=best["acc"])
+    return results
+
+
+def train(cfg: DictConfig) -> RunStatus:
+    """One run in the directory Hydra made for it; exits with a one-line error on bad config."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    started = time.perf_counter()
+    try:
+        run = prepare(cfg, hydra_cfg, run_dir, started)
+    except ConfigError as err:
+        discard_unstarted(run_dir)  # nothing here that could pass for a run
+        sys.exit(f"optqual: error: {err}")
+    try:
+        with claimed(run_dir):  # one process per run directory: `resume` of a sweep that still runs must not race it
+            resumed = restore_training_state(run_dir, cfg, run.state)  # from checkpoint.pt when run_dir holds one
+            return fit_and_save(cfg, run, run_dir, resumed)
+    except ConfigError as err:
+        sys.exit(f"optqual: error: {err}")
+
+
+def fit_and_save(cfg: DictConfig, run: Run, run_dir: Path, resumed: bool) -> RunStatus:
+    """Train the remaining epochs, checkpointing as configured; record how the run ended."""
+    save_split(run_dir, run.training.data.train_indices, run.training.data.val_indices)
+    run.recorder.start()
+    log.info("run directory %s (%s, %d parameters, %d train images)", run_dir, run.recorder.facts["device"],
+             run.recorder.facts["params"], run.recorder.facts["train_images"])
+    if resumed:
+        log.info("resuming from checkpoint.pt after epoch %d", run.training.epochs_done)
     checkpoint_seconds = []
 
-    def checkpoint(progress: EpochProgress | None) -> None:
+    def checkpoint() -> None:
         tic = time.perf_counter()
-        save_training_state(run_dir, cfg, model, optimizer, generator, recorder.history, progress, recorder.wall_seconds())
+        save_training_state(run_dir, cfg, run.state)
         checkpoint_seconds.append(time.perf_counter() - tic)
 
     try:
-        with trackio_run(cfg, group=optimizer_name, run_dir=run_dir, resume=start.from_checkpoint) as track, stop_on_signals() as stop:
+        with trackio_run(cfg, group=run.recorder.facts["optimizer"], run_dir=run_dir, resume=resumed) as track, stop_on_signals() as stop:
             def on_epoch(record: dict) -> None:
-                recorder.add_epoch(record)
+                run.recorder.add_epoch(record)
                 track(record)
 
-            status = fit(model, optimizer, data, generator, cfg.epochs, cfg.eval_every, on_epoch, checkpoint, cfg.checkpoint_every,
-                         stop, cfg.precision, start.first_epoch, start.progress)
-            if status == "completed":
-                test = evaluate(model, data.eval_batches("test", EVAL_BATCH_SIZE), cfg.precision)
-                track({"epoch": cfg.epochs, "test_loss": test["loss"], "test_acc": test["acc"]})
+            status = run.training.fit(on_epoch, checkpoint, cfg.checkpoint_every, stop)
+            if status.has_results:
+                results = test_results(run, run_dir, cfg.precision)
+                track({"epoch": run.training.epochs_done, **results})
     except BaseException as err:
-        recorder.write_metrics("interrupted" if isinstance(err, KeyboardInterrupt) else "failed", error=repr(err))
+        run.recorder.write_metrics(RunStatus.INTERRUPTED if isinstance(err, KeyboardInterrupt) else RunStatus.FAILED, error=repr(err))
         raise
     timing = {"checkpoints": len(checkpoint_seconds), "checkpoint_seconds": sum(checkpoint_seconds)}
-    if status == "interrupted":  # checkpointed at the step boundary; exit like the signal would
+    if status == RunStatus.INTERRUPTED:  # checkpointed at the step boundary; exit like the signal would
         log.warning("stopped by %s; checkpoint written. Continue with: python -m optqual resume %s", stop.name, run_dir)
-        recorder.write_metrics("interrupted", error=f"stopped by {stop.name}; continue with: python -m optqual resume {run_dir}", **timing)
+        run.recorder.write_metrics(status, error=f"stopped by {stop.name}; continue with: python -m optqual resume {run_dir}", **timing)
         sys.exit(128 + stop.signum)
-    if status == "diverged":  # a result, not a crash: a sweep goes on
-        recorder.write_metrics("diverged", diverged_epoch=len(recorder.history), **timing)
-        log.warning("diverged in epoch %d -> %s", len(recorder.history), run_dir)
-        return
-    save_model(run_dir, model)
-    metrics = recorder.write_metrics("completed", test_loss=test["loss"], test_acc=test["acc"], **timing)
-    log.info("test_acc %.4f  val_acc %.4f  train_loss %.4f  -> %s", metrics["test_acc"], metrics["val_acc"], metrics["train_loss"], run_dir)
+    if status == RunStatus.DIVERGED:  # a result, not a crash: a sweep goes on
+        run.recorder.write_metrics(status, diverged_epoch=run.training.epochs_done, **timing)
+        log.warning("diverged in epoch %d -> %s", run.training.epochs_done, run_dir)
+        return status
+    if status == RunStatus.STOPPED_EARLY:
+        timing["stopped_epoch"] = run.training.epochs_done
+        log.info("early stopping after epoch %d (best: epoch %s)", run.training.epochs_done, results.get("best_epoch"))
+    metrics = run.recorder.write_metrics(status, **results, **timing)
+    log.info("test_acc %.4f  val_acc %s  train_loss %.4f  -> %s", metrics["test_acc"], metrics["val_acc"], metrics["train_loss"], run_dir)
+    return status
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    train(cfg)
 
 
 if __name__ == "__main__":

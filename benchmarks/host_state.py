@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from throughput import BATCH, cifar_shaped, ceiling, rates  # first: it puts the checkout on sys.path
+from throughput import BASELINE, BATCH, cifar_shaped, ceiling, rates, run_config  # first: it puts the checkout on sys.path
 
 from optqual.system.allocator import keep_freed_memory
 from optqual.system.reproducibility import make_deterministic
@@ -49,7 +49,8 @@ def main() -> None:
     make_deterministic(0)
     keep_freed_memory()  # as launch.py does
     _, data = cifar_shaped(BATCH, cpu)
-    steps = {precision: ceiling(data, cpu, precision, False, args.steps) for precision in ("fp32", "bf16")}
+    cfg = run_config("sgd", "none", BASELINE["epochs"])
+    steps = {precision: ceiling(data, cpu, precision, False, args.steps, cfg) for precision in ("fp32", "bf16")}
     rounds = []
     for number in range(1, args.rounds + 1):
         speeds = rates(cpu, steps, 1)

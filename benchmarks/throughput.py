@@ -3,14 +3,19 @@
     python benchmarks/throughput.py                    # this machine's default device, fp32 and bf16
     python benchmarks/throughput.py --compile          # with torch.compile (minutes of compiling on a CPU)
     python benchmarks/throughput.py --device cpu --train-images 20480
+    python benchmarks/throughput.py --optimizer sam --precisions fp32 --workers 0   # any option of conf/optimizer/
 
 Everything runs in one process on the same CIFAR-shaped data (random uint8 images: speed
-does not depend on content), the same ResNet-8, batch 128 and SGD:
+does not depend on content), the same ResNet-8 and batch 128; optqual's measurements use
+the `--optimizer` option of conf/optimizer/ (default sgd) and the `--scheduler` option,
+the textbook SGD:
 
-1. ceiling    the bare train step (forward, backward, optimizer step) on one batch already
-              on the device, in the precision and memory format optqual trains in;
-2. optqual    optqual's real training epoch (`optqual.engine.loop.train_epoch`: data order,
-              augmentation, step, metrics and gradient norms);
+1. ceiling    the bare train step (forward, backward, optimizer step; SAM's two passes) on
+              one batch already on the device, in the precision and memory format optqual
+              trains in;
+2. optqual    optqual's real training epoch (`Training.train_epoch` with the extensions
+              launch.py gives a run: data order, augmentation, step, metrics, gradient
+              norms, LR schedule);
 3. textbook   torchvision transforms on PIL images in DataLoader workers, fp32, contiguous
               tensors, with the best worker count among those tried. Measured first, with
               the C library's malloc as a textbook script leaves it; then once more after
@@ -37,18 +42,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision.transforms as T
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from optqual.system.allocator import keep_freed_memory  # noqa: E402
+from launch import extensions  # noqa: E402  (registers the config schemas too)
 from optqual.augment import CIFAR10_MEAN, CIFAR10_STD, augment  # noqa: E402
 from optqual.config import resolve_device  # noqa: E402
 from optqual.data import ImageData, to_device  # noqa: E402
+from optqual.engine.hooks import Hooks  # noqa: E402
+from optqual.engine.loop import EVAL_BATCH_SIZE, EpochProgress, Training, autocast, evaluate  # noqa: E402
 from optqual.models import CifarResNet  # noqa: E402
+from optqual.optim.build import build_optimizer  # noqa: E402
+from optqual.optim.sam import running_stats_frozen, two_pass  # noqa: E402
+from optqual.system.allocator import keep_freed_memory  # noqa: E402
 from optqual.system.reproducibility import data_generator, make_deterministic  # noqa: E402
-from optqual.engine.loop import EVAL_BATCH_SIZE, EpochProgress, LayerGradNorms, autocast, evaluate, train_epoch  # noqa: E402
 
 BATCH = 128
 BASELINE = {"epochs": 200, "eval_every": 10, "train": 45_000, "val": 5_000, "test": 10_000}
@@ -93,26 +105,48 @@ def cifar_shaped(n_train: int, device: torch.device) -> tuple[dict[str, np.ndarr
     return arrays, to_device(arrays, BATCH, BASELINE["val"] / (n_train + BASELINE["val"]), 0, device)
 
 
-def make_model(device: torch.device, channels_last: bool, compile_model: bool) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+def run_config(optimizer: str, scheduler: str, epochs: int) -> DictConfig:
+    """The composed config of a run with these options (launch.py's defaults otherwise)."""
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=[f"optimizer={optimizer}", f"scheduler={scheduler}", f"epochs={epochs}"])
+
+
+def make_model(device: torch.device, channels_last: bool, compile_model: bool) -> torch.nn.Module:
     torch.manual_seed(0)
     model = CifarResNet().to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     if compile_model:
         model.compile()
-    return model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    return model
 
 
-def ceiling(data: ImageData, device: torch.device, precision: str, compile_model: bool, steps: int) -> Work:
+def textbook_sgd(model: torch.nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+
+def ceiling(data: ImageData, device: torch.device, precision: str, compile_model: bool, steps: int, cfg: DictConfig) -> Work:
     """The bare step on one resident, already augmented batch, `steps` times."""
-    model, optimizer = make_model(device, True, compile_model)
+    model = make_model(device, True, compile_model)
+    optimizer = build_optimizer(model, cfg.optimizer)
     images = augment(data.train_images[:BATCH], data_generator(0, device))
     labels = data.train_labels[:BATCH]
 
-    def step() -> None:
+    def loss() -> torch.Tensor:
         with autocast(device, precision):
-            loss = F.cross_entropy(model(images), labels)
+            value = F.cross_entropy(model(images), labels)
+        value.backward()
+        return value
+
+    def second_pass() -> torch.Tensor:
+        with running_stats_frozen(model):
+            return loss()
+
+    def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss()
+        if two_pass(optimizer):
+            optimizer.step(second_pass)
+        else:
+            optimizer.step()
 
     def run(n: int) -> None:
         for _ in range(n):
@@ -122,24 +156,28 @@ def ceiling(data: ImageData, device: torch.device, precision: str, compile_model
     return steps * BATCH, lambda: run(steps)
 
 
-def optqual_epoch(data: ImageData, device: torch.device, precision: str, compile_model: bool) -> Work:
-    """optqual's own training epoch over the whole (benchmark) training set."""
-    model, optimizer = make_model(device, True, compile_model)
-    generator = data_generator(0, device)
-    norms = LayerGradNorms(model)
+def optqual_epoch(data: ImageData, device: torch.device, precision: str, compile_model: bool, cfg: DictConfig) -> Work:
+    """optqual's own training epoch over the whole (benchmark) training set, with a run's extensions."""
+    model = make_model(device, True, compile_model)
+    optimizer = build_optimizer(model, cfg.optimizer)
 
-    def epoch(images: ImageData) -> None:
-        progress = EpochProgress.begin(1, images, generator, len(norms.layers))
-        train_epoch(model, optimizer, images, generator, norms, progress, precision=precision)
-        progress.record(len(images.train_labels), norms.layers)  # the epoch's one read of its metrics
+    def training(images: ImageData) -> Training:
+        return Training(model, optimizer, images, data_generator(0, device), Hooks(extensions(cfg, model, optimizer, images)),
+                        cfg.epochs, cfg.eval_every, precision)
 
-    epoch(dataclasses.replace(data, train_images=data.train_images[: 5 * BATCH], train_labels=data.train_labels[: 5 * BATCH]))
-    return len(data.train_labels), lambda: epoch(data)
+    def epoch(loop: Training) -> None:
+        progress = EpochProgress.begin(1, loop.data, loop.generator, len(loop.grad_norms.layers))
+        loop.train_epoch(progress, on_step=lambda: None, should_stop=lambda: False)
+        progress.record(len(loop.data.train_labels), loop.grad_norms.layers)  # the epoch's one read of its metrics
+
+    epoch(training(dataclasses.replace(data, train_images=data.train_images[: 5 * BATCH], train_labels=data.train_labels[: 5 * BATCH])))
+    loop = training(data)
+    return len(data.train_labels), lambda: epoch(loop)
 
 
 def evaluation(data: ImageData, device: torch.device, precision: str, compile_model: bool) -> Work:
     """optqual's evaluation over the val and test sets."""
-    model, _ = make_model(device, True, compile_model)
+    model = make_model(device, True, compile_model)
     evaluate(model, data.eval_batches("val", EVAL_BATCH_SIZE), precision)  # warm-up
 
     def both() -> None:
@@ -167,7 +205,8 @@ class PILImages(Dataset):
 
 def textbook_epoch(images: np.ndarray, labels: np.ndarray, device: torch.device, workers: int) -> Work:
     """A textbook epoch: DataLoader workers, fp32, contiguous tensors, loss.item() per step."""
-    model, optimizer = make_model(device, False, False)
+    model = make_model(device, False, False)
+    optimizer = textbook_sgd(model)
     loader = DataLoader(PILImages(images, labels), batch_size=BATCH, shuffle=True, num_workers=workers, pin_memory=device.type == "cuda")
 
     def epoch() -> None:
@@ -193,6 +232,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated: fp32, bf16")
+    parser.add_argument("--optimizer", default="sgd", help="an option of conf/optimizer/ for optqual's ceiling and epoch")
+    parser.add_argument("--scheduler", default="none", help="an option of conf/scheduler/ for optqual's epoch")
     parser.add_argument("--compile", action="store_true", help="torch.compile optqual's model (not the textbook's)")
     parser.add_argument("--train-images", type=int, default=10_240, help="images in the measured training epoch")
     parser.add_argument("--ceiling-steps", type=int, default=40)
@@ -201,13 +242,15 @@ def main() -> None:
     args = parser.parse_args()
 
     device = resolve_device(args.device)
+    cfg = run_config(args.optimizer, args.scheduler, BASELINE["epochs"])
     make_deterministic(0)
     n_train = args.train_images
     arrays, data = cifar_shaped(n_train, device)
     uint8_bytes = sum(t.numel() for t in (data.train_images, data.val_images, data.test_images))
     resident_bytes = sum(t.numel() * t.element_size() for t in (data.train_images, data.val_images, data.test_images, data.train_labels, data.val_labels, data.test_labels))
 
-    rows, figures = [], {"device": str(device), "threads": torch.get_num_threads(), "compile": args.compile, "train_images": n_train, "repeats": args.repeats}
+    rows, figures = [], {"device": str(device), "threads": torch.get_num_threads(), "compile": args.compile, "train_images": n_train,
+                         "repeats": args.repeats, "optimizer": args.optimizer, "scheduler": args.scheduler}
     # The textbook first, while the C library's allocator still has its defaults
     subset = data.train_indices  # the textbook trains on the same images, read from host memory
     x, y = arrays["x_train"][subset], arrays["y_train"][subset]
@@ -225,8 +268,8 @@ def main() -> None:
     precisions = args.precisions.split(",")
     works = {}
     for precision in precisions:
-        works["ceiling", precision] = ceiling(data, device, precision, args.compile, args.ceiling_steps)
-        works["optqual epoch", precision] = optqual_epoch(data, device, precision, args.compile)
+        works["ceiling", precision] = ceiling(data, device, precision, args.compile, args.ceiling_steps, cfg)
+        works["optqual epoch", precision] = optqual_epoch(data, device, precision, args.compile, cfg)
         works["eval val+test", precision] = evaluation(data, device, precision, args.compile)
     windows = rates(device, works, args.repeats)
     speeds = {key: statistics.median(window_speeds) for key, window_speeds in windows.items()}

@@ -5,7 +5,7 @@ import sys
 
 from optqual.runs.diff import NotARunDir, NotComparable, format_diff, format_sweep_diff
 from optqual.runs.resume import resume
-from optqual.runs.summary import terminal_text, write_summary
+from optqual.runs.summary import RANKED_BY, terminal_text, write_summary
 from optqual.runs.sweep import NotASweepDir
 
 
@@ -17,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     diff.add_argument("run_b", nargs="?", help="the second run directory")
     summarize = commands.add_parser("summarize", help="write summary.csv, summary.md and curves.png of a sweep (or run)")
     summarize.add_argument("directory")
+    summarize.add_argument("--metric", choices=sorted(RANKED_BY), default="test_acc",
+                           help="rank groups by the test accuracy of the last weights (default) or of the best weights")
     resume_parser = commands.add_parser("resume", help="continue a stopped run, or every unfinished job of a sweep")
     resume_parser.add_argument("directory")
     args = parser.parse_args(argv)
@@ -24,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "resume":
             return resume(args.directory)
         if args.command == "summarize":
-            summary = write_summary(args.directory)
+            summary = write_summary(args.directory, args.metric)
             print(terminal_text(summary))
             print(f"wrote summary.csv, summary.md, curves.png in {args.directory}")
         elif args.run_b is None:

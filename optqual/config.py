@@ -1,78 +1,28 @@
-"""Typed schemas for the config groups, and the value checks Hydra cannot express.
+"""The run config: typed schemas for every group option, the value checks Hydra cannot express,
+and the comparison of two configs.
 
-The dataclasses are registered in Hydra's ConfigStore under `schema/...`; each YAML
-option pulls its schema in through its defaults list, so `epochs=abc` or
-`optimizer.lrr=0.1` is refused by Hydra itself before a run directory exists.
-`check_config` adds the range checks (lr > 0, 0 < val_fraction < 1, ...); it runs for
-every job before a sweep starts and first thing in a job, followed by `resolve_device`.
+The dataclasses are registered in Hydra's ConfigStore under `schema/<group>/<option>`;
+each YAML option pulls its schema in through its defaults list, so `epochs=abc` or
+`optimizer.lrr=0.1` is refused by Hydra itself before a run directory exists. Each
+component's schemas and range checks live beside its code (optqual/optim/build.py,
+optqual/schedule.py, ...); `check_config` runs the run-level checks and then every
+component's. It runs for every job before a sweep starts and first thing in a job,
+followed by `resolve_device`.
 """
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 import torch
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from optqual import clipping, data, early_stopping, models, schedule
+from optqual.early_stopping import EarlyStoppingSchema
+from optqual.errors import ConfigError, require
+from optqual.optim import build as optim
 
 PRECISIONS = ("fp32", "bf16")
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key and the value."""
-
-
-@dataclass
-class OptimizerSchema:
-    _target_: str = MISSING
-    _partial_: bool = True
-    lr: float = MISSING
-    weight_decay: float = 0.0
-
-
-@dataclass
-class SGDSchema(OptimizerSchema):
-    _target_: str = "torch.optim.SGD"
-    momentum: float = 0.0
-    dampening: float = 0.0
-    nesterov: bool = False
-
-
-@dataclass
-class AdamWSchema(OptimizerSchema):
-    _target_: str = "torch.optim.AdamW"
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    amsgrad: bool = False
-
-
-@dataclass
-class ModelSchema:
-    _target_: str = "optqual.models.CifarResNet"
-    blocks_per_stage: int = 1
-    widths: List[int] = field(default_factory=lambda: [16, 32, 64])
-    num_classes: int = 10
-
-
-@dataclass
-class DataSchema:
-    _target_: str = MISSING
-    batch_size: int = 128
-    val_fraction: float = 0.1
-    split_seed: int = 0
-
-
-@dataclass
-class Cifar10Schema(DataSchema):
-    _target_: str = "optqual.data.cifar10"
-    root: str = "./data"
-    download: bool = True
-
-
-@dataclass
-class NpzSchema(DataSchema):
-    _target_: str = "optqual.data.npz"
-    path: str = MISSING
 
 
 @dataclass
@@ -85,32 +35,34 @@ class TrackioSchema:
 class RunSchema:
     seed: int = 42
     epochs: int = 200
-    eval_every: int = 10
+    eval_every: Optional[int] = 10  # null: never validate
     checkpoint_every: int = 1
     experiment_name: str = "resnet8_cifar10_baseline"
     device: str = "auto"
     threads: Optional[int] = None
     precision: str = "fp32"
     compile: bool = False
+    clip_grad_norm: Optional[float] = None
     optimizer: Any = MISSING
+    scheduler: Any = MISSING
     model: Any = MISSING
     data: Any = MISSING
+    early_stopping: EarlyStoppingSchema = field(default_factory=EarlyStoppingSchema)
     trackio: TrackioSchema = field(default_factory=TrackioSchema)
 
 
 def register_schemas() -> None:
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunSchema)
-    store.store(group="schema/optimizer", name="sgd", node=SGDSchema)
-    store.store(group="schema/optimizer", name="adamw", node=AdamWSchema)
-    store.store(group="schema/model", name="resnet", node=ModelSchema)
-    store.store(group="schema/data", name="cifar10", node=Cifar10Schema)
-    store.store(group="schema/data", name="npz", node=NpzSchema)
-
-
-def _require(ok: bool, key: str, value: Any, why: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}={value}: {why}")
+    groups = {
+        "optimizer": optim.SCHEMAS,
+        "scheduler": schedule.SCHEMAS,
+        "model": models.SCHEMAS,
+        "data": data.SCHEMAS,
+    }
+    for group, schemas in groups.items():
+        for name, schema in schemas.items():
+            store.store(group=f"schema/{group}", name=name, node=schema)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -122,14 +74,29 @@ def resolve_device(name: str) -> torch.device:
     except RuntimeError:
         raise ConfigError(f"device={name}: unknown device (use auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda":
-        _require(torch.cuda.is_available(), "device", name, "CUDA is not available on this machine")
+        require(torch.cuda.is_available(), "device", name, "CUDA is not available on this machine")
         index = device.index or 0
-        _require(index < torch.cuda.device_count(), "device", name, "no such CUDA device")
+        require(index < torch.cuda.device_count(), "device", name, "no such CUDA device")
     elif device.type == "mps":
-        _require(torch.backends.mps.is_available(), "device", name, "MPS is not available")
+        require(torch.backends.mps.is_available(), "device", name, "MPS is not available")
     else:
-        _require(device.type == "cpu", "device", name, "unsupported device type")
+        require(device.type == "cpu", "device", name, "unsupported device type")
     return device
+
+
+def check_run(cfg: DictConfig) -> None:
+    """The run-level values: counts, ranges, names."""
+    for key in ("epochs", "checkpoint_every", "data.batch_size"):
+        value = OmegaConf.select(cfg, key)
+        require(value > 0, key, value, "must be a positive integer")
+    if cfg.eval_every is not None:
+        require(cfg.eval_every > 0, "eval_every", cfg.eval_every, "must be a positive integer (or null: never validate)")
+    if cfg.threads is not None:
+        require(cfg.threads > 0, "threads", cfg.threads, "must be a positive integer (or null for torch's default)")
+    require(cfg.precision in PRECISIONS, "precision", cfg.precision, f"must be one of {', '.join(PRECISIONS)}")
+    fraction = cfg.data.val_fraction
+    require(0 < fraction < 1, "data.val_fraction", fraction, "must lie strictly between 0 and 1")
+    require(bool(cfg.experiment_name.strip()), "experiment_name", "''", "must not be empty")
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -138,15 +105,34 @@ def check_config(cfg: DictConfig) -> None:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"{missing[0]} is required: set it on the command line, e.g. {missing[0]}=...")
-    for key in ("epochs", "eval_every", "checkpoint_every", "data.batch_size"):
-        value = OmegaConf.select(cfg, key)
-        _require(value > 0, key, value, "must be a positive integer")
-    if cfg.threads is not None:
-        _require(cfg.threads > 0, "threads", cfg.threads, "must be a positive integer (or null for torch's default)")
-    _require(cfg.precision in PRECISIONS, "precision", cfg.precision, f"must be one of {', '.join(PRECISIONS)}")
-    _require(cfg.optimizer.lr > 0, "optimizer.lr", cfg.optimizer.lr, "must be > 0")
-    weight_decay = cfg.optimizer.get("weight_decay", 0.0)
-    _require(weight_decay >= 0, "optimizer.weight_decay", weight_decay, "must be >= 0")
-    fraction = cfg.data.val_fraction
-    _require(0 < fraction < 1, "data.val_fraction", fraction, "must lie strictly between 0 and 1")
-    _require(bool(cfg.experiment_name.strip()), "experiment_name", "''", "must not be empty")
+    check_run(cfg)
+    for component in (optim, schedule, early_stopping, clipping):
+        component.check(cfg)
+
+
+class _Absent:
+    """Stands for a key that one of two configs does not have."""
+
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+ABSENT = _Absent()
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys to leaf values; lists count as one value."""
+    if not isinstance(node, DictConfig):
+        value = OmegaConf.to_container(node) if isinstance(node, ListConfig) else node
+        return {prefix: value}
+    leaves = {}
+    for key in node:
+        leaves.update(flatten(node._get_node(key), f"{prefix}.{key}" if prefix else str(key)))
+    return leaves
+
+
+def config_diff(a: DictConfig, b: DictConfig) -> list[tuple[str, Any, Any]]:
+    """(dotted key, value in a, value in b) for every key whose value differs, sorted by key."""
+    flat_a, flat_b = flatten(a), flatten(b)
+    keys = sorted(flat_a.keys() | flat_b.keys())
+    return [(k, flat_a.get(k, ABSENT), flat_b.get(k, ABSENT)) for k in keys if flat_a.get(k, ABSENT) != flat_b.get(k, ABSENT)]

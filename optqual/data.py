@@ -14,11 +14,36 @@ from typing import Iterator
 import numpy as np
 import torch
 from filelock import FileLock
+from omegaconf import MISSING
 
 from optqual.augment import augment, normalize
-from optqual.config import ConfigError
+from optqual.errors import ConfigError
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+@dataclass
+class DataSchema:
+    _target_: str = MISSING
+    batch_size: int = 128
+    val_fraction: float = 0.1
+    split_seed: int = 0
+
+
+@dataclass
+class Cifar10Schema(DataSchema):
+    _target_: str = "optqual.data.cifar10"
+    root: str = "./data"
+    download: bool = True
+
+
+@dataclass
+class NpzSchema(DataSchema):
+    _target_: str = "optqual.data.npz"
+    path: str = MISSING
+
+
+SCHEMAS = {"cifar10": Cifar10Schema, "npz": NpzSchema}
 
 
 @dataclass

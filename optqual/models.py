@@ -11,10 +11,22 @@ forward hook on `model.stage2`.
 """
 
 from collections import OrderedDict
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import List, Sequence
 
 import torch
 from torch import nn
+
+
+@dataclass
+class CifarResNetSchema:
+    _target_: str = "optqual.models.CifarResNet"
+    blocks_per_stage: int = 1
+    widths: List[int] = field(default_factory=lambda: [16, 32, 64])
+    num_classes: int = 10
+
+
+SCHEMAS = {"resnet": CifarResNetSchema}
 
 
 def conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int) -> list[tuple[str, nn.Module]]:

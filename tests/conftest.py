@@ -1,21 +1,41 @@
-"""Shared fixtures: a tiny CIFAR-shaped dataset, and launch.py run as a user runs it."""
+"""Shared fixtures: a tiny CIFAR-shaped dataset, and launch.py run as a user runs it (in a new
+process, or in this one through Hydra's own entry, with a kill or a signal at a chosen step)."""
 
+import contextlib
+import csv
+import io
+import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
-
-from optqual.config import register_schemas
-from optqual.runs.sweep import register_resolvers
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # launch.py
+
+from launch import main as launch_main  # noqa: E402
+from optqual.config import register_schemas  # noqa: E402
+from optqual.engine.loop import Training  # noqa: E402
+from optqual.runs.naming import register_resolvers  # noqa: E402
+
 HEAD_NPZ = REPO.parent / "shared" / "data" / "cifar10_head.npz"  # real CIFAR-10 images, beside the checkout
 
 register_schemas()
 register_resolvers()
+
+
+def compose_run(*overrides: str) -> DictConfig:
+    """The composed run config, as launch.py would get it (without the hydra node)."""
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
 
 
 def write_npz(path: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
@@ -52,3 +72,84 @@ def launch_ok(workdir: Path, *overrides: str) -> subprocess.CompletedProcess:
     result = launch(workdir, *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+class Killed(BaseException):
+    """The process died here, as under SIGKILL: nothing after this point is written."""
+
+
+def launch_here(workdir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """`python launch.py OVERRIDES` in `workdir`, run in this process through Hydra's own entry
+    (run directories, .hydra files and callbacks as in a real run, without the seconds an
+    interpreter and torch take to start). What the process would exit with and print; the thread
+    count is restored afterwards, since a CPU run's results depend on it."""
+    saved = os.getcwd(), sys.argv, torch.get_num_threads(), os.environ.get("HYDRA_MAIN_MODULE")
+    os.chdir(workdir)
+    sys.argv = [str(REPO / "launch.py"), *overrides]
+    os.environ["HYDRA_MAIN_MODULE"] = "__main__"  # Hydra then finds conf/ beside launch.py, as for the script
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            launch_main()
+        code = 0
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else 1
+        if isinstance(exit.code, str):  # what Python prints for sys.exit("message")
+            err.write(exit.code + "\n")
+    except Killed:
+        code = -signal.SIGKILL
+    finally:
+        os.chdir(saved[0])
+        sys.argv = saved[1]
+        torch.set_num_threads(saved[2])
+        if saved[3] is None:
+            os.environ.pop("HYDRA_MAIN_MODULE")
+        else:
+            os.environ["HYDRA_MAIN_MODULE"] = saved[3]
+    return subprocess.CompletedProcess(sys.argv, code, out.getvalue(), err.getvalue())
+
+
+def launched(workdir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    result = launch_here(workdir, *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@contextlib.contextmanager
+def stopped_after(epoch: int, steps: int, how: str) -> Iterator[None]:
+    """Stop the run launched inside after `steps` steps of `epoch`: `kill` (SIGKILL: the last
+    end-of-epoch checkpoint is all that survives) or `term` (SIGTERM: a checkpoint at the step)."""
+    original = Training.step
+
+    def step(self, images, labels, progress):
+        original(self, images, labels, progress)
+        if (progress.epoch, progress.step + 1) == (epoch, steps):
+            if how == "kill":
+                raise Killed
+            signal.raise_signal(signal.SIGTERM)
+
+    Training.step = step
+    try:
+        yield
+    finally:
+        Training.step = original
+
+
+def history(run_dir: Path) -> list[dict]:
+    """history.csv without its timing column."""
+    with open(run_dir / "history.csv") as file:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(file)]
+
+
+TIMING = {"train_seconds", "train_images_per_s", "wall_seconds", "peak_rss_mb", "peak_gpu_mb", "checkpoints", "checkpoint_seconds"}
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Final (and best) weights, history and metrics equal bit for bit (all but timing and memory)."""
+    for weights in ("final_model.pt", "best_model.pt"):
+        if (a / weights).exists() or (b / weights).exists():
+            wa, wb = (torch.load(run / weights, weights_only=True) for run in (a, b))
+            assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), weights
+    assert history(a) == history(b)
+    ma, mb = (json.loads((run / "metrics.json").read_text()) for run in (a, b))
+    assert {k: v for k, v in ma.items() if k not in TIMING} == {k: v for k, v in mb.items() if k not in TIMING}

@@ -20,7 +20,7 @@ import torch
 from torchvision.datasets import CIFAR10
 
 from conftest import write_npz
-from optqual.config import ConfigError
+from optqual.errors import ConfigError
 from optqual.data import cifar10, npz, read_cifar10, split_indices
 
 BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]

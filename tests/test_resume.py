@@ -10,34 +10,23 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from conftest import REPO, launch, launch_ok, tiny_overrides
+from conftest import REPO, assert_same_run, history, launch, launch_here, launch_ok, launched, tiny_overrides
 from optqual.engine.checkpoint import CheckpointError, load_checkpoint
 
-TIMING = {"train_seconds", "train_images_per_s", "wall_seconds", "peak_rss_mb", "peak_gpu_mb", "checkpoints", "checkpoint_seconds"}
 
 
 def run_overrides(npz: Path) -> list[str]:
     return [*tiny_overrides(npz), "epochs=8"]
 
 
-def history(run: Path) -> list[dict]:
-    with open(run / "history.csv") as file:
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(file)]
+def saved_history(run: Path) -> list[dict]:
+    """The history inside checkpoint.pt."""
+    return load_checkpoint(run)["state"]["record"]["history"]
 
 
 def metrics(run: Path) -> dict:
     return json.loads((run / "metrics.json").read_text())
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    """Final weights, history and metrics equal bit for bit (all but timing and memory)."""
-    wa, wb = (torch.load(run / "final_model.pt", weights_only=True) for run in (a, b))
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert history(a) == history(b)
-    ma, mb = metrics(a), metrics(b)
-    assert {k: v for k, v in ma.items() if k not in TIMING} == {k: v for k, v in mb.items() if k not in TIMING}
 
 
 def start(workdir: Path, *overrides: str) -> subprocess.Popen:
@@ -81,7 +70,7 @@ def test_sigkill_after_the_second_checkpoint_then_resume_is_bit_identical(tmp_pa
     process.wait()
     run = tmp_path / "run"
     assert metrics(run)["status"] == "running" and not (run / "final_model.pt").exists()
-    assert len(load_checkpoint(run)["history"]) >= 2
+    assert len(saved_history(run)) >= 2
 
     result = resume(run)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -99,9 +88,9 @@ def test_sigterm_mid_epoch_checkpoints_and_resume_completes(tmp_path, tiny_npz, 
     assert process.returncode == 128 + signal.SIGTERM, stderr
     recorded = metrics(run)
     assert recorded["status"] == "interrupted" and "SIGTERM" in recorded["error"] and "resume" in recorded["error"]
-    state = load_checkpoint(run)
-    assert len(state["history"]) == recorded["epochs"] < 8
-    assert history(run) == [{k: str(v) for k, v in r.items() if k != "seconds"} for r in state["history"]]
+    saved = saved_history(run)
+    assert len(saved) == recorded["epochs"] < 8
+    assert history(run) == [{k: str(v) for k, v in r.items() if k != "seconds"} for r in saved]
 
     result = resume(run)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -115,7 +104,7 @@ def test_sigterm_mid_epoch_checkpoints_and_resume_completes(tmp_path, tiny_npz, 
 
 def test_a_damaged_checkpoint_is_refused(tmp_path, tiny_npz):
     overrides = [*tiny_overrides(tiny_npz), "hydra.run.dir=run", "trackio.enabled=false"]
-    launch_ok(tmp_path, *overrides)
+    launched(tmp_path, *overrides)
     checkpoint = tmp_path / "run" / "checkpoint.pt"
     whole = checkpoint.read_bytes()
 
@@ -123,7 +112,7 @@ def test_a_damaged_checkpoint_is_refused(tmp_path, tiny_npz):
     with pytest.raises(CheckpointError, match="torn or truncated"):
         load_checkpoint(tmp_path / "run")
     before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
-    result = launch(tmp_path, *overrides)
+    result = launch_here(tmp_path, *overrides)
     assert result.returncode == 1 and result.stderr.strip().splitlines() == [
         f"optqual: error: {checkpoint}: torn or truncated checkpoint, refusing to load it (RuntimeError)"]
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()} == before
@@ -136,8 +125,8 @@ def test_a_damaged_checkpoint_is_refused(tmp_path, tiny_npz):
 
 
 def test_a_checkpoint_is_only_continued_with_its_own_config(tmp_path, tiny_npz):
-    launch_ok(tmp_path, *tiny_overrides(tiny_npz), "hydra.run.dir=run", "trackio.enabled=false")
-    result = launch(tmp_path, *tiny_overrides(tiny_npz), "optimizer.lr=0.2", "hydra.run.dir=run", "trackio.enabled=false")
+    launched(tmp_path, *tiny_overrides(tiny_npz), "hydra.run.dir=run", "trackio.enabled=false")
+    result = launch_here(tmp_path, *tiny_overrides(tiny_npz), "optimizer.lr=0.2", "hydra.run.dir=run", "trackio.enabled=false")
     assert result.returncode == 1
     assert "written by another config (optimizer.lr: 0.1 -> 0.2)" in result.stderr
 
@@ -167,7 +156,7 @@ def test_resume_finishes_a_sweep_without_rerunning_finished_jobs(tmp_path, tiny_
 
 
 def test_a_diverging_job_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_npz):
-    result = launch_ok(tmp_path, "-m", *tiny_overrides(tiny_npz), "optimizer.lr=0.1,1e4", "hydra.sweep.dir=sweep", "trackio.enabled=false")
+    result = launched(tmp_path, "-m", *tiny_overrides(tiny_npz), "optimizer.lr=0.1,1e4", "hydra.sweep.dir=sweep", "trackio.enabled=false")
     diverged = json.loads((tmp_path / "sweep" / "optimizer.lr=10000.0" / "metrics.json").read_text(), parse_constant=refuse)
     assert diverged["status"] == "diverged" and diverged["diverged_epoch"] == 1 and diverged["train_loss"] is None
     assert not (tmp_path / "sweep" / "optimizer.lr=10000.0" / "final_model.pt").exists()

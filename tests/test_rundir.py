@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from optqual.runs.rundir import RunRecorder, atomic_write, discard_unstarted, fresh_dir, write_json
-from optqual.runs.sweep import job_dirname
+from optqual.runs.naming import job_dirname
 
 
 def sweep_with(tmp_path: Path, *command_line: str) -> Path:
@@ -53,7 +53,8 @@ def test_metrics_json_stays_strict_json_when_a_loss_is_not_finite(tmp_path):
 
 
 def test_recorder_keeps_history_current_and_records_status(tmp_path):
-    recorder = RunRecorder(tmp_path, {"train_images": 100, "seed": 0}, started=time.perf_counter(), history=[])
+    recorder = RunRecorder(tmp_path, {"train_images": 100, "seed": 0}, started=time.perf_counter())
+    recorder.start()
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "running"
     recorder.add_epoch({"epoch": 1, "train_loss": 2.0, "train_acc": 0.1, "seconds": 2.0})
     assert (tmp_path / "history.csv").read_text().splitlines() == ["epoch,train_loss,train_acc,seconds", "1,2.0,0.1,2.0"]

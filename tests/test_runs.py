@@ -16,7 +16,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import HEAD_NPZ, REPO, launch, launch_ok, tiny_overrides
+from conftest import HEAD_NPZ, REPO, launch_here, launch_ok, launched, tiny_overrides
 from optqual.models import CifarResNet
 
 METRIC_KEYS = {"train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "epochs", "train_seconds",
@@ -54,7 +54,7 @@ def test_same_seed_repeats_bit_for_bit(runs):
 def test_thread_count_is_pinned_by_config_and_recorded(tmp_path, tiny_npz):
     """CPU kernels split reductions by thread, so the count is part of a run's identity."""
     for name in ("one_a", "one_b"):
-        launch_ok(tmp_path, *tiny_overrides(tiny_npz), "threads=1", f"hydra.run.dir={name}", "trackio.enabled=false")
+        launched(tmp_path, *tiny_overrides(tiny_npz), "threads=1", f"hydra.run.dir={name}", "trackio.enabled=false")
     assert json.loads((tmp_path / "one_a" / "metrics.json").read_text())["threads"] == 1
     a, b = weights(tmp_path / "one_a"), weights(tmp_path / "one_b")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -113,7 +113,7 @@ def test_run_directory_holds_everything(runs, tiny_npz):
 
 
 def test_validation_runs_every_n_epochs_and_at_the_end(tmp_path, tiny_npz):
-    launch_ok(tmp_path, *tiny_overrides(tiny_npz), "epochs=5", "eval_every=2", "hydra.run.dir=run", "trackio.enabled=false")
+    launched(tmp_path, *tiny_overrides(tiny_npz), "epochs=5", "eval_every=2", "hydra.run.dir=run", "trackio.enabled=false")
     with open(tmp_path / "run" / "history.csv") as file:
         validated = [int(r["epoch"]) for r in csv.DictReader(file) if r["val_acc"]]
     assert validated == [2, 4, 5]
@@ -205,7 +205,7 @@ def test_diff_refuses_a_directory_that_is_not_a_run(runs, tmp_path):
     ],
 )
 def test_bad_input_fails_cleanly_before_any_work(tmp_path, overrides, message):
-    result = launch(tmp_path, *overrides, "trackio.enabled=false")
+    result = launch_here(tmp_path, *overrides, "trackio.enabled=false")
     assert result.returncode != 0
     first_line = result.stderr.strip().splitlines()[0]
     assert message in first_line, result.stderr
@@ -217,6 +217,6 @@ def test_bad_input_fails_cleanly_before_any_work(tmp_path, overrides, message):
 @pytest.mark.skipif(not HEAD_NPZ.is_file(), reason=f"real CIFAR-10 images not found at {HEAD_NPZ}")
 def test_sgd_learns_real_cifar10_images(tmp_path):
     """5085 real training images, 1017 real test images: well above the 10% of chance."""
-    launch_ok(tmp_path, "data=npz", f"data.path={HEAD_NPZ}", "epochs=6", "hydra.run.dir=run", "trackio.enabled=false")
+    launched(tmp_path, "data=npz", f"data.path={HEAD_NPZ}", "epochs=6", "hydra.run.dir=run", "trackio.enabled=false")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["test_acc"] > 0.35, metrics

@@ -16,7 +16,7 @@ import torch
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from conftest import REPO, launch, launch_ok, tiny_overrides
+from conftest import REPO, launch_here, launch_ok, launched, tiny_overrides
 from optqual.system.resources import jobs_at_once
 
 GRID = ["optimizer=sgd,adamw", "seed=0,1"]
@@ -51,7 +51,7 @@ def optqual(*args: str) -> subprocess.CompletedProcess:
 def sweep(tmp_path_factory, tiny_npz) -> tuple[Path, subprocess.CompletedProcess]:
     """optimizer=sgd,adamw x seed=0,1 on tiny data, one job after another, one thread each."""
     work = tmp_path_factory.mktemp("sweep")
-    result = launch_ok(work, "-m", *tiny_overrides(tiny_npz), *GRID, "threads=1", "trackio.enabled=false")
+    result = launched(work, "-m", *tiny_overrides(tiny_npz), *GRID, "threads=1", "trackio.enabled=false")
     (sweep_dir,) = (work / "outputs" / "multirun").glob("*/*")
     return sweep_dir, result
 
@@ -144,7 +144,7 @@ def test_diff_of_a_sweep_lists_the_keys_that_vary(sweep):
 def test_a_failing_job_still_leaves_a_summary(tmp_path, tiny_npz):
     """One job cannot write its history: it fails, the other jobs run, the summary shows it."""
     (tmp_path / "sweep" / "optimizer=adamw,seed=1" / "history.csv").mkdir(parents=True)  # a directory in the way
-    result = launch(tmp_path, "-m", *tiny_overrides(tiny_npz), *GRID, "hydra.sweep.dir=sweep", "trackio.enabled=false")
+    result = launch_here(tmp_path, "-m", *tiny_overrides(tiny_npz), *GRID, "hydra.sweep.dir=sweep", "trackio.enabled=false")
     assert result.returncode != 0
     sweep_dir = tmp_path / "sweep"
     assert metrics(sweep_dir / "optimizer=adamw,seed=1")["status"] == "failed"
@@ -220,7 +220,7 @@ def test_sweeps_started_together_never_share_a_directory(tmp_path, tiny_npz):
 
 
 def test_a_bad_value_in_any_job_stops_the_sweep_before_the_first_job(tmp_path, tiny_npz):
-    result = launch(tmp_path, "-m", *tiny_overrides(tiny_npz), "optimizer.lr=0.1,-1", "seed=0,1")
+    result = launch_here(tmp_path, "-m", *tiny_overrides(tiny_npz), "optimizer.lr=0.1,-1", "seed=0,1")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"optqual: error: job #2 (data=npz data.path={tiny_npz} data.batch_size=32 epochs=2 eval_every=1 optimizer.lr=-1 seed=0):"

@@ -1,14 +1,16 @@
-"""The training loop: cross-entropy, optimizer step, metrics accumulated on the device.
+"""The training loop: a step that reads top to bottom, five hook points, metrics summed on the device.
 
 The hot loop never asks the device for a number: losses, correct counts and per-layer
-gradient norms are summed into device tensors and read once per epoch.
+gradient norms are summed into device tensors and read once per epoch. The loop's position
+(epochs done, the epoch in progress with its order and sums) is part of the training
+state, so a checkpoint taken between two steps continues exactly.
 """
 
 import contextlib
 import logging
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator
 
 import torch
@@ -18,9 +20,18 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from optqual.data import ImageData
+from optqual.engine.hooks import Hooks
+from optqual.optim.sam import running_stats_frozen, two_pass
+from optqual.status import RunStatus
 
 log = logging.getLogger(__name__)
 EVAL_BATCH_SIZE = 1024  # no gradients are kept, so evaluation can take large batches
+VALIDATION_METRICS = ("val_loss", "val_acc")  # what a validation adds to an epoch's record
+
+
+def better_when(monitor: str, mode: str) -> str:
+    """`min` or `max` for a validation metric; `auto` follows its name (losses fall, accuracies rise)."""
+    return ("max" if monitor.endswith("acc") else "min") if mode == "auto" else mode
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -83,10 +94,6 @@ class EpochProgress:
         zero = torch.zeros((), device=device)
         return cls(epoch, data.epoch_order(generator), zero.clone(), zero.long(), torch.zeros(layers, device=device))
 
-    def to(self, device: torch.device) -> "EpochProgress":
-        return replace(self, order=self.order.to(device), loss_sum=self.loss_sum.to(device),
-                       correct=self.correct.to(device), norm_sum=self.norm_sum.to(device))
-
     def record(self, count: int, layers: list[str]) -> dict[str, float]:
         """The finished epoch's history row: mean loss, accuracy and per-layer grad norms, time."""
         record = {"epoch": self.epoch, "train_loss": self.loss_sum.item() / count, "train_acc": self.correct.item() / count}
@@ -95,39 +102,131 @@ class EpochProgress:
         return record
 
 
-def train_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    data: ImageData,
-    generator: torch.Generator,
-    grad_norms: LayerGradNorms,
-    progress: EpochProgress,
-    on_step: Callable[[], None] = lambda: None,
-    precision: str = "fp32",
-    should_stop: Callable[[], bool] = lambda: False,
-) -> bool:
-    """Train the rest of `progress`'s epoch; False if `should_stop` said so before it ended."""
-    model.train()
-    started = time.perf_counter()
-    try:
-        for step in range(progress.step, data.steps_per_epoch()):
-            if should_stop():
-                return False
-            images, labels = data.train_batch(progress.order, step, generator)
-            with autocast(images.device, precision):
-                logits = model(images)
-                loss = F.cross_entropy(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            progress.norm_sum += grad_norms()
-            optimizer.step()
-            progress.loss_sum += loss.detach() * len(labels)
-            progress.correct += (logits.argmax(1) == labels).sum()
-            progress.step = step + 1
-            on_step()
-    finally:
-        progress.seconds += time.perf_counter() - started
-    return True
+@dataclass
+class Training:
+    """One run's moving parts and where training stands; `fit` trains the remaining epochs."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    data: ImageData
+    generator: torch.Generator  # the data order and augmentation
+    hooks: Hooks
+    epochs: int
+    eval_every: int | None  # None: never validate
+    precision: str = "fp32"
+    epochs_done: int = 0
+    current: EpochProgress | None = None  # the epoch in progress, when a checkpoint is taken inside one
+    stopped: bool = False  # an extension ended training before `epochs` (early stopping)
+    grad_norms: LayerGradNorms = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.grad_norms = LayerGradNorms(self.model)
+        self.two_pass = two_pass(self.optimizer)
+
+    def forward_backward(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with autocast(images.device, self.precision):
+            logits = self.model(images)
+            loss = F.cross_entropy(logits, targets)
+            objective = loss
+            for term in self.hooks.loss_terms(self.model):
+                objective = objective + term
+        objective.backward()
+        return loss, logits
+
+    def second_pass(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """SAM's closure: the gradient at the perturbed weights; batch norm statistics stay as the first pass left them."""
+        with running_stats_frozen(self.model):
+            loss, _ = self.forward_backward(images, targets)
+        self.hooks.after_backward()
+        return loss
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor, progress: EpochProgress) -> None:
+        images, targets = self.hooks.on_batch(images, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, logits = self.forward_backward(images, targets)
+        progress.norm_sum += self.grad_norms()  # the raw gradient at the current weights
+        self.hooks.after_backward()
+        if self.two_pass:
+            self.optimizer.step(lambda: self.second_pass(images, targets))
+        else:
+            self.optimizer.step()
+        self.hooks.after_step()
+        progress.loss_sum += loss.detach() * len(labels)
+        progress.correct += (logits.argmax(1) == labels).sum()
+
+    def train_epoch(self, progress: EpochProgress, on_step: Callable[[], None], should_stop: Callable[[], bool]) -> bool:
+        """Train the rest of `progress`'s epoch; False if `should_stop` said so before it ended."""
+        self.model.train()
+        started = time.perf_counter()
+        try:
+            for step in range(progress.step, self.data.steps_per_epoch()):
+                if should_stop():
+                    return False
+                images, labels = self.data.train_batch(progress.order, step, self.generator)
+                self.step(images, labels, progress)
+                progress.step = step + 1
+                on_step()
+        finally:
+            progress.seconds += time.perf_counter() - started
+        return True
+
+    def end_epoch(self, record: dict) -> bool:
+        """Validate (every `eval_every` epochs and after the last) into `record`, let the
+        extensions see it, and say whether one of them asks to stop."""
+        epoch = record["epoch"]
+        if self.eval_every is not None and (epoch % self.eval_every == 0 or epoch == self.epochs):
+            val = evaluate(self.model, self.data.eval_batches("val", EVAL_BATCH_SIZE), self.precision)
+            record.update(val_loss=val["loss"], val_acc=val["acc"])
+        return self.hooks.on_epoch_end(record)
+
+    def fit(self, on_epoch: Callable[[dict], None], on_checkpoint: Callable[[], None], checkpoint_every: int,
+            should_stop: Callable[[], bool] = lambda: False) -> RunStatus:
+        """Train from where the state stands to the last epoch and return how training ended.
+
+        `on_epoch` receives each finished epoch's record; keeping it is its job. `on_checkpoint`
+        is called every `checkpoint_every` epochs, after the last, when an extension stops
+        training, and when `should_stop()` turns true: then the current step finishes and
+        fit returns INTERRUPTED. A non-finite training loss ends training after its epoch with
+        DIVERGED (checked once per epoch: no per-step host sync).
+        """
+        if self.stopped:
+            return RunStatus.STOPPED_EARLY
+        steps = self.data.steps_per_epoch()
+        first = self.current.epoch if self.current else self.epochs_done + 1
+        done = (first - 1) * steps + (self.current.step if self.current else 0)
+        bar = tqdm(total=self.epochs * steps, initial=done, unit="step", desc="train", disable=None)
+        with bar, logging_redirect_tqdm():
+            for epoch in range(first, self.epochs + 1):
+                if self.current is None:
+                    self.current = EpochProgress.begin(epoch, self.data, self.generator, len(self.grad_norms.layers))
+                if not self.train_epoch(self.current, bar.update, should_stop):
+                    on_checkpoint()
+                    return RunStatus.INTERRUPTED
+                record = self.current.record(len(self.data.train_labels), self.grad_norms.layers)
+                self.current, self.epochs_done = None, epoch
+                if not math.isfinite(record["train_loss"]):
+                    log.warning("epoch %d: training loss is %s: the run diverged", epoch, record["train_loss"])
+                    on_epoch(record)
+                    return RunStatus.DIVERGED
+                self.stopped = self.end_epoch(record)
+                bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['train_acc']:.3f}")
+                log.info(describe(record, self.epochs))
+                on_epoch(record)
+                if self.stopped or epoch % checkpoint_every == 0 or epoch == self.epochs:
+                    on_checkpoint()
+                if self.stopped:
+                    return RunStatus.STOPPED_EARLY
+        return RunStatus.COMPLETED
+
+    def state_dict(self) -> dict:
+        """The loop's position: epochs done, the epoch in progress (its order and sums), stopped."""
+        return {"epochs_done": self.epochs_done, "current": asdict(self.current) if self.current else None, "stopped": self.stopped}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epochs_done, self.stopped = state["epochs_done"], state["stopped"]
+        device = self.data.train_labels.device
+        current = state["current"]
+        self.current = EpochProgress(**{key: value.to(device) if torch.is_tensor(value) else value for key, value in current.items()}) if current else None
 
 
 def describe(record: dict, epochs: int) -> str:
@@ -135,54 +234,3 @@ def describe(record: dict, epochs: int) -> str:
     if "val_loss" in record:
         line += f"  val_loss {record['val_loss']:.4f}  val_acc {record['val_acc']:.4f}"
     return line + f"  ({record['seconds']:.1f}s)"
-
-
-def fit(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    data: ImageData,
-    generator: torch.Generator,
-    epochs: int,
-    eval_every: int,
-    on_epoch: Callable[[dict], None],
-    on_checkpoint: Callable[[EpochProgress | None], None],
-    checkpoint_every: int,
-    should_stop: Callable[[], bool] = lambda: False,
-    precision: str = "fp32",
-    first_epoch: int = 1,
-    resume: EpochProgress | None = None,
-) -> str:
-    """Train epochs `first_epoch`..`epochs` (finishing `resume`'s epoch first, if given),
-    validating every `eval_every` epochs and after the last; return how training ended.
-
-    `on_epoch` receives each finished epoch's record; keeping it is its job. `on_checkpoint`
-    is called every `checkpoint_every` epochs and after the last (with None: between
-    epochs), and when `should_stop()` turns true: then the current step finishes,
-    `on_checkpoint` gets the epoch's progress and fit returns "interrupted". A non-finite
-    training loss ends training after its epoch with "diverged" (checked once per epoch:
-    no per-step host sync). Otherwise "completed".
-    """
-    grad_norms = LayerGradNorms(model)
-    steps = data.steps_per_epoch()
-    done = (first_epoch - 1) * steps + (resume.step if resume else 0)
-    bar = tqdm(total=epochs * steps, initial=done, unit="step", desc="train", disable=None)
-    with bar, logging_redirect_tqdm():
-        for epoch in range(first_epoch, epochs + 1):
-            progress = resume if resume and resume.epoch == epoch else EpochProgress.begin(epoch, data, generator, len(grad_norms.layers))
-            if not train_epoch(model, optimizer, data, generator, grad_norms, progress, bar.update, precision, should_stop):
-                on_checkpoint(progress)
-                return "interrupted"
-            record = progress.record(len(data.train_labels), grad_norms.layers)
-            if not math.isfinite(record["train_loss"]):
-                log.warning("epoch %d: training loss is %s: the run diverged", epoch, record["train_loss"])
-                on_epoch(record)
-                return "diverged"
-            if epoch % eval_every == 0 or epoch == epochs:
-                val = evaluate(model, data.eval_batches("val", EVAL_BATCH_SIZE), precision)
-                record.update(val_loss=val["loss"], val_acc=val["acc"])
-            bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['train_acc']:.3f}")
-            log.info(describe(record, epochs))
-            on_epoch(record)
-            if epoch % checkpoint_every == 0 or epoch == epochs:
-                on_checkpoint(None)
-    return "completed"

@@ -19,9 +19,11 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from optqual.config import ConfigError, check_config
+from optqual.config import check_config
+from optqual.errors import ConfigError
 from optqual.runs.summary import Summary, terminal_text, write_summary
-from optqual.runs.sweep import job_overrides
+from optqual.runs.naming import job_overrides
+from optqual.status import RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,7 @@ class SweepCallback(Callback):
             log.warning("sweep summary not written: %r (python -m optqual summarize SWEEP_DIR retries)", err)
             return
         # on_multirun_end will not run when a job failed: the job that ends the sweep prints instead
-        if summary.finished and any(job.status == "failed" for job in summary.jobs):
+        if summary.finished and any(job.status == RunStatus.FAILED for job in summary.jobs):
             print(terminal_text(summary), flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

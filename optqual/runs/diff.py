@@ -1,21 +1,11 @@
 """What differed between runs: their saved composed configs, key by key, for two runs or a whole sweep."""
 
 from pathlib import Path
-from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from optqual.config import ABSENT, config_diff, flatten
 from optqual.runs.sweep import NotASweepDir, is_run_dir, read_jobs
-
-
-class _Absent:
-    """Stands for a key that one of the two configs does not have."""
-
-    def __repr__(self) -> str:
-        return "<absent>"
-
-
-ABSENT = _Absent()
 
 
 class NotARunDir(ValueError):
@@ -34,24 +24,6 @@ def load_run(run_dir: str | Path) -> tuple[DictConfig, list[str]]:
     overrides_file = hydra_dir / "overrides.yaml"
     overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
     return OmegaConf.load(hydra_dir / "config.yaml"), overrides
-
-
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """Dotted keys to leaf values; lists count as one value."""
-    if not isinstance(node, DictConfig):
-        value = OmegaConf.to_container(node) if isinstance(node, ListConfig) else node
-        return {prefix: value}
-    leaves = {}
-    for key in node:
-        leaves.update(flatten(node._get_node(key), f"{prefix}.{key}" if prefix else str(key)))
-    return leaves
-
-
-def config_diff(a: DictConfig, b: DictConfig) -> list[tuple[str, Any, Any]]:
-    """(dotted key, value in a, value in b) for every key whose value differs, sorted by key."""
-    flat_a, flat_b = flatten(a), flatten(b)
-    keys = sorted(flat_a.keys() | flat_b.keys())
-    return [(k, flat_a.get(k, ABSENT), flat_b.get(k, ABSENT)) for k in keys if flat_a.get(k, ABSENT) != flat_b.get(k, ABSENT)]
 
 
 def format_diff(run_a: str, run_b: str) -> str:

@@ -16,10 +16,10 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from optqual.runs.summary import terminal_text, write_summary
-from optqual.runs.sweep import MULTIRUN, Job, is_run_dir, read_jobs
+from optqual.runs.naming import MULTIRUN
+from optqual.runs.sweep import Job, is_run_dir, read_jobs
 
 LAUNCH = Path(__file__).resolve().parents[2] / "launch.py"
-DONE = {"completed", "diverged"}  # rerunning these would only repeat them
 STOPPED_BY_SIGNAL = {130, 143}  # 128 + SIGINT, 128 + SIGTERM: the user wants everything to stop
 
 
@@ -37,7 +37,7 @@ def launch(overrides: list[str], run_dir: Path, cwd: str, keep_hydra_files: bool
 
 def resume_job(job: Job, sweep_dir: Path | None) -> int:
     """Continue (or start) one job; its exit code. Done jobs are left alone."""
-    if job.status in DONE:
+    if job.status.final:  # rerunning it would only repeat it
         print(f"{job.name}: {job.status}, skipped", flush=True)
         return 0
     if job.path is None:  # never started: start it where the sweep would have put it

@@ -4,6 +4,7 @@ Every file is written atomically (temporary file, fsync, rename): a crash leaves
 previous version or none, never half a file.
 """
 
+import contextlib
 import csv
 import io
 import itertools
@@ -18,17 +19,19 @@ import tempfile
 import time
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 from filelock import FileLock, Timeout
 
-from optqual.config import ConfigError
+from optqual.errors import ConfigError
+from optqual.status import RunStatus
 
 HISTORY = "history.csv"
 METRICS = "metrics.json"
-FINAL_MODEL = "final_model.pt"
+FINAL_MODEL = "final_model.pt"  # the last weights
+BEST_MODEL = "best_model.pt"  # the weights at the best validation (optqual/early_stopping.py)
 SPLIT = "split_indices.npz"
 LOCK = ".lock"
 HYDRA_FILES = {".hydra", "launch.log"}  # what Hydra writes before the job's code starts
@@ -45,7 +48,8 @@ def fresh_dir(path: str) -> str:
     mkdir is atomic (on NFS too), so two runs or sweeps started in the same second
     never share a directory.
     """
-    if path not in _claimed:
+    key = os.path.abspath(path)  # the same relative path is another directory in another working directory
+    if key not in _claimed:
         base = Path(path)
         base.parent.mkdir(parents=True, exist_ok=True)
         for n in itertools.count(1):
@@ -54,9 +58,9 @@ def fresh_dir(path: str) -> str:
                 candidate.mkdir()
             except FileExistsError:
                 continue
-            _claimed[path] = str(candidate)
+            _claimed[key] = str(candidate)
             break
-    return _claimed[path]
+    return _claimed[key]
 
 
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], Any]) -> None:
@@ -101,8 +105,9 @@ def write_history(run_dir: Path, history: list[dict]) -> None:
     write_text(run_dir / HISTORY, text.getvalue())
 
 
-def save_model(run_dir: Path, model: torch.nn.Module) -> None:
-    atomic_write(run_dir / FINAL_MODEL, lambda file: torch.save(model.state_dict(), file))
+def save_weights(path: Path, weights: dict[str, torch.Tensor]) -> None:
+    """A model's state_dict, loadable with `model.load_state_dict(torch.load(path))`."""
+    atomic_write(path, lambda file: torch.save(weights, file))
 
 
 def save_split(run_dir: Path, train_indices: np.ndarray, val_indices: np.ndarray) -> None:
@@ -110,17 +115,21 @@ def save_split(run_dir: Path, train_indices: np.ndarray, val_indices: np.ndarray
     atomic_write(run_dir / SPLIT, lambda file: np.savez(file, train=train_indices, val=val_indices))
 
 
-_locks: list[FileLock] = []  # held until the process ends; the OS releases them even on SIGKILL
+@contextlib.contextmanager
+def claimed(run_dir: Path) -> Iterator[None]:
+    """Hold `run_dir`'s lock while training it, or fail at once if another process trains in it.
 
-
-def claim(run_dir: Path) -> None:
-    """Lock `run_dir` for this process, or fail at once if another process trains in it."""
+    The OS releases the lock of a process that is killed, so a run killed by SIGKILL can be resumed.
+    """
     lock = FileLock(run_dir / LOCK)
     try:
         lock.acquire(timeout=0)
     except Timeout:
         raise ConfigError(f"{run_dir} is being trained by another process (it holds {LOCK})") from None
-    _locks.append(lock)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def discard_unstarted(run_dir: Path) -> None:
@@ -144,16 +153,19 @@ def peak_memory_mb(device: torch.device) -> dict[str, float | None]:
 
 class RunRecorder:
     """Keeps history.csv and metrics.json current after every epoch; metrics.json's status is
-    `running` until `write_metrics` records how the run ended."""
+    `running` until `write_metrics` records how the run ended. Its history and wall time are
+    part of the training state, so a resumed run continues both."""
 
-    def __init__(self, run_dir: Path, facts: dict[str, Any], started: float, history: list[dict]):
+    def __init__(self, run_dir: Path, facts: dict[str, Any], started: float):
         self.run_dir = run_dir
         self.facts = facts  # seed, optimizer, device, params, train_images, ...
         self.started = started  # time.perf_counter() when the run began: wall time includes loading
-        self.history = history  # a resumed run continues its history
-        if history:
-            write_history(run_dir, history)  # epochs past the checkpoint are trained again
-        self.write_metrics("running")
+        self.history: list[dict] = []
+
+    def start(self) -> None:
+        if self.history:
+            write_history(self.run_dir, self.history)  # epochs past the checkpoint are trained again
+        self.write_metrics(RunStatus.RUNNING)
 
     def wall_seconds(self) -> float:
         return time.perf_counter() - self.started
@@ -161,9 +173,9 @@ class RunRecorder:
     def add_epoch(self, record: dict) -> None:
         self.history.append(record)
         write_history(self.run_dir, self.history)
-        self.write_metrics("running")
+        self.write_metrics(RunStatus.RUNNING)
 
-    def write_metrics(self, status: str, **extra: Any) -> dict:
+    def write_metrics(self, status: RunStatus, **extra: Any) -> dict:
         """metrics.json: the last epoch's train metrics, the last validation, timings, peak
         memory, `extra`, `status`."""
         metrics: dict[str, Any] = {key: None for key in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")}
@@ -183,3 +195,10 @@ class RunRecorder:
         )
         write_json(self.run_dir / METRICS, metrics)
         return metrics
+
+    def state_dict(self) -> dict:
+        return {"history": self.history, "wall_seconds": self.wall_seconds()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = list(state["history"])
+        self.started = time.perf_counter() - state["wall_seconds"]

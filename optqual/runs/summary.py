@@ -16,12 +16,15 @@ from pathlib import Path
 
 from optqual.runs.curves import plot_curves
 from optqual.runs.rundir import write_text
-from optqual.runs.sweep import FINISHED, Job, override_values, read_jobs, varying_keys
+from optqual.runs.sweep import Job, override_values, read_jobs, varying_keys
 
 SEED = "seed"  # the override that repeats an experiment rather than changing it
 RESULTS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
-CSV_COLUMNS = ("job", "group", "status", "epochs", *RESULTS, "wall_seconds", "overrides", "error")
-GROUP_STATS = {"test_acc": "test acc %", "val_acc": "val acc %", "train_loss": "final train loss"}
+BEST = ("best_epoch", "best_val_acc", "best_test_loss", "best_test_acc")  # of the best weights (optqual/early_stopping.py)
+CSV_COLUMNS = ("job", "group", "status", "epochs", *RESULTS, *BEST, "wall_seconds", "overrides", "error")
+# what a summary can rank groups by: (column title, in words)
+RANKED_BY = {"test_acc": ("test acc %", "test accuracy"), "best_test_acc": ("best-weights test acc %", "test accuracy of the best weights")}
+OTHER_STATS = {"val_acc": "val acc %", "train_loss": "final train loss"}
 
 
 @dataclass
@@ -47,7 +50,8 @@ class Group:
 
     @property
     def completed(self) -> list[Job]:
-        return [job for job in self.jobs if job.status == "completed"]
+        """The jobs with results (completed, or stopped early): the ones the statistics use."""
+        return [job for job in self.jobs if job.status.has_results]
 
     def stats(self, key: str) -> Stats | None:
         return Stats.of([job.metrics[key] for job in self.completed if job.metrics.get(key) is not None])
@@ -57,11 +61,12 @@ class Group:
 class Summary:
     directory: Path
     jobs: list[Job]
-    groups: list[Group]  # best mean test accuracy first
+    groups: list[Group]  # best mean of `metric` first
+    metric: str = "test_acc"  # a key of RANKED_BY
 
     @property
     def finished(self) -> bool:
-        return all(job.status in FINISHED for job in self.jobs)
+        return all(job.status.ended for job in self.jobs)
 
 
 def group_label(job: Job, keys: list[str]) -> str:
@@ -69,8 +74,8 @@ def group_label(job: Job, keys: list[str]) -> str:
     return ",".join(f"{key}={values.get(key, '(default)')}" for key in keys) or "all jobs"
 
 
-def group_jobs(jobs: list[Job]) -> list[Group]:
-    """Jobs that differ only in their seed form a group; groups are sorted best first."""
+def group_jobs(jobs: list[Job], metric: str = "test_acc") -> list[Group]:
+    """Jobs that differ only in their seed form a group; groups are sorted best mean `metric` first."""
     keys = [key for key in varying_keys(jobs) if key != SEED]
     groups: dict[str, Group] = {}
     for job in jobs:
@@ -78,22 +83,22 @@ def group_jobs(jobs: list[Job]) -> list[Group]:
         groups.setdefault(label, Group(label, [])).jobs.append(job)
 
     def rank(group: Group) -> float:
-        test = group.stats("test_acc")
+        test = group.stats(metric)
         return -test.mean if test else math.inf
 
     return sorted(groups.values(), key=rank)
 
 
-def verdict(groups: list[Group]) -> str:
+def verdict(groups: list[Group], metric: str = "test_acc") -> str:
     """Whether the best group's lead over the second exceeds the seed-to-seed spread, in words."""
     if len(groups) < 2:
         return "One group (only the seed varies): nothing to compare."
-    ranked = [(group, group.stats("test_acc")) for group in groups if group.stats("test_acc")]
+    ranked = [(group, group.stats(metric)) for group in groups if group.stats(metric)]
     if len(ranked) < 2:
         return "Fewer than two groups have completed jobs: nothing to compare yet."
     (best, a), (second, b) = ranked[:2]
     lead = 100 * (a.mean - b.mean)
-    head = f"**{best.label}** leads **{second.label}** by {lead:.2f} points of mean test accuracy (n={a.n} vs n={b.n})."
+    head = f"**{best.label}** leads **{second.label}** by {lead:.2f} points of mean {RANKED_BY[metric][1]} (n={a.n} vs n={b.n})."
     if min(a.n, b.n) < 2:
         return f"{head} With a single seed in a group the seed-to-seed spread is unknown: run more seeds."
     spread = 100 * max(a.std, b.std)
@@ -119,14 +124,15 @@ def number(value: float | None, percent: bool = False) -> str:
     return f"{100 * value:.2f}" if percent else f"{value:.4f}"
 
 
-def groups_table(groups: list[Group]) -> str:
+def groups_table(groups: list[Group], metric: str = "test_acc") -> str:
+    columns = {metric: RANKED_BY[metric][0], **OTHER_STATS}
     header = ["group", "n"]
-    for title in GROUP_STATS.values():
+    for title in columns.values():
         header += [f"{title} mean ± std", "min", "max"]
     header.append("not completed")
     rows = []
     for group in groups:
-        all_stats = {key: group.stats(key) for key in GROUP_STATS}
+        all_stats = {key: group.stats(key) for key in columns}
         row = [group.label, str(len(group.completed))]
         for key, stats in all_stats.items():
             percent = key.endswith("acc")
@@ -134,7 +140,7 @@ def groups_table(groups: list[Group]) -> str:
                 row += ["-", "-", "-"]
             else:
                 row += [f"{number(stats.mean, percent)} ± {number(stats.std, percent)}", number(stats.low, percent), number(stats.high, percent)]
-        others = [job.status for job in group.jobs if job.status != "completed"]
+        others = [str(job.status) for job in group.jobs if not job.status.has_results]
         row.append(", ".join(f"{others.count(s)} {s}" for s in sorted(set(others))) or "-")
         rows.append(row)
     return format_table(header, rows)
@@ -151,9 +157,9 @@ def jobs_table(jobs: list[Job]) -> str:
 
 
 def progress(jobs: list[Job]) -> str:
-    statuses = [job.status for job in jobs]
+    statuses = [str(job.status) for job in jobs]
     counts = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(sorted(statuses)))
-    partial = "" if all(s in FINISHED for s in statuses) else " (partial: the sweep is not finished)"
+    partial = "" if all(job.status.ended for job in jobs) else " (partial: the sweep is not finished)"
     return f"{len(jobs)} jobs: {counts}{partial}"
 
 
@@ -161,9 +167,9 @@ def markdown(summary: Summary) -> str:
     return "\n\n".join([
         f"# Summary of {summary.directory.name}",
         f"{progress(summary.jobs)}. Written {datetime.now():%Y-%m-%d %H:%M:%S}.",
-        "## Groups, best mean test accuracy first\n\nStatistics over the completed seeds of each group.",
-        groups_table(summary.groups),
-        verdict(summary.groups),
+        f"## Groups, best mean {RANKED_BY[summary.metric][1]} first\n\nStatistics over the completed seeds of each group.",
+        groups_table(summary.groups, summary.metric),
+        verdict(summary.groups, summary.metric),
         "![train loss and val accuracy per group: mean over seeds, min-max band](curves.png)",
         "## Jobs",
         jobs_table(summary.jobs),
@@ -171,7 +177,8 @@ def markdown(summary: Summary) -> str:
 
 
 def terminal_text(summary: Summary) -> str:
-    return "\n".join([f"{summary.directory}: {progress(summary.jobs)}", groups_table(summary.groups), verdict(summary.groups)])
+    return "\n".join([f"{summary.directory}: {progress(summary.jobs)}", groups_table(summary.groups, summary.metric),
+                      verdict(summary.groups, summary.metric)])
 
 
 def summary_csv(groups: list[Group]) -> str:
@@ -185,10 +192,11 @@ def summary_csv(groups: list[Group]) -> str:
     return text.getvalue()
 
 
-def write_summary(directory: str | Path) -> Summary:
-    """Read a sweep or run directory and write summary.csv, summary.md and curves.png into it."""
+def write_summary(directory: str | Path, metric: str = "test_acc") -> Summary:
+    """Read a sweep or run directory and write summary.csv, summary.md and curves.png into it,
+    groups ranked by `metric`: the test accuracy of the last weights, or of the best (`best_test_acc`)."""
     jobs = read_jobs(directory)
-    summary = Summary(Path(directory), jobs, group_jobs(jobs))
+    summary = Summary(Path(directory), jobs, group_jobs(jobs, metric), metric)
     write_text(summary.directory / "summary.csv", summary_csv(summary.groups))
     plot_curves({group.label: group.jobs for group in summary.groups}, summary.directory / "curves.png")
     write_text(summary.directory / "summary.md", markdown(summary))

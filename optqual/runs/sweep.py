@@ -4,26 +4,20 @@ A sweep's jobs are known before any of them starts: Hydra's sweeper saves the co
 in `multirun.yaml`, and expanding it the way the sweeper does gives every job's overrides.
 A job without a directory is `pending`; one whose directory has no metrics.json yet is
 `started`; otherwise its status is the one metrics.json records (`running`, `completed`,
-`failed`, ...). A single run's directory reads as a sweep of one job. Job directories are named here too,
-by the overrides that vary across the sweep.
+`failed`, ...: optqual/status.py). A single run's directory reads as a sweep of one job.
 """
 
 import csv
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from optqual.runs.rundir import HISTORY, METRICS, fresh_dir
-
-MULTIRUN = "multirun.yaml"  # the sweep's config, saved by Hydra's sweeper before any job starts
-MAX_NAME = 120  # keep job directory names far below file system limits
-FINISHED = {"completed", "failed", "diverged", "interrupted"}  # statuses a job ends with
+from optqual.runs.naming import MULTIRUN, expected_overrides, job_dirname
+from optqual.runs.rundir import HISTORY, METRICS
+from optqual.status import RunStatus
 
 
 class NotASweepDir(ValueError):
@@ -38,10 +32,10 @@ class Job:
     metrics: dict = field(default_factory=dict)
 
     @property
-    def status(self) -> str:
+    def status(self) -> RunStatus:
         if self.path is None:
-            return "pending"
-        return self.metrics.get("status", "started")
+            return RunStatus.PENDING
+        return RunStatus(self.metrics.get("status", RunStatus.STARTED))
 
     def history(self) -> list[dict[str, float | None]]:
         """history.csv as numbers; None where a column is empty (epochs without validation)."""
@@ -53,59 +47,6 @@ class Job:
 
 def is_run_dir(path: Path) -> bool:
     return (path / ".hydra" / "config.yaml").is_file()
-
-
-def command_line(hydra_cfg: DictConfig) -> list[Override]:
-    """A sweep's overrides as its sweeper reads them: `hydra.sweeper.params`, then the command line."""
-    params = OmegaConf.select(hydra_cfg, "sweeper.params") or {}
-    given = [f"{key}={value}" for key, value in params.items()] + list(hydra_cfg.overrides.task)
-    return OverridesParser.create().parse_overrides(given)
-
-
-def job_overrides(hydra_cfg: DictConfig) -> list[list[str]]:
-    """Every job's overrides, expanded from a sweep's `hydra` config exactly as Hydra's basic sweeper does."""
-    return [job for batch in BasicSweeper.split_arguments(command_line(hydra_cfg), max_batch_size=None) for job in batch]
-
-
-def expected_overrides(sweep_dir: Path) -> list[list[str]]:
-    """Every job's overrides, from the multirun.yaml Hydra saves before the first job starts."""
-    saved = sweep_dir / MULTIRUN
-    return job_overrides(OmegaConf.load(saved).hydra) if saved.is_file() else []
-
-
-def swept_keys(sweep_dir: Path) -> set[str]:
-    """Keys given several values on the sweep's command line."""
-    saved = sweep_dir / MULTIRUN
-    if not saved.is_file():
-        return set()
-    return {o.key_or_group for o in command_line(OmegaConf.load(saved).hydra) if o.is_sweep_override()}
-
-
-def job_dirname(sweep_dir: str, job_overrides: ListConfig, job_num: int) -> str:
-    """A sweep job's directory: the overrides that vary across the sweep, e.g. `optimizer=adamw,seed=1`.
-
-    Overrides shared by every job (data.path=..., epochs=15) are left to .hydra/overrides.yaml.
-    Unlike Hydra's `override_dirname` the name is never empty (`job0` for a sweep without
-    overrides) and stays one path component even when a value holds '/'.
-    """
-    overrides = OverridesParser.create().parse_overrides(list(job_overrides))
-    varying = swept_keys(Path(sweep_dir))
-    shown = [o for o in overrides if o.key_or_group in varying] or overrides
-    name = ",".join(sorted(f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in shown))
-    name = name.replace("/", "_").replace("\\", "_")
-    if not name or name in {".", ".."}:
-        return f"job{job_num}"
-    if len(name) > MAX_NAME:
-        name = f"{name[:MAX_NAME]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-    return name
-
-
-def register_resolvers() -> None:
-    """The resolvers conf/config.yaml uses to name run, sweep and job directories."""
-    if not OmegaConf.has_resolver("optqual_job_dir"):
-        OmegaConf.register_new_resolver("optqual_job_dir", job_dirname)
-    if not OmegaConf.has_resolver("optqual_fresh_dir"):
-        OmegaConf.register_new_resolver("optqual_fresh_dir", fresh_dir, use_cache=True)
 
 
 def read_job(path: Path) -> Job:

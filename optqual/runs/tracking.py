@@ -7,7 +7,8 @@ from typing import Callable, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
-from optqual.runs.sweep import MULTIRUN
+from optqual.errors import ConfigError
+from optqual.runs.naming import MULTIRUN
 
 
 def sweep_of(run_dir: Path) -> str | None:
@@ -28,9 +29,15 @@ def trackio_run(cfg: DictConfig, group: str, run_dir: Path, resume: bool) -> Ite
     if not cfg.trackio.enabled:
         yield lambda record: None
         return
-    # Trackio reads its data directory from the environment when it is imported
-    os.environ["TRACKIO_DIR"] = str(Path(cfg.trackio.dir).resolve())
+    # Trackio reads its data directory from the environment once, when it is imported
+    wanted = Path(cfg.trackio.dir).resolve()
+    os.environ["TRACKIO_DIR"] = str(wanted)
     import trackio
+    import trackio.utils
+
+    if Path(trackio.utils.TRACKIO_DIR).resolve() != wanted:  # only when runs share one process
+        raise ConfigError(f"trackio.dir={cfg.trackio.dir}: this process already logs to {trackio.utils.TRACKIO_DIR}; "
+                          "Trackio takes one directory per process")
 
     config = OmegaConf.to_container(cfg, resolve=True)
     sweep = sweep_of(run_dir)

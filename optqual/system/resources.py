@@ -8,7 +8,7 @@ import torch
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from optqual.runs.sweep import expected_overrides
+from optqual.runs.naming import expected_overrides
 
 
 def jobs_at_once(hydra_cfg: DictConfig) -> int:

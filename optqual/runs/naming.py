@@ -1,0 +1,80 @@
+"""Names of run, sweep and job directories, and a sweep's jobs as its command line defines them.
+
+Used while a run starts (the directory resolvers of conf/config.yaml, the job count of a
+parallel sweep) and by the tools that read sweeps back. Public Hydra API only: the jobs are
+expanded from the parsed overrides exactly as Hydra's basic sweeper expands them.
+"""
+
+import hashlib
+import itertools
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from optqual.runs.rundir import fresh_dir
+
+MULTIRUN = "multirun.yaml"  # the sweep's config, saved by Hydra's sweeper before any job starts
+MAX_NAME = 120  # keep job directory names far below file system limits
+
+
+def command_line(hydra_cfg: DictConfig) -> list[Override]:
+    """A sweep's overrides as its sweeper reads them: `hydra.sweeper.params`, then the command line."""
+    params = OmegaConf.select(hydra_cfg, "sweeper.params") or {}
+    given = [f"{key}={value}" for key, value in params.items()] + list(hydra_cfg.overrides.task)
+    return OverridesParser.create().parse_overrides(given)
+
+
+def job_overrides(hydra_cfg: DictConfig) -> list[list[str]]:
+    """Every job's overrides, in the basic sweeper's order: the product of each key's values,
+    the first key varying slowest; a key given twice keeps its first place and its last values."""
+    values: dict[str, list[str]] = {}
+    for override in command_line(hydra_cfg):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            values[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            values[key] = [f"{key}={override.get_value_element_as_str()}"]
+    return [list(job) for job in itertools.product(*values.values())]
+
+
+def expected_overrides(sweep_dir: Path) -> list[list[str]]:
+    """Every job's overrides, from the multirun.yaml Hydra saves before the first job starts."""
+    saved = sweep_dir / MULTIRUN
+    return job_overrides(OmegaConf.load(saved).hydra) if saved.is_file() else []
+
+
+def swept_keys(sweep_dir: Path) -> set[str]:
+    """Keys given several values on the sweep's command line."""
+    saved = sweep_dir / MULTIRUN
+    if not saved.is_file():
+        return set()
+    return {o.key_or_group for o in command_line(OmegaConf.load(saved).hydra) if o.is_sweep_override()}
+
+
+def job_dirname(sweep_dir: str, job_overrides: ListConfig, job_num: int) -> str:
+    """A sweep job's directory: the overrides that vary across the sweep, e.g. `optimizer=adamw,seed=1`.
+
+    Overrides shared by every job (data.path=..., epochs=15) are left to .hydra/overrides.yaml.
+    Unlike Hydra's `override_dirname` the name is never empty (`job0` for a sweep without
+    overrides) and stays one path component even when a value holds '/'.
+    """
+    overrides = OverridesParser.create().parse_overrides(list(job_overrides))
+    varying = swept_keys(Path(sweep_dir))
+    shown = [o for o in overrides if o.key_or_group in varying] or overrides
+    name = ",".join(sorted(f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in shown))
+    name = name.replace("/", "_").replace("\\", "_")
+    if not name or name in {".", ".."}:
+        return f"job{job_num}"
+    if len(name) > MAX_NAME:
+        name = f"{name[:MAX_NAME]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return name
+
+
+def register_resolvers() -> None:
+    """The resolvers conf/config.yaml uses to name run, sweep and job directories."""
+    if not OmegaConf.has_resolver("optqual_job_dir"):
+        OmegaConf.register_new_resolver("optqual_job_dir", job_dirname)
+    if not OmegaConf.has_resolver("optqual_fresh_dir"):
+        OmegaConf.register_new_resolver("optqual_fresh_dir", fresh_dir, use_cache=True)
