@@ -1,8 +1,8 @@
-"""Every config group option composes, carries the documented defaults and instantiates."""
-
+"""Every config group option composes, carries the documented defaults and instantiates; the presets."""
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -102,3 +102,20 @@ def test_typed_schema_rejects_wrong_types_at_compose_time():
         compose_run("epochs=many")
     with pytest.raises(Exception, match="lrr"):
         compose_run("optimizer.lrr=0.1")
+
+
+def test_presets_are_their_recipes():
+    he = compose_run("experiment=he2016", "model.blocks_per_stage=3")
+    assert (he.optimizer._target_, he.optimizer.lr, he.optimizer.momentum, he.optimizer.weight_decay) == ("torch.optim.SGD", 0.1, 0.9, 1e-4)
+    assert (he.scheduler._target_, list(he.scheduler.milestones), he.scheduler.unit, he.scheduler.gamma) == (
+        "optqual.schedule.multistep", [0.5, 0.75], "fraction", 0.1)
+    assert he.epochs * -(-45_000 // he.data.batch_size) == 64_064  # He et al.'s 64k iterations on 45k images
+    assert sum(p.numel() for p in instantiate(he.model).parameters()) == 272_474  # ResNet-20 (1x1 projection shortcuts)
+    cosine = compose_run("experiment=cosine_sgd")
+    assert (cosine.optimizer.weight_decay, cosine.scheduler._target_, cosine.eval_every) == (5e-4, "optqual.schedule.cosine", 1)
+    assert (cosine.early_stopping.patience, cosine.early_stopping.min_epochs, cosine.early_stopping.monitor) == (15, 80, "val_acc")
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        phase0 = compose("config", overrides=["experiment=phase0"], return_hydra_config=True)
+    assert phase0.hydra.sweeper.params.optimizer == "sgd,adamw" and phase0.scheduler._target_ == "optqual.schedule.constant"
+    for preset in ("phase0", "he2016", "cosine_sgd"):
+        check_config(compose_run(f"experiment={preset}"))
