@@ -3,7 +3,9 @@
     python benchmarks/throughput.py                    # this machine's default device, fp32 and bf16
     python benchmarks/throughput.py --compile          # with torch.compile (minutes of compiling on a CPU)
     python benchmarks/throughput.py --device cpu --train-images 20480
-    python benchmarks/throughput.py --optimizer sam --precisions fp32 --workers 0   # any option of conf/optimizer/
+    python benchmarks/throughput.py --optimizer sam --precisions fp32 --no-textbook   # any option of conf/optimizer/
+    python benchmarks/throughput.py --precisions fp32 --no-textbook clip_grad_norm=1.0     # any override of the run's config
+    python benchmarks/throughput.py --precisions fp32 --no-textbook --variants optimizer=sam "scheduler=cosine clip_grad_norm=1"
 
 Everything runs in one process on the same CIFAR-shaped data (random uint8 images: speed
 does not depend on content), the same ResNet-8 and batch 128; optqual's measurements use
@@ -20,7 +22,9 @@ the textbook SGD:
               tensors, with the best worker count among those tried. Measured first, with
               the C library's malloc as a textbook script leaves it; then once more after
               optqual's `keep_freed_memory()`, to show how much of the lead that alone makes;
-4. eval       optqual's evaluation (val + test) throughput.
+4. eval       optqual's evaluation (val + test) throughput;
+5. variants   with --variants, optqual's epoch with other overrides (an option's cost per
+              epoch), taking turns with the rest, and its ratio to optqual's epoch round by round.
 
 Each figure is the median of --repeats timed windows. The measurements of optqual take turns,
 window by window, so a drift in the machine's speed does not bias their ratios. Prints a
@@ -105,10 +109,10 @@ def cifar_shaped(n_train: int, device: torch.device) -> tuple[dict[str, np.ndarr
     return arrays, to_device(arrays, BATCH, BASELINE["val"] / (n_train + BASELINE["val"]), 0, device)
 
 
-def run_config(optimizer: str, scheduler: str, epochs: int) -> DictConfig:
-    """The composed config of a run with these options (launch.py's defaults otherwise)."""
+def run_config(optimizer: str, scheduler: str, epochs: int, overrides: list[str] = ()) -> DictConfig:
+    """The composed config of a run with these options and overrides (launch.py's defaults otherwise)."""
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"optimizer={optimizer}", f"scheduler={scheduler}", f"epochs={epochs}"])
+        return compose("config", overrides=[f"optimizer={optimizer}", f"scheduler={scheduler}", f"epochs={epochs}", *overrides])
 
 
 def make_model(device: torch.device, channels_last: bool, compile_model: bool) -> torch.nn.Module:
@@ -238,11 +242,15 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=10_240, help="images in the measured training epoch")
     parser.add_argument("--ceiling-steps", type=int, default=40)
     parser.add_argument("--workers", default="0,1,2", help="textbook DataLoader worker counts to try")
+    parser.add_argument("--no-textbook", action="store_true", help="time optqual only (an option's cost, in a minute)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions per figure; the median is reported")
+    parser.add_argument("--variants", nargs="*", default=[],
+                        help="configs whose epoch to time beside the run's: each a space-separated list of overrides")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the run's config, e.g. clip_grad_norm=1.0")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
-    cfg = run_config(args.optimizer, args.scheduler, BASELINE["epochs"])
+    cfg = run_config(args.optimizer, args.scheduler, BASELINE["epochs"], args.overrides)
     make_deterministic(0)
     n_train = args.train_images
     arrays, data = cifar_shaped(n_train, device)
@@ -250,27 +258,30 @@ def main() -> None:
     resident_bytes = sum(t.numel() * t.element_size() for t in (data.train_images, data.val_images, data.test_images, data.train_labels, data.val_labels, data.test_labels))
 
     rows, figures = [], {"device": str(device), "threads": torch.get_num_threads(), "compile": args.compile, "train_images": n_train,
-                         "repeats": args.repeats, "optimizer": args.optimizer, "scheduler": args.scheduler}
-    # The textbook first, while the C library's allocator still has its defaults
-    subset = data.train_indices  # the textbook trains on the same images, read from host memory
-    x, y = arrays["x_train"][subset], arrays["y_train"][subset]
-    textbook_windows = rates(device, {w: textbook_epoch(x, y, device, w) for w in map(int, args.workers.split(","))}, args.repeats)
-    textbook = {w: statistics.median(speeds) for w, speeds in textbook_windows.items()}
-    best_workers = max(textbook, key=textbook.get)
-    rows += [(f"textbook, {w} workers (fp32)", speeds) for w, speeds in textbook_windows.items()]
-    figures.update(textbook_img_s=textbook[best_workers], textbook_workers=best_workers)
+                         "repeats": args.repeats, "optimizer": args.optimizer, "scheduler": args.scheduler, "overrides": args.overrides}
+    if not args.no_textbook:  # first, while the C library's allocator still has its defaults
+        subset = data.train_indices  # the textbook trains on the same images, read from host memory
+        x, y = arrays["x_train"][subset], arrays["y_train"][subset]
+        textbook_windows = rates(device, {w: textbook_epoch(x, y, device, w) for w in map(int, args.workers.split(","))}, args.repeats)
+        textbook = {w: statistics.median(speeds) for w, speeds in textbook_windows.items()}
+        best_workers = max(textbook, key=textbook.get)
+        rows += [(f"textbook, {w} workers (fp32)", speeds) for w, speeds in textbook_windows.items()]
+        figures.update(textbook_img_s=textbook[best_workers], textbook_workers=best_workers)
 
     figures["keeps_freed_memory"] = keep_freed_memory()  # what launch.py does before training
-    # the same textbook with that setting: how much of optqual's lead the setting alone makes
-    kept = rates(device, {"kept": textbook_epoch(x, y, device, best_workers)}, args.repeats)["kept"]
-    rows.append((f"textbook, {best_workers} workers, kept memory", kept))
-    figures["textbook_kept_memory_img_s"] = statistics.median(kept)
+    if not args.no_textbook:  # the same textbook with that setting: how much of optqual's lead the setting alone makes
+        kept = rates(device, {"kept": textbook_epoch(x, y, device, best_workers)}, args.repeats)["kept"]
+        rows.append((f"textbook, {best_workers} workers, kept memory", kept))
+        figures["textbook_kept_memory_img_s"] = statistics.median(kept)
     precisions = args.precisions.split(",")
     works = {}
     for precision in precisions:
         works["ceiling", precision] = ceiling(data, device, precision, args.compile, args.ceiling_steps, cfg)
         works["optqual epoch", precision] = optqual_epoch(data, device, precision, args.compile, cfg)
         works["eval val+test", precision] = evaluation(data, device, precision, args.compile)
+        for variant in args.variants:
+            variant_cfg = run_config(args.optimizer, args.scheduler, BASELINE["epochs"], [*args.overrides, *variant.split()])
+            works[f"epoch, {variant}", precision] = optqual_epoch(data, device, precision, args.compile, variant_cfg)
     windows = rates(device, works, args.repeats)
     speeds = {key: statistics.median(window_speeds) for key, window_speeds in windows.items()}
     rows += [(f"{what} ({precision})", window_speeds) for (what, precision), window_speeds in windows.items()]
@@ -279,9 +290,15 @@ def main() -> None:
         figures[precision] = {
             "ceiling_img_s": top, "optqual_img_s": ours, "eval_img_s": ev, "optqual_over_ceiling": ours / top,
             "projected_baseline_s": projected_baseline_seconds(ours, ev),
+            # each variant's epoch time over the run's, round by round (taken in turns, so drift cancels)
+            "variants": {variant: {"img_s": speeds[f"epoch, {variant}", precision], "cost_rounds": [
+                base / other for base, other in zip(windows["optqual epoch", precision], windows[f"epoch, {variant}", precision])]}
+                for variant in args.variants},
         }
+        for stats in figures[precision]["variants"].values():
+            stats["cost"] = statistics.median(stats["cost_rounds"])
 
-    if "fp32" in figures:
+    if "fp32" in figures and "textbook_img_s" in figures:
         figures["optqual_over_textbook"] = figures["fp32"]["optqual_img_s"] / textbook[best_workers]
     if "fp32" in figures and "bf16" in figures:
         figures["bf16_over_fp32"] = figures["bf16"]["optqual_img_s"] / figures["fp32"]["optqual_img_s"]
@@ -300,6 +317,9 @@ def main() -> None:
     for precision in precisions:
         f = figures[precision]
         print(f"{precision}: optqual / ceiling {f['optqual_over_ceiling']:.2f}; projected 200-epoch baseline {f['projected_baseline_s'] / 60:.1f} min")
+    for precision in precisions:
+        for variant, stats in figures[precision]["variants"].items():
+            print(f"{precision}: {variant}: {stats['cost']:.2f}x the epoch's time (rounds {', '.join(f'{c:.2f}' for c in stats['cost_rounds'])})")
     if "optqual_over_textbook" in figures:
         print(f"optqual / textbook (fp32, textbook with {best_workers} workers): {figures['optqual_over_textbook']:.2f}")
     if "bf16_over_fp32" in figures:
