@@ -110,7 +110,7 @@ def prepare(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, started: floa
     return Run(training, state, recorder, parts["early_stopping"])
 
 
-def test_results(run: Run, run_dir: Path, precision: str) -> dict:
+def evaluate_on_test(run: Run, run_dir: Path, precision: str) -> dict:
     """Test loss and accuracy of the last weights (final_model.pt) and, when validation chose
     some, of the best weights (best_model.pt)."""
     model, data = run.training.model, run.training.data
@@ -166,7 +166,7 @@ def fit_and_save(cfg: DictConfig, run: Run, run_dir: Path, resumed: bool) -> Run
 
             status = run.training.fit(on_epoch, checkpoint, cfg.checkpoint_every, stop)
             if status.has_results:
-                results = test_results(run, run_dir, cfg.precision)
+                results = evaluate_on_test(run, run_dir, cfg.precision)
                 track({"epoch": run.training.epochs_done, **results})
     except BaseException as err:
         run.recorder.write_metrics(RunStatus.INTERRUPTED if isinstance(err, KeyboardInterrupt) else RunStatus.FAILED, error=repr(err))
@@ -184,7 +184,7 @@ def fit_and_save(cfg: DictConfig, run: Run, run_dir: Path, resumed: bool) -> Run
         timing["stopped_epoch"] = run.training.epochs_done
         log.info("early stopping after epoch %d (best: epoch %s)", run.training.epochs_done, results.get("best_epoch"))
     metrics = run.recorder.write_metrics(status, **results, **timing)
-    log.info("test_acc %.4f  val_acc %s  train_loss %.4f  -> %s", metrics["test_acc"], metrics["val_acc"], metrics["train_loss"], run_dir)
+    log.info("test_acc %.4f  train_loss %.4f  -> %s", metrics["test_acc"], metrics["train_loss"], run_dir)
     return status
 
 
