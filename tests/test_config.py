@@ -1,5 +1,8 @@
 """Every config group option composes, carries the documented defaults and instantiates; the presets."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -119,3 +122,13 @@ def test_presets_are_their_recipes():
     assert phase0.hydra.sweeper.params.optimizer == "sgd,adamw" and phase0.scheduler._target_ == "optqual.schedule.constant"
     for preset in ("phase0", "he2016", "cosine_sgd"):
         check_config(compose_run(f"experiment={preset}"))
+
+
+def test_the_training_path_imports_no_after_the_fact_tool_and_no_private_hydra_api():
+    check = ("import sys; sys.path.insert(0, '.'); import launch; "
+             "print(sorted(m for m in sys.modules if m in ('optqual.runs.diff', 'optqual.runs.sweep', 'optqual.runs.summary', "
+             "'optqual.runs.resume', 'optqual.runs.callbacks') or m.startswith('pytorch_optimizer')))")
+    result = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"  # pytorch-optimizer too: only runs that use it import it
+    private = [path for path in (REPO / "optqual").rglob("*.py") if "hydra._internal" in path.read_text()]
+    assert not private and "hydra._internal" not in (REPO / "launch.py").read_text()

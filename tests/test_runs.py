@@ -202,6 +202,12 @@ def test_diff_refuses_a_directory_that_is_not_a_run(runs, tmp_path):
         (["data=npz"], "optqual: error: data.path is required"),
         (["data.root=nothing_here", "data.download=false"], "optqual: error: data.root=nothing_here: CIFAR-10 not found"),
         (["optimizer=adamw", "optimizer.betas=[1.5,0.9]"], "optqual: error: optimizer: Invalid beta parameter at index 0: 1.5"),
+        (["scheduler=cosine", "scheduler.warmup_epochs=300"], "optqual: error: scheduler.warmup_epochs=300.0: must be >= 0 and shorter than the run"),
+        (["early_stopping.monitor=val_f1"], "optqual: error: early_stopping.monitor=val_f1: no such validation metric"),
+        (["optimizer=sam", "optimizer@optimizer.base=adamx"], "Could not find 'optimizer/adamx'"),
+        (["optimizer=sam", "optimizer@optimizer.base=sam"], "optqual: error: optimizer.base=sam: SAM needs a base optimizer to wrap, not SAM"),
+        (["scheduler=plateau", "eval_every=null"], "optqual: error: scheduler=plateau: steps on a validation metric, but validation is off"),
+        (["clip_grad_norm=-0.5"], "optqual: error: clip_grad_norm=-0.5: must be > 0 (or null: no clipping)"),
     ],
 )
 def test_bad_input_fails_cleanly_before_any_work(tmp_path, overrides, message):
