@@ -31,7 +31,7 @@ from optqual.engine.state import RandomState, TrainingState
 from optqual.errors import ConfigError
 from optqual.optim.build import build_optimizer
 from optqual.runs.naming import register_resolvers
-from optqual.runs.rundir import BEST_MODEL, FINAL_MODEL, RunRecorder, claimed, discard_unstarted, save_split, save_weights
+from optqual.runs.rundir import BEST_MODEL, FINAL_MODEL, INITIAL_MODEL, RunRecorder, claimed, discard_unstarted, save_split, save_weights
 from optqual.runs.tracking import trackio_run
 from optqual.schedule import build_schedule
 from optqual.status import RunStatus
@@ -146,6 +146,8 @@ def train(cfg: DictConfig) -> RunStatus:
 def fit_and_save(cfg: DictConfig, run: Run, run_dir: Path, resumed: bool) -> RunStatus:
     """Train the remaining epochs, checkpointing as configured; record how the run ended."""
     save_split(run_dir, run.training.data.train_indices, run.training.data.val_indices)
+    if not resumed:
+        save_weights(run_dir / INITIAL_MODEL, run.training.model.state_dict())  # what the analysis measures distance from
     run.recorder.start()
     log.info("run directory %s (%s, %d parameters, %d train images)", run_dir, run.recorder.facts["device"],
              run.recorder.facts["params"], run.recorder.facts["train_images"])
