@@ -1,8 +1,13 @@
 """`python -m optqual COMMAND`: tools that work on run and sweep directories."""
 
 import argparse
+import logging
 import sys
 
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from optqual.errors import ConfigError
 from optqual.runs.diff import NotARunDir, NotComparable, format_diff, format_sweep_diff
 from optqual.runs.resume import resume
 from optqual.runs.summary import RANKED_BY, terminal_text, write_summary
@@ -21,8 +26,24 @@ def main(argv: list[str] | None = None) -> int:
                            help="rank groups by the test accuracy of the last weights (default) or of the best weights")
     resume_parser = commands.add_parser("resume", help="continue a stopped run, or every unfinished job of a sweep")
     resume_parser.add_argument("directory")
+    analyze = commands.add_parser("analyze", help="how the solutions differ: measures per run, and a sweep's comparison")
+    analyze.add_argument("directory", help="a run directory, or a sweep directory")
+    analyze.add_argument("overrides", nargs="*", help="of conf/analyze.yaml, e.g. analysis=[weights,sharpness] probe_size=512")
+    analyze.add_argument("--force", action="store_true", help="recompute results that are up to date")
+    compare = commands.add_parser("compare", help="the pairwise measures of two runs (interpolation, CKA, disagreement)")
+    compare.add_argument("run_a")
+    compare.add_argument("run_b")
+    compare.add_argument("overrides", nargs="*", help="of conf/analyze.yaml, e.g. analysis.interpolation.points=21")
+    compare.add_argument("--force", action="store_true", help="recompute results that are up to date")
     args = parser.parse_args(argv)
     try:
+        if args.command in ("analyze", "compare"):
+            from optqual.analysis.analyze import analyze as analyze_directory, compare as compare_runs  # torch-heavy
+
+            logging.basicConfig(level=logging.INFO, format="%(message)s")
+            if args.command == "analyze":
+                return analyze_directory(args.directory, args.overrides, args.force)
+            return compare_runs(args.run_a, args.run_b, args.overrides, args.force)
         if args.command == "resume":
             return resume(args.directory)
         if args.command == "summarize":
@@ -33,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
             print(format_sweep_diff(args.run_or_sweep))
         else:
             print(format_diff(args.run_or_sweep, args.run_b))
-    except (NotARunDir, NotComparable, NotASweepDir) as err:
+    except (NotARunDir, NotComparable, NotASweepDir, ConfigError) as err:
         parser.exit(2, f"optqual {args.command}: error: {err}\n")
+    except (HydraException, OmegaConfBaseException) as err:  # an analysis override Hydra cannot compose
+        parser.exit(2, f"optqual {args.command}: error: {str(err).splitlines()[0]}\n")
     return 0
 
 

@@ -30,6 +30,7 @@ from optqual.status import RunStatus
 
 HISTORY = "history.csv"
 METRICS = "metrics.json"
+INITIAL_MODEL = "initial_model.pt"  # the weights training started from (optqual/analysis: distance from init)
 FINAL_MODEL = "final_model.pt"  # the last weights
 BEST_MODEL = "best_model.pt"  # the weights at the best validation (optqual/early_stopping.py)
 SPLIT = "split_indices.npz"
@@ -88,6 +89,8 @@ def finite_or_none(value: Any) -> Any:
         return None
     if isinstance(value, dict):
         return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(item) for item in value]
     return value
 
 

@@ -1,0 +1,284 @@
+"""A sweep's analysis read side by side: how the groups' solutions differ, in tables, words and figures.
+
+SWEEP_DIR/analysis/ gets comparison.csv (a row per run, every compared number),
+comparison.md (each number's mean +- std, min-max per group; pair measures within and
+between groups; a paragraph on the differences that exceed the seed-to-seed spread) and
+four figures: weight_profiles.png, sharpness_vs_accuracy.png, interpolation.png, cka.png.
+Groups are those of the sweep summary (every override but the seed).
+
+A difference "exceeds the seed-to-seed spread" when every run of one group lies beyond
+every run of the other. Two groups of n and m runs from one distribution separate that
+way with probability 2 n! m! / (n + m)! (1 in 10 for 3 and 3, 1 in 3 for 2 and 2), and the
+paragraph says how many of the compared numbers would separate so by chance alone.
+Between two groups, the default pairs are runs of equal seed, which start from the same
+initial weights; pairs within a group start from different ones. The paragraph says so,
+since a shared start alone makes two solutions closer.
+"""
+
+import csv
+import io
+import itertools
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from optqual.analysis.solution import Solution
+from optqual.runs.rundir import atomic_write, write_text
+from optqual.runs.summary import format_table
+
+# what is compared, from which measure (run: the run's own metrics.json), in words
+PER_RUN = [
+    ("run", "test_acc", "test accuracy"),
+    ("run", "train_loss", "final train loss"),
+    ("weights", "total_l2_norm", "weight norm"),
+    ("weights", "relative_distance_from_init", "relative distance from the initial weights"),
+    ("weights", "mean_spectral_norm", "mean spectral norm of the layers"),
+    ("weights", "mean_stable_rank", "mean stable rank of the layers"),
+    ("weights", "near_zero_share", "share of near-zero weights"),
+    ("weights", "bn_gamma_mean", "mean batch-norm scale |gamma|"),
+    ("activations", "embedding_effective_rank", "effective rank of the embedding"),
+    ("activations", "mean_dead_share", "share of dead units"),
+    ("sharpness", "top_eigenvalue", "top Hessian eigenvalue"),
+    ("sharpness", "trace", "Hessian trace"),
+    ("sharpness", "loss_increase", "loss increase under a random perturbation"),
+    ("calibration", "ece", "expected calibration error"),
+    ("calibration", "nll", "test NLL"),
+    ("calibration", "brier", "Brier score"),
+    ("calibration", "mean_confidence", "mean confidence"),
+]
+PAIRS = [
+    ("interpolation", "barrier_train_loss", "loss barrier between them (train subset)"),
+    ("interpolation", "barrier_test_loss", "loss barrier between them (test set)"),
+    ("similarity", "mean_cka", "mean CKA over stages"),
+    ("similarity", "disagreement", "share of test images they predict differently"),
+]
+
+
+def run_numbers(solution: Solution, results: dict) -> dict[str, tuple[str, float]]:
+    """Column name -> (words, value) for one run; the perturbation gives one number per radius."""
+    numbers = {}
+    for measure, key, words in PER_RUN:
+        source = solution.metrics if measure == "run" else results.get(measure) or {}
+        value = source.get(key)
+        if isinstance(value, dict):
+            numbers.update({f"{measure}.{key}@{radius}": (f"{words} of radius {radius}", v) for radius, v in value.items()})
+        elif value is not None:
+            numbers[f"{measure}.{key}"] = (words, value)
+    return numbers
+
+
+def headline(results: dict) -> str:
+    parts = []
+    picks = (("sharpness", "top_eigenvalue", "top eigenvalue {:.4g}"), ("sharpness", "trace", "trace {:.4g}"),
+             ("weights", "mean_stable_rank", "stable rank {:.3g}"), ("activations", "embedding_effective_rank", "embedding rank {:.3g}"),
+             ("calibration", "ece", "ECE {:.4f}"))
+    for measure, key, text in picks:
+        if results.get(measure) and results[measure].get(key) is not None:
+            parts.append(text.format(results[measure][key]))
+    return ", ".join(parts) or "done"
+
+
+def pair_text(name_a: str, name_b: str, results: dict) -> str:
+    lines = [f"{name_a} vs {name_b}"]
+    for measure, key, words in PAIRS:
+        if results.get(measure):
+            lines.append(f"  {words}: {results[measure][key]:.4f}")
+    if results.get("similarity"):
+        lines.append("  CKA per stage: " + ", ".join(f"{stage} {value:.3f}" for stage, value in results["similarity"]["cka"].items()))
+    return "\n".join(lines)
+
+
+def spread(values: list[float]) -> str:
+    """mean ± std [min, max]"""
+    std = f" ± {statistics.stdev(values):.3g}" if len(values) > 1 else ""
+    return f"{statistics.fmean(values):.4g}{std} [{min(values):.4g}, {max(values):.4g}]"
+
+
+def chance_of_separation(n: int, m: int) -> float:
+    """That n and m draws from one continuous distribution separate completely, one way or the other."""
+    return 2 * math.factorial(n) * math.factorial(m) / math.factorial(n + m)
+
+
+def separated(a: list[float], b: list[float]) -> int:
+    """+1 when every value of a exceeds every value of b, -1 the other way, 0 when they overlap."""
+    if len(a) < 2 or len(b) < 2:
+        return 0
+    return 1 if min(a) > max(b) else -1 if max(a) < min(b) else 0
+
+
+def differences(by_group: dict[str, dict[str, list[float]]], words: dict[str, str]) -> list[str]:
+    sentences = []
+    for (g1, values1), (g2, values2) in itertools.combinations(by_group.items(), 2):
+        for column in words:
+            a, b = values1.get(column, []), values2.get(column, [])
+            side = separated(a, b)
+            if side:
+                high, low = ((g1, a), (g2, b)) if side > 0 else ((g2, b), (g1, a))
+                sentences.append(f"The {words[column]} is higher for **{high[0]}** ({spread(high[1])}) than for "
+                                 f"**{low[0]}** ({spread(low[1])}): every run of one above every run of the other.")
+    return sentences
+
+
+def pair_groups(pairs: dict, groups: dict[str, str]) -> dict[str, dict[str, list[float]]]:
+    """Pair measure values by kind of pair: `within <group>` or `between <g1> / <g2>`."""
+    kinds: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for (a, b), results in pairs.items():
+        ga, gb = groups[a], groups[b]
+        kind = f"within {ga}" if ga == gb else f"between {' / '.join(sorted((ga, gb)))}"
+        for measure, key, _ in PAIRS:
+            if results.get(measure):
+                kinds[kind][f"{measure}.{key}"].append(results[measure][key])
+    return kinds
+
+
+def pair_sentences(kinds: dict[str, dict[str, list[float]]]) -> list[str]:
+    sentences = []
+    within = {kind: values for kind, values in kinds.items() if kind.startswith("within")}
+    between = {kind: values for kind, values in kinds.items() if kind.startswith("between")}
+    for measure, key, words in PAIRS:
+        column = f"{measure}.{key}"
+        inside = [v for values in within.values() for v in values.get(column, [])]
+        for kind, values in between.items():
+            across = values.get(column, [])
+            side = separated(across, inside)
+            if side:
+                more = "higher" if side > 0 else "lower"
+                sentences.append(f"The {words} is {more} for every pair {kind} ({spread(across)}) than for every pair within "
+                                 f"a group ({spread(inside)}).")
+    return sentences
+
+
+def solution_seed(solutions: list[Solution], name: str) -> int:
+    return next(s.config.seed for s in solutions if s.name == name)
+
+
+def write(out: Path, solutions: list[Solution], groups: dict[str, str], results: dict[str, dict], pairs: dict) -> list[str]:
+    """comparison.csv, comparison.md and the figures in `out`; the names written."""
+    numbers = {s.name: run_numbers(s, results[s.name]) for s in solutions}
+    words = {column: text for run in numbers.values() for column, (text, _) in run.items()}
+    columns = list(words)
+    by_group: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for s in solutions:
+        for column, (_, value) in numbers[s.name].items():
+            by_group[groups[s.name]][column].append(value)
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["run", "group", *columns])
+    for s in solutions:
+        writer.writerow([s.name, groups[s.name], *(numbers[s.name].get(c, (None, ""))[1] for c in columns)])
+    write_text(out / "comparison.csv", text.getvalue())
+
+    names = list(by_group)
+    sizes = {g: len(next(iter(by_group[g].values()))) for g in names}
+    table = format_table(["", *(f"{g} (n={sizes[g]})" for g in names)],
+                         [[words[column], *(spread(by_group[g][column]) if by_group[g].get(column) else "-" for g in names)]
+                          for column in columns])
+    kinds = pair_groups(pairs, groups)
+    pair_words = {f"{m}.{k}": text for m, k, text in PAIRS if any(f"{m}.{k}" in values for values in kinds.values())}
+    pair_table = format_table(["", *(f"{kind} ({len(next(iter(values.values())))} pairs)" for kind, values in sorted(kinds.items()))],
+                              [[text, *(spread(values[c]) if values.get(c) else "-" for _, values in sorted(kinds.items()))]
+                               for c, text in pair_words.items()])
+    found = differences(by_group, words) + pair_sentences(kinds)
+    expected = sum(chance_of_separation(sizes[g1], sizes[g2]) for g1, g2 in itertools.combinations(names, 2)) * len(columns)
+    paragraph = "\n".join(f"- {sentence}" for sentence in found) if found else "No number separates the groups beyond the seed-to-seed spread."
+    if any(groups[a] != groups[b] and solution_seed(solutions, a) == solution_seed(solutions, b) for a, b in pairs):
+        paragraph += ("\n\nPairs between groups are runs of equal seed, which start from the same initial weights, while pairs within "
+                      "a group start from different ones: a shared start alone brings two solutions closer (lower barrier, higher "
+                      "CKA), so compare between-group pairs with one another rather than with within-group pairs "
+                      "(`pairs=all` adds between-group pairs of different seeds).")
+    paragraph += (f"\n\nOf the {len(columns)} numbers compared per pair of groups, about {expected:.1f} would separate completely "
+                  f"by chance alone with these group sizes, so one separation is a lead to test with more seeds, not a finding.")
+    figures = plot(out, solutions, groups, results, pairs)
+    write_text(out / "comparison.md", "\n\n".join([
+        f"# How the solutions of {out.parent.name} differ",
+        f"{len(solutions)} runs in {len(names)} groups; {len(pairs)} pairs compared. Each cell: mean ± std [min, max] "
+        "over the group's runs (or pairs); comparison.csv has every run's numbers.",
+        "## Per run\n\n" + table,
+        "## Pairs\n\n" + pair_table,
+        "## What differs\n\n" + paragraph,
+        "\n\n".join(f"![{name}]({name})" for name in figures),
+    ]) + "\n")
+    return ["comparison.csv", "comparison.md", *figures]
+
+
+def plot(out: Path, solutions: list[Solution], groups: dict[str, str], results: dict, pairs: dict) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = dict(zip(dict.fromkeys(groups[s.name] for s in solutions), plt.get_cmap("tab10").colors))
+    written = []
+
+    def save(name: str, figure) -> None:
+        atomic_write(out / name, lambda file: figure.savefig(file, format="png", dpi=110))
+        plt.close(figure)
+        written.append(name)
+
+    with_weights = [s for s in solutions if results[s.name].get("weights")]
+    if with_weights:
+        figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
+        layers = [row["layer"] for row in results[with_weights[0].name]["weights"]["layers"]]
+        for group, colour in colours.items():
+            members = [results[s.name]["weights"]["layers"] for s in with_weights if groups[s.name] == group]
+            for axis, key in zip(axes, ("l2_norm", "stable_rank")):
+                values = [[layer[key] for layer in run] for run in members]
+                mean = [statistics.fmean(column) for column in zip(*values)]
+                axis.plot(range(len(layers)), mean, color=colour, marker="o", markersize=3, label=f"{group} (n={len(members)})")
+                axis.fill_between(range(len(layers)), [min(c) for c in zip(*values)], [max(c) for c in zip(*values)], color=colour, alpha=0.2)
+        for axis, (title, label) in zip(axes, (("L2 norm", "||W||_F"), ("stable rank", "||W||_F^2 / ||W||_2^2"))):
+            axis.set_xticks(range(len(layers)), layers, rotation=90, fontsize=7)
+            axis.set(ylabel=f"{title}: {label}", title=f"{title} per layer (mean over seeds, band: min-max)")
+            axis.grid(alpha=0.3)
+            axis.legend(fontsize="small")
+        save("weight_profiles.png", figure)
+
+    with_sharpness = [s for s in solutions if results[s.name].get("sharpness")]
+    if with_sharpness:
+        figure, axes = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
+        for s in with_sharpness:
+            for axis, key in zip(axes, ("top_eigenvalue", "trace")):
+                axis.scatter(results[s.name]["sharpness"][key], s.metrics["test_acc"], color=colours[groups[s.name]], s=40)
+        for group, colour in colours.items():
+            axes[0].scatter([], [], color=colour, label=group)
+        for axis, title in zip(axes, ("top Hessian eigenvalue", "Hessian trace")):
+            axis.set(xscale="log", xlabel=f"{title} (log scale)", ylabel="test accuracy", title=f"{title} against test accuracy")
+            axis.grid(alpha=0.3)
+        axes[0].legend(fontsize="small")
+        save("sharpness_vs_accuracy.png", figure)
+
+    curves = {key: value["interpolation"]["curve"] for key, value in pairs.items() if value.get("interpolation")}
+    if curves:
+        figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
+        labelled = set()
+        for (a, b), curve in curves.items():
+            within = groups[a] == groups[b]
+            label = f"within {groups[a]}" if within else "between groups"
+            style = {"color": colours[groups[a]] if within else "black", "linestyle": "-" if within else "--"}
+            for axis, split in zip(axes, ("train", "test")):
+                axis.plot([p["alpha"] for p in curve], [p[f"{split}_loss"] for p in curve], label=None if label in labelled else label, **style)
+            labelled.add(label)
+        for axis, split in zip(axes, ("train subset", "test set")):
+            axis.set(xlabel="a: (1 - a) theta_A + a theta_B", ylabel="loss", title=f"loss along the line between two solutions ({split}), BN recomputed")
+            axis.grid(alpha=0.3)
+            axis.legend(fontsize="small")
+        save("interpolation.png", figure)
+
+    similar = {key: value["similarity"]["cka"] for key, value in pairs.items() if value.get("similarity")}
+    if similar:
+        names = [s.name for s in solutions]
+        stages = list(next(iter(similar.values())))
+        figure, axes = plt.subplots(1, len(stages), figsize=(3.2 * len(stages), 3.6), layout="constrained")
+        for axis, stage in zip(axes, stages):
+            matrix = [[1.0 if a == b else similar.get((a, b), similar.get((b, a), {})).get(stage, math.nan) for b in names] for a in names]
+            image = axis.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
+            axis.set_title(stage, fontsize=9)
+            axis.set_xticks(range(len(names)), [str(i) for i in range(len(names))], fontsize=7)
+            axis.set_yticks(range(len(names)), [str(i) for i in range(len(names))], fontsize=7)
+        figure.colorbar(image, ax=axes, shrink=0.8, label="linear CKA")
+        figure.suptitle("CKA per stage between runs (blank: pair not compared); runs: "
+                        + "; ".join(f"{i} {name}" for i, name in enumerate(names)), fontsize=7)
+        save("cka.png", figure)
+    return written

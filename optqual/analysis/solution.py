@@ -1,0 +1,104 @@
+"""A finished run read back as the solution its optimizer found: the model with its weights,
+the weights it started from, and the run's own data, for the measures of optqual/analysis/.
+
+The model is rebuilt from the run's saved config and put in eval mode; the data is read
+through the run's own data option, relative paths resolved from the directory the run was
+started in, and the split checked against the run's split_indices.npz. Two fixed sets
+serve every measure and every run alike: the probe (the first `probe_size` test images)
+and the train subset (a seeded sample of the run's training images, unaugmented).
+"""
+
+import functools
+import hashlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from optqual.augment import normalize
+from optqual.data import ImageData
+from optqual.errors import ConfigError
+from optqual.runs.rundir import BEST_MODEL, FINAL_MODEL, INITIAL_MODEL, SPLIT
+from optqual.runs.sweep import read_job
+
+WEIGHTS = {"final": FINAL_MODEL, "best": BEST_MODEL}
+
+
+class NotAnalyzable(ValueError):
+    """A run directory whose solution cannot be analyzed (incomplete, diverged, no weights); says why."""
+
+
+@functools.lru_cache(maxsize=4)
+def read_data(data_yaml: str, device: str) -> ImageData:
+    """The dataset of a data config (as YAML, paths absolute), read once per process and device."""
+    return instantiate(OmegaConf.create(data_yaml), _convert_="all", device=torch.device(device))
+
+
+def absolute_paths(data: DictConfig, started_in: Path) -> DictConfig:
+    """`root` and `path` of a data option as the run saw them: relative to where it was started."""
+    resolved = data.copy()
+    for key in ("root", "path"):
+        if key in resolved and not Path(resolved[key]).is_absolute():
+            resolved[key] = str((started_in / resolved[key]).resolve())
+    return resolved
+
+
+@dataclass
+class Solution:
+    run_dir: Path
+    config: DictConfig  # the run's composed config
+    metrics: dict  # the run's metrics.json
+    model: torch.nn.Module  # eval mode, the analyzed weights loaded
+    initial: dict[str, torch.Tensor] | None  # initial_model.pt, when the run saved one
+    data: ImageData
+    device: torch.device
+    weights_sha256: str  # of the analyzed weights file: a result computed on other weights is stale
+    memo: dict = field(default_factory=dict)  # what pairwise measures compute once per run (kernels, predictions)
+
+    @classmethod
+    def load(cls, run_dir: str | Path, weights: str, device: torch.device) -> "Solution":
+        run_dir = Path(run_dir)
+        job = read_job(run_dir)
+        if not job.status.has_results:
+            raise NotAnalyzable(f"{run_dir}: status {job.status}, no result to analyze")
+        path = run_dir / WEIGHTS[weights]
+        if not path.is_file():
+            raise NotAnalyzable(f"{run_dir}: no {path.name}")
+        config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+        started_in = Path(OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.runtime.cwd)
+        model = instantiate(config.model, _convert_="all")
+        blob = path.read_bytes()
+        model.load_state_dict(torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True))
+        initial_path = run_dir / INITIAL_MODEL
+        initial = torch.load(initial_path, map_location="cpu", weights_only=True) if initial_path.is_file() else None
+        try:
+            data = read_data(OmegaConf.to_yaml(absolute_paths(config.data, started_in)), str(device))
+        except ConfigError as err:
+            raise NotAnalyzable(f"{run_dir}: its data cannot be read: {err}") from err
+        with np.load(run_dir / SPLIT) as split:
+            if not (np.array_equal(split["train"], data.train_indices) and np.array_equal(split["val"], data.val_indices)):
+                raise NotAnalyzable(f"{run_dir}: the data no longer splits as it did for the run ({SPLIT} differs)")
+        model = model.to(device, memory_format=torch.channels_last).eval()  # the layout the run trained in, fastest forward
+        return cls(run_dir, config, job.metrics, model, initial, data, device, hashlib.sha256(blob).hexdigest())
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    def probe(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first `size` test images, normalized as in evaluation, and their labels."""
+        if size > len(self.data.test_labels):
+            raise ConfigError(f"probe_size={size}: larger than the test set ({len(self.data.test_labels)} images)")
+        return next(self.data.eval_batches("test", size))
+
+    def train_subset(self, size: int, seed: int, chunk: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """A seeded sample of `size` of the run's training images (all of them if fewer), unaugmented
+        and normalized, in chunks of `chunk`; the same sample for every run that shares the split."""
+        count = len(self.data.train_labels)
+        rows = torch.from_numpy(np.sort(np.random.default_rng(seed).permutation(count)[: min(size, count)])).to(self.device)
+        images, labels = self.data.train_images[rows], self.data.train_labels[rows]
+        return [(normalize(images[i : i + chunk]), labels[i : i + chunk]) for i in range(0, len(labels), chunk)]

@@ -1,0 +1,161 @@
+"""python -m optqual analyze / compare on real (tiny) runs and sweeps: what they write, that it is
+deterministic and not recomputed, interpolation endpoints, and bad input."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from torch.optim.swa_utils import update_bn
+
+from conftest import launched, tiny_overrides
+from optqual.__main__ import main as optqual
+from optqual.analysis.solution import Solution
+from optqual.engine.loop import EVAL_BATCH_SIZE, evaluate
+from optqual.models import CifarResNet
+
+# small enough for a test: 60 test images, 180 training images
+SMALL = ["probe_size=48", "train_subset=64", "analysis.sharpness.max_products=4", "analysis.sharpness.directions=1",
+         "analysis.sharpness.radii=[0.1]", "analysis.interpolation.points=3", "analysis.interpolation.train_images=32",
+         "analysis.similarity.minibatch=16", "analysis.features.images=4"]
+PER_RUN = ("weights", "activations", "sharpness", "calibration", "features")
+FIGURES = ("reliability.png", "confusion.png", "filters.png", "top_images.png")
+
+
+def results(directory: Path) -> dict[str, dict]:
+    """Every measure's result under `directory`, keyed by its path."""
+    return {str(path.relative_to(directory)): json.loads(path.read_text())["result"] for path in sorted(directory.rglob("analysis/**/*.json"))}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, tiny_npz) -> Path:
+    """optimizer=sgd,adamw x seed=0,1, two epochs, analyzed with SMALL settings."""
+    work = tmp_path_factory.mktemp("analyze")
+    launched(work, "-m", *tiny_overrides(tiny_npz), "optimizer=sgd,adamw", "seed=0,1", "trackio.enabled=false", "hydra.sweep.dir=sweep")
+    assert optqual(["analyze", str(work / "sweep"), *SMALL]) == 0
+    return work / "sweep"
+
+
+def test_a_sweep_gets_every_measure_and_the_comparison(sweep):
+    for run in sweep.glob("optimizer=*"):
+        out = run / "analysis"
+        assert sorted(p.name for p in out.glob("*.json")) == sorted(f"{m}.json" for m in PER_RUN)
+        assert all((out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for figure in FIGURES)
+        saved = json.loads((out / "sharpness.json").read_text())
+        assert saved["settings"]["train_subset"] == 64 and saved["settings"]["max_products"] == 4 and saved["seconds"] > 0
+        assert (out / "config.yaml").is_file()
+    pairs = sorted(p.name for p in (sweep / "analysis" / "pairs").iterdir())
+    # default pairs: within each group, and across the groups the runs of equal seed
+    assert pairs == ["optimizer=adamw,seed=0__optimizer=adamw,seed=1", "optimizer=adamw,seed=0__optimizer=sgd,seed=0",
+                     "optimizer=adamw,seed=1__optimizer=sgd,seed=1", "optimizer=sgd,seed=0__optimizer=sgd,seed=1"]
+    text = (sweep / "analysis" / "comparison.md").read_text()
+    assert "optimizer=sgd (n=2)" in text and "top Hessian eigenvalue" in text and "## What differs" in text
+    assert "start from the same initial weights" in text  # the equal-seed pairs' shared start is said
+    for figure in ("weight_profiles.png", "sharpness_vs_accuracy.png", "interpolation.png", "cka.png"):
+        assert (sweep / "analysis" / figure).is_file()
+    header = (sweep / "analysis" / "comparison.csv").read_text().splitlines()[0].split(",")
+    assert header[:2] == ["run", "group"] and "sharpness.top_eigenvalue" in header and "calibration.ece" in header
+
+
+def test_distance_from_init_uses_the_initial_weights_every_run_now_saves(sweep):
+    run = sweep / "optimizer=sgd,seed=1"
+    torch.manual_seed(1)
+    assert all(torch.equal(a, b) for a, b in zip(CifarResNet().state_dict().values(),
+                                                 torch.load(run / "initial_model.pt", weights_only=True).values()))
+    initial = torch.load(run / "initial_model.pt", weights_only=True)
+    final = torch.load(run / "final_model.pt", weights_only=True)
+    names = [name for name, _ in CifarResNet().named_parameters()]
+    start = torch.cat([initial[n].double().flatten() for n in names])
+    distance = float((torch.cat([final[n].double().flatten() for n in names]) - start).norm() / start.norm())
+    assert json.loads((run / "analysis" / "weights.json").read_text())["result"]["relative_distance_from_init"] == pytest.approx(distance)
+
+
+def test_analysis_is_deterministic(sweep, tmp_path):
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    assert optqual(["analyze", str(copy), *SMALL, "--force"]) == 0
+    assert results(copy) == results(sweep)
+
+
+def test_analysis_done_is_kept_and_only_the_missing_is_computed(sweep, tmp_path, capsys):
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    for run in copy.glob("optimizer=*"):
+        shutil.rmtree(run / "analysis")
+    shutil.rmtree(copy / "analysis")
+    assert optqual(["analyze", str(copy), "probe_size=48", "train_subset=64", "analysis=[weights]"]) == 0
+    assert sorted(p.name for p in (copy / "optimizer=sgd,seed=0" / "analysis").glob("*.json")) == ["weights.json"]
+    assert not (copy / "analysis").exists()  # no pairwise measure asked for: no comparison
+    stamp = (copy / "optimizer=sgd,seed=0" / "analysis" / "weights.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert optqual(["analyze", str(copy), *SMALL]) == 0
+    assert (copy / "optimizer=sgd,seed=0" / "analysis" / "weights.json").stat().st_mtime_ns == stamp
+    assert (copy / "optimizer=sgd,seed=0" / "analysis" / "sharpness.json").is_file()
+    stamps = {p: p.stat().st_mtime_ns for p in copy.rglob("analysis/**/*.json")}
+    assert optqual(["analyze", str(copy), *SMALL]) == 0  # all up to date: a no-op
+    assert {p: p.stat().st_mtime_ns for p in copy.rglob("analysis/**/*.json")} == stamps
+    assert optqual(["analyze", str(copy), *SMALL, "analysis.calibration.bins=10"]) == 0  # other settings: recomputed
+    changed = [p.name for p, stamp in stamps.items() if p.stat().st_mtime_ns != stamp]
+    assert sorted(set(changed)) == ["calibration.json"] and len(changed) == 4
+
+
+def test_interpolation_endpoints_are_the_two_runs_with_bn_recomputed_on_the_same_images(sweep):
+    pair = sweep / "analysis" / "pairs" / "optimizer=adamw,seed=0__optimizer=sgd,seed=0" / "interpolation.json"
+    curve = json.loads(pair.read_text())["result"]["curve"]
+    for run, point in (("optimizer=adamw,seed=0", curve[0]), ("optimizer=sgd,seed=0", curve[-1])):
+        solution = Solution.load(sweep / run, "final", torch.device("cpu"))
+        model = CifarResNet()
+        model.load_state_dict(torch.load(sweep / run / "final_model.pt", weights_only=True))
+        chunks = Solution.load(sweep / "optimizer=adamw,seed=0", "final", torch.device("cpu")).train_subset(32, 0, 256)
+        update_bn([images for images, _ in chunks], model)
+        test = evaluate(model, solution.data.eval_batches("test", EVAL_BATCH_SIZE))
+        assert point["test_loss"] == pytest.approx(test["loss"], rel=1e-5) and point["test_acc"] == test["acc"]
+
+
+def test_compare_prints_and_saves_the_pairwise_measures(sweep, capsys):
+    assert optqual(["compare", str(sweep / "optimizer=sgd,seed=0"), str(sweep / "optimizer=sgd,seed=1"), *SMALL]) == 0
+    out = capsys.readouterr().out
+    assert "optimizer=sgd,seed=0 vs optimizer=sgd,seed=1" in out and "CKA per stage: stem" in out and "loss barrier" in out
+
+
+def test_unanalyzable_runs_are_skipped_with_a_reason_and_the_rest_goes_on(sweep, tmp_path, capsys):
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    metrics = copy / "optimizer=adamw,seed=1" / "metrics.json"
+    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "status": "diverged"}))
+    metrics = copy / "optimizer=sgd,seed=1" / "metrics.json"
+    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "status": "running"}))
+    capsys.readouterr()
+    assert optqual(["analyze", str(copy), *SMALL]) == 0
+    out = capsys.readouterr().out
+    assert f"skipped {copy / 'optimizer=adamw,seed=1'}: status diverged, no result to analyze" in out
+    assert f"skipped {copy / 'optimizer=sgd,seed=1'}: status running, no result to analyze" in out
+    assert "optimizer=sgd,seed=0: top eigenvalue" in out
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["probe_size=100"], "probe_size=100: larger than the test set of"),
+    (["analysis=[weigths]"], "Could not load 'analysis/weigths'"),
+    (["analysis.sharpness.top_k=9"], "analysis.sharpness.top_k=9: must lie in 1..5"),
+    (["weights=middle"], "weights=middle: must be one of final, best"),
+])
+def test_bad_analysis_input_is_one_line_and_writes_nothing(sweep, tmp_path, capsys, arguments, message):
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("analysis"))
+    before = sorted(copy.rglob("*"))
+    with pytest.raises(SystemExit) as exit:
+        optqual(["analyze", str(copy), *(SMALL if "analysis=" not in arguments[0] else ["probe_size=48"]), *arguments])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("optqual analyze: error: ") and message in err[0]
+    assert sorted(copy.rglob("*")) == before
+
+
+def test_compare_refuses_two_architectures(sweep, tmp_path, tiny_npz, capsys):
+    launched(tmp_path, *tiny_overrides(tiny_npz), "model.blocks_per_stage=2", "trackio.enabled=false", "hydra.run.dir=deeper")
+    with pytest.raises(SystemExit):
+        optqual(["compare", str(sweep / "optimizer=sgd,seed=0"), str(tmp_path / "deeper"), *SMALL])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "have different architectures" in err[0]
+    assert not (tmp_path / "deeper" / "analysis").exists() and not (sweep / "optimizer=sgd,seed=0" / "analysis" / "pairs").exists()
