@@ -16,19 +16,19 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from optqual.clipping import GradClipping
 from optqual.config import check_config, register_schemas, resolve_device
-from optqual.data import ImageData
+from optqual.data.images import ImageData
 from optqual.early_stopping import EarlyStopping
 from optqual.engine.checkpoint import restore_training_state, save_training_state
 from optqual.engine.hooks import Extension, Hooks
 from optqual.engine.loop import EVAL_BATCH_SIZE, Training, evaluate
 from optqual.engine.state import RandomState, TrainingState
-from optqual.errors import ConfigError
+from optqual.errors import ConfigError, build
+from optqual.models import build_model
+from optqual.models.profile import static_profile
 from optqual.optim.build import build_optimizer
 from optqual.runs.naming import register_resolvers
 from optqual.runs.rundir import BEST_MODEL, FINAL_MODEL, INITIAL_MODEL, RunRecorder, claimed, discard_unstarted, save_split, save_weights
@@ -53,15 +53,6 @@ class Run:
     early_stopping: EarlyStopping  # also keeps the best weights
 
 
-def build(cfg: DictConfig, key: str, **kwargs):
-    """hydra.utils.instantiate on cfg[key], with a failure reported as that key's config error."""
-    try:
-        return instantiate(cfg[key], _convert_="all", **kwargs)
-    except InstantiationException as err:
-        cause = err.__cause__
-        raise (cause if isinstance(cause, ConfigError) else ConfigError(f"{key}: {cause or err}")) from err
-
-
 def extensions(cfg: DictConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: ImageData) -> dict[str, Extension]:
     """The components that take part in every step and epoch, in the order they are called."""
     parts: dict[str, Extension] = {}
@@ -80,15 +71,12 @@ def prepare(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, started: floa
     share_machine(cfg.threads, jobs_at_once(hydra_cfg), device)
     keep_freed_memory()  # a CPU step otherwise page-faults its activations back in every time
     make_deterministic(cfg.seed)
-    model = build(cfg, "model")  # first draw from the seeded generator: the initial weights
+    data = build(cfg.data, "data", device=device)  # draws nothing from torch's generator
+    model = build_model(cfg.model, data.facts())  # the first draw from the seeded generator: the initial weights
     model.to(device, memory_format=torch.channels_last)  # the layout convolutions run fastest in
     if cfg.compile:
         model.compile()  # in place: state_dict keys stay those of the plain model
     optimizer = build_optimizer(model, cfg.optimizer)
-    data = build(cfg, "data", device=device)
-    top_label = int(max(data.train_labels.max(), data.test_labels.max()))
-    if top_label >= cfg.model.num_classes:
-        raise ConfigError(f"model.num_classes={cfg.model.num_classes}: the data has labels up to {top_label}")
     generator = data_generator(cfg.seed, device)
     parts = extensions(cfg, model, optimizer, data)
     training = Training(model, optimizer, data, generator, Hooks(parts), cfg.epochs, cfg.eval_every, cfg.precision)
@@ -102,6 +90,7 @@ def prepare(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, started: floa
         "compile": cfg.compile,
         "params": sum(p.numel() for p in model.parameters()),
         "train_images": len(data.train_labels),
+        "data": data.facts(),
     }, started)
     state = TrainingState()
     for name, part in {"model": model, "optimizer": optimizer, **{f"extension.{n}": e for n, e in parts.items()},
@@ -185,7 +174,8 @@ def fit_and_save(cfg: DictConfig, run: Run, run_dir: Path, resumed: bool) -> Run
     if status == RunStatus.STOPPED_EARLY:
         timing["stopped_epoch"] = run.training.epochs_done
         log.info("early stopping after epoch %d (best: epoch %s)", run.training.epochs_done, results.get("best_epoch"))
-    metrics = run.recorder.write_metrics(status, **results, **timing)
+    profile = static_profile(cfg.model, run.training.data.facts(), run.training.model, run_dir / FINAL_MODEL)
+    metrics = run.recorder.write_metrics(status, **results, **timing, profile=profile)
     log.info("test_acc %.4f  train_loss %.4f  -> %s", metrics["test_acc"], metrics["train_loss"], run_dir)
     return status
 

@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
                            help="rank groups by the test accuracy of the last weights (default) or of the best weights")
     resume_parser = commands.add_parser("resume", help="continue a stopped run, or every unfinished job of a sweep")
     resume_parser.add_argument("directory")
+    profile = commands.add_parser("profile", help="parameters, MACs, checkpoint size, latency and throughput of a run's model")
+    profile.add_argument("directory", help="a run directory")
+    profile.add_argument("--device", default="auto", help="where to time it (default: cuda when present, else cpu)")
+    profile.add_argument("--calls", type=int, default=200, help="timed batch-1 calls after the warm-up")
     analyze = commands.add_parser("analyze", help="how the solutions differ: measures per run, and a sweep's comparison")
     analyze.add_argument("directory", help="a run directory, or a sweep directory")
     analyze.add_argument("overrides", nargs="*", help="of conf/analyze.yaml, e.g. analysis=[weights,sharpness] probe_size=512")
@@ -44,9 +48,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "analyze":
                 return analyze_directory(args.directory, args.overrides, args.force)
             return compare_runs(args.run_a, args.run_b, args.overrides, args.force)
-        if args.command == "resume":
+        if args.command == "profile":
+            from optqual.runs.profile import format_profile, profile_run  # torch-heavy
+
+            print(format_profile(profile_run(args.directory, args.device, args.calls)))
+            print(f"wrote {args.directory}/profile.json")
+        elif args.command == "resume":
             return resume(args.directory)
-        if args.command == "summarize":
+        elif args.command == "summarize":
             summary = write_summary(args.directory, args.metric)
             print(terminal_text(summary))
             print(f"wrote summary.csv, summary.md, curves.png in {args.directory}")

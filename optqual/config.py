@@ -17,7 +17,8 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from optqual import clipping, data, early_stopping, models, schedule
+from optqual import clipping, early_stopping, models, schedule
+from optqual.data import sources
 from optqual.early_stopping import EarlyStoppingSchema
 from optqual.errors import ConfigError, require
 from optqual.optim import build as optim
@@ -58,7 +59,7 @@ def register_schemas() -> None:
         "optimizer": optim.SCHEMAS,
         "scheduler": schedule.SCHEMAS,
         "model": models.SCHEMAS,
-        "data": data.SCHEMAS,
+        "data": sources.SCHEMAS,
     }
     for group, schemas in groups.items():
         for name, schema in schemas.items():
@@ -106,6 +107,8 @@ def check_config(cfg: DictConfig) -> None:
     if missing:
         raise ConfigError(f"{missing[0]} is required: set it on the command line, e.g. {missing[0]}=...")
     check_run(cfg)
+    sources.check(cfg.data)
+    models.check(cfg)
     for component in (optim, schedule, early_stopping, clipping):
         component.check(cfg)
 

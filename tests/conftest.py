@@ -3,12 +3,16 @@ process, or in this one through Hydra's own entry, with a kill or a signal at a 
 
 import contextlib
 import csv
+import functools
+import http.server
 import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -36,6 +40,29 @@ def compose_run(*overrides: str) -> DictConfig:
     """The composed run config, as launch.py would get it (without the hydra node)."""
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         return compose("config", overrides=list(overrides))
+
+
+@contextlib.contextmanager
+def loopback_server(directory: Path, delay: float = 0.0) -> Iterator[tuple[str, list[str]]]:
+    """An HTTP server on 127.0.0.1 serving the files in `directory` (the tests' stand-in for a
+    dataset's download site): its base URL, and the requests so far. `delay` seconds per request
+    stand for a slow link."""
+    requests: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            time.sleep(delay)
+            super().do_GET()
+
+        def log_message(self, *args) -> None:
+            requests.append(f"{self.command} {self.path}")
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(directory)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/", requests
+    finally:
+        server.shutdown()
 
 
 def write_npz(path: Path, n_train: int, n_test: int, seed: int = 0) -> Path:

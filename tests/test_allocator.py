@@ -13,7 +13,7 @@ from conftest import REPO
 STEPS = """
 import json, resource, torch, torch.nn.functional as F
 from optqual.system.allocator import keep_freed_memory
-from optqual.models import CifarResNet
+from optqual.models.cifar_resnet import CifarResNet
 
 def train(steps=16):
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ from conftest import launched, tiny_overrides
 from optqual.__main__ import main as optqual
 from optqual.analysis.solution import Solution
 from optqual.engine.loop import EVAL_BATCH_SIZE, evaluate
-from optqual.models import CifarResNet
+from optqual.models.cifar_resnet import CifarResNet
 
 # small enough for a test: 60 test images, 180 training images
 SMALL = ["probe_size=48", "train_subset=64", "analysis.sharpness.max_products=4", "analysis.sharpness.directions=1",

@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 from conftest import REPO, compose_run
 from optqual.config import check_config, resolve_device
 from optqual.errors import ConfigError
-from optqual.models import CifarResNet
+from optqual.models import build_model
+from optqual.models.cifar_resnet import CifarResNet
 from optqual.optim.build import build_optimizer
 
 GROUPS = {group: sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml")) for group in ("optimizer", "model", "data")}
@@ -24,9 +25,12 @@ def test_top_level_defaults():
     assert (cfg.seed, cfg.epochs, cfg.eval_every, cfg.device) == (42, 200, 10, "auto")
     assert cfg.experiment_name == "resnet8_cifar10_baseline"
     assert OmegaConf.to_container(cfg.data) == {
-        "_target_": "optqual.data.cifar10", "root": "./data", "download": True,
-        "batch_size": 128, "val_fraction": 0.1, "split_seed": 0,
+        "_target_": "optqual.data.sources.cifar10", "root": "./data", "download": True,
+        "batch_size": 128, "val_fraction": 0.1, "split_seed": 0, "num_classes": 10, "channels": 3, "image_size": 32,
+        "mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010],
+        "augment": {"_target_": "optqual.augment.CropFlip", "padding": 4, "flip": True},
     }
+    assert (cfg.model.shortcut, cfg.model.num_classes, cfg.model.in_channels) == ("B", 10, 3)  # the project's ResNet-8
     assert cfg.trackio.dir == "outputs/trackio"
 
 
@@ -53,9 +57,9 @@ def test_optimizer_values_match_the_spec():
 
 
 @pytest.mark.parametrize("option", GROUPS["model"])
-def test_model_options_build(option):
-    model = instantiate(compose_run(f"model={option}").model, _convert_="all")
-    assert isinstance(model, CifarResNet)
+def test_model_options_build_for_the_data(option):
+    cfg = compose_run(f"model={option}")
+    model = build_model(cfg.model, {key: cfg.data[key] for key in ("num_classes", "channels", "image_size")}).eval()
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 
@@ -108,12 +112,12 @@ def test_typed_schema_rejects_wrong_types_at_compose_time():
 
 
 def test_presets_are_their_recipes():
-    he = compose_run("experiment=he2016", "model.blocks_per_stage=3")
+    he = compose_run("experiment=he2016")
     assert (he.optimizer._target_, he.optimizer.lr, he.optimizer.momentum, he.optimizer.weight_decay) == ("torch.optim.SGD", 0.1, 0.9, 1e-4)
     assert (he.scheduler._target_, list(he.scheduler.milestones), he.scheduler.unit, he.scheduler.gamma) == (
         "optqual.schedule.multistep", [0.5, 0.75], "fraction", 0.1)
     assert he.epochs * -(-45_000 // he.data.batch_size) == 64_064  # He et al.'s 64k iterations on 45k images
-    assert sum(p.numel() for p in instantiate(he.model).parameters()) == 272_474  # ResNet-20 (1x1 projection shortcuts)
+    assert sum(p.numel() for p in instantiate(he.model).parameters()) == 269_722  # ResNet-20, option A: the paper's 0.27M
     cosine = compose_run("experiment=cosine_sgd")
     assert (cosine.optimizer.weight_decay, cosine.scheduler._target_, cosine.eval_every) == (5e-4, "optqual.schedule.cosine", 1)
     assert (cosine.early_stopping.patience, cosine.early_stopping.min_epochs, cosine.early_stopping.monitor) == (15, 80, "val_acc")

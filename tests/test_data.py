@@ -1,16 +1,12 @@
 """Reading CIFAR-10 in its official format (and downloading it), npz input, and the split."""
 
 import contextlib
-import functools
 import hashlib
-import http.server
 import json
 import pickle
 import subprocess
 import sys
 import tarfile
-import threading
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -19,9 +15,11 @@ import pytest
 import torch
 from torchvision.datasets import CIFAR10
 
-from conftest import write_npz
+from conftest import loopback_server, write_npz
+from optqual.augment import CropFlip
 from optqual.errors import ConfigError
-from optqual.data import cifar10, npz, read_cifar10, split_indices
+from optqual.data.images import split_indices
+from optqual.data.sources import cifar10, npz, read_cifar
 
 BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 
@@ -62,7 +60,7 @@ def trust_written_files(monkeypatch, folder: Path) -> None:
 def test_reads_the_official_python_format(tmp_path, monkeypatch):
     written = write_official_cifar10(tmp_path)
     trust_written_files(monkeypatch, tmp_path / "cifar-10-batches-py")
-    arrays = read_cifar10(str(tmp_path), download=False)
+    arrays = read_cifar("CIFAR-10", str(tmp_path), download=False)
     for key, value in written.items():
         assert np.array_equal(arrays[key], value), key
     assert arrays["x_train"].dtype == np.uint8 and arrays["x_train"].shape == (100, 32, 32, 3)
@@ -78,22 +76,8 @@ def serve_archive(tmp_path: Path, delay: float = 0.0) -> Iterator[tuple[str, dic
     serve.mkdir()
     with tarfile.open(serve / "cifar-10-python.tar.gz", "w:gz") as archive:
         archive.add(source / "cifar-10-batches-py", arcname="cifar-10-batches-py")
-    requests: list[str] = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def do_GET(self) -> None:
-            time.sleep(delay)
-            super().do_GET()
-
-        def log_message(self, *args) -> None:
-            requests.append(f"{self.command} {self.path}")
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(serve)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/cifar-10-python.tar.gz", written, requests
-    finally:
-        server.shutdown()
+    with loopback_server(serve, delay) as (url, requests):
+        yield f"{url}cifar-10-python.tar.gz", written, requests
 
 
 def official_checksums(tmp_path: Path) -> dict:
@@ -113,7 +97,7 @@ def test_downloads_verifies_and_extracts(tmp_path, monkeypatch):
         for name, value in {**official_checksums(tmp_path), "url": url}.items():
             monkeypatch.setattr(CIFAR10, name, value)
         root = tmp_path / "data"
-        data = cifar10(str(root), download=True, batch_size=16, val_fraction=0.1, split_seed=0, device=torch.device("cpu"))
+        data = cifar10(str(root), download=True, device=torch.device("cpu"), batch_size=16)
     assert (root / "cifar-10-batches-py" / "data_batch_5").is_file()
     assert len(data.train_labels) == 90 and len(data.val_labels) == 10 and len(data.test_labels) == 20
     rows = np.concatenate([data.train_indices, data.val_indices])
@@ -128,15 +112,15 @@ def test_parallel_jobs_download_once_into_one_intact_copy(tmp_path, monkeypatch)
         attributes = {**official_checksums(tmp_path), "url": url}
         for name, value in attributes.items():
             monkeypatch.setattr(CIFAR10, name, value)
-        read_cifar10(str(tmp_path / "alone"), download=True)
+        read_cifar("CIFAR-10", str(tmp_path / "alone"), download=True)
         one_download = list(requests)  # torchvision probes for a redirect, then downloads
         requests.clear()
         script = (
             "import json, sys, numpy as np\n"
             "from torchvision.datasets import CIFAR10\n"
-            "from optqual.data import read_cifar10\n"
+            "from optqual.data.sources import read_cifar\n"
             "for name, value in json.loads(sys.argv[1]).items(): setattr(CIFAR10, name, value)\n"
-            "arrays = read_cifar10(sys.argv[2], download=True)\n"
+            "arrays = read_cifar('CIFAR-10', sys.argv[2], download=True)\n"
             "np.savez(sys.argv[3], **arrays)\n"
         )
         processes = [
@@ -157,7 +141,7 @@ def test_parallel_jobs_download_once_into_one_intact_copy(tmp_path, monkeypatch)
 
 def test_absent_dataset_without_download_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="CIFAR-10 not found.*data.download=true"):
-        read_cifar10(str(tmp_path), download=False)
+        read_cifar("CIFAR-10", str(tmp_path), download=False)
 
 
 def test_corrupted_dataset_is_refused(tmp_path, monkeypatch):
@@ -166,12 +150,12 @@ def test_corrupted_dataset_is_refused(tmp_path, monkeypatch):
     trust_written_files(monkeypatch, folder)
     (folder / "data_batch_3").write_bytes(b"truncated")
     with pytest.raises(ConfigError, match="not found or corrupted"):
-        read_cifar10(str(tmp_path), download=False)
+        read_cifar("CIFAR-10", str(tmp_path), download=False)
 
 
 def test_npz_lands_on_the_device_as_uint8(tmp_path):
     path = write_npz(tmp_path / "d.npz", n_train=100, n_test=30)
-    data = npz(str(path), batch_size=32, val_fraction=0.2, split_seed=0, device=torch.device("cpu"))
+    data = npz(str(path), torch.device("cpu"), batch_size=32, val_fraction=0.2, augment=CropFlip())
     assert data.train_images.dtype == torch.uint8 and data.train_images.shape == (80, 32, 32, 3)
     assert data.val_images.shape == (20, 32, 32, 3) and data.test_images.shape == (30, 32, 32, 3)
     with np.load(path) as raw:
@@ -196,7 +180,7 @@ def test_npz_lands_on_the_device_as_uint8(tmp_path):
 def test_malformed_npz_is_refused(tmp_path, arrays, message):
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(ConfigError, match=message):
-        npz(str(tmp_path / "bad.npz"), batch_size=8, val_fraction=0.5, split_seed=0, device=torch.device("cpu"))
+        npz(str(tmp_path / "bad.npz"), torch.device("cpu"), batch_size=8, val_fraction=0.5)
 
 
 def test_split_is_seeded_disjoint_and_complete():

@@ -14,11 +14,10 @@ from torch import nn
 from conftest import REPO, compose_run, launch_here, launched, tiny_overrides
 from optqual.clipping import GradClipping
 from optqual.config import check_config
-from optqual.data import npz
 from optqual.early_stopping import EarlyStopping
 from optqual.engine.loop import EVAL_BATCH_SIZE, evaluate
-from optqual.errors import ConfigError
-from optqual.models import CifarResNet
+from optqual.errors import ConfigError, build
+from optqual.models.cifar_resnet import CifarResNet
 
 
 
@@ -75,7 +74,7 @@ def test_best_weights_are_the_weights_of_the_best_epoch_and_are_tested(tmp_path,
 
     model = CifarResNet()
     model.load_state_dict(best)
-    data = npz(str(tiny_npz), batch_size=32, val_fraction=0.1, split_seed=0, device=torch.device("cpu"))
+    data = build(OmegaConf.load(tmp_path / "long" / ".hydra" / "config.yaml").data, "data", device=torch.device("cpu"))
     test = evaluate(model.to(memory_format=torch.channels_last), data.eval_batches("test", EVAL_BATCH_SIZE))
     assert recorded["best_test_acc"] == test["acc"] and recorded["best_test_loss"] == pytest.approx(test["loss"], rel=1e-6)
     assert recorded["test_acc"] == metrics(tmp_path / "long")["test_acc"]  # the last weights' test accuracy stays beside it

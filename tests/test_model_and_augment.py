@@ -7,8 +7,8 @@ from PIL import Image
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from optqual.augment import CIFAR10_MEAN, CIFAR10_STD, augment, crop_and_flip, draw_crops_and_flips, normalize
-from optqual.models import CifarResNet
+from optqual.augment import CropFlip, crop_and_flip, draw_crops_and_flips, normalize
+from optqual.models.cifar_resnet import CifarResNet
 
 
 def weighted_layers(model: nn.Module) -> int:
@@ -55,6 +55,14 @@ def test_stages_are_reachable_for_analysis():
     assert captured["s2"].shape == (4, 32, 16, 16)
 
 
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+
+
+def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """CIFAR's training batch: crop and flip, then normalization."""
+    return normalize(CropFlip(padding=4, flip=True)(images, generator), torch.tensor(CIFAR10_MEAN), torch.tensor(CIFAR10_STD))
+
+
 def torchvision_reference(image_hwc: torch.Tensor, top: int, left: int, flip: bool) -> torch.Tensor:
     """The textbook pipeline on a PIL image: pad 4, crop 32 at (top, left), hflip, to_tensor, normalize."""
     pil = Image.fromarray(image_hwc.numpy())
@@ -71,7 +79,7 @@ def test_batched_augmentation_equals_torchvision_exactly():
     # cover the corners and both flips explicitly, the rest at random
     offsets[:4] = torch.tensor([[0, 0], [0, 8], [8, 0], [8, 8]])
     flips[:2] = torch.tensor([True, False])
-    ours = normalize(crop_and_flip(images, offsets, flips))
+    ours = normalize(crop_and_flip(images, offsets, flips), torch.tensor(CIFAR10_MEAN), torch.tensor(CIFAR10_STD))
     for i in range(len(images)):
         reference = torchvision_reference(images[i], int(offsets[i, 0]), int(offsets[i, 1]), bool(flips[i]))
         assert torch.equal(ours[i], reference), f"image {i} differs"

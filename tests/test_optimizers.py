@@ -13,11 +13,11 @@ from torch import nn
 
 from conftest import compose_run
 from optqual.config import check_config
-from optqual.data import to_device
+from optqual.data.images import to_device
 from optqual.engine.hooks import Extension, Hooks
 from optqual.engine.loop import EpochProgress, Training
 from optqual.errors import ConfigError
-from optqual.models import CifarResNet
+from optqual.models.cifar_resnet import CifarResNet
 from optqual.optim.build import build_optimizer, parameter_groups
 
 
@@ -49,7 +49,7 @@ def training(model: nn.Module, optimizer: torch.optim.Optimizer, extensions: dic
     rng = np.random.default_rng(0)
     arrays = {"x_train": rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8), "y_train": rng.integers(0, 10, 20),
               "x_test": rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8), "y_test": rng.integers(0, 10, 4)}
-    data = to_device(arrays, 16, 0.2, 0, torch.device("cpu"))
+    data = to_device(arrays, torch.device("cpu"), batch_size=16, val_fraction=0.2)
     loop = Training(model, optimizer, data, torch.Generator(), Hooks(extensions or {}), epochs=1, eval_every=1)
     return loop, EpochProgress.begin(1, data, loop.generator, len(loop.grad_norms.layers))
 

@@ -17,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import HEAD_NPZ, REPO, launch_here, launch_ok, launched, tiny_overrides
-from optqual.models import CifarResNet
+from optqual.models.cifar_resnet import CifarResNet
 
 METRIC_KEYS = {"train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "epochs", "train_seconds",
                "train_images_per_s", "wall_seconds", "params", "seed", "optimizer", "device", "threads", "precision", "compile", "peak_rss_mb", "peak_gpu_mb",

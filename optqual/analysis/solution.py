@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from optqual.augment import normalize
-from optqual.data import ImageData
-from optqual.errors import ConfigError
+from optqual.data.images import ImageData
+from optqual.errors import ConfigError, build
+from optqual.models import build_model
 from optqual.runs.rundir import BEST_MODEL, FINAL_MODEL, INITIAL_MODEL, SPLIT
 from optqual.runs.sweep import read_job
 
@@ -35,7 +34,7 @@ class NotAnalyzable(ValueError):
 @functools.lru_cache(maxsize=4)
 def read_data(data_yaml: str, device: str) -> ImageData:
     """The dataset of a data config (as YAML, paths absolute), read once per process and device."""
-    return instantiate(OmegaConf.create(data_yaml), _convert_="all", device=torch.device(device))
+    return build(OmegaConf.create(data_yaml), "data", device=torch.device(device))
 
 
 def absolute_paths(data: DictConfig, started_in: Path) -> DictConfig:
@@ -70,15 +69,15 @@ class Solution:
             raise NotAnalyzable(f"{run_dir}: no {path.name}")
         config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
         started_in = Path(OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.runtime.cwd)
-        model = instantiate(config.model, _convert_="all")
-        blob = path.read_bytes()
-        model.load_state_dict(torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True))
-        initial_path = run_dir / INITIAL_MODEL
-        initial = torch.load(initial_path, map_location="cpu", weights_only=True) if initial_path.is_file() else None
         try:
             data = read_data(OmegaConf.to_yaml(absolute_paths(config.data, started_in)), str(device))
         except ConfigError as err:
             raise NotAnalyzable(f"{run_dir}: its data cannot be read: {err}") from err
+        model = build_model(config.model, data.facts())
+        blob = path.read_bytes()
+        model.load_state_dict(torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True))
+        initial_path = run_dir / INITIAL_MODEL
+        initial = torch.load(initial_path, map_location="cpu", weights_only=True) if initial_path.is_file() else None
         with np.load(run_dir / SPLIT) as split:
             if not (np.array_equal(split["train"], data.train_indices) and np.array_equal(split["val"], data.val_indices)):
                 raise NotAnalyzable(f"{run_dir}: the data no longer splits as it did for the run ({SPLIT} differs)")
@@ -101,4 +100,4 @@ class Solution:
         count = len(self.data.train_labels)
         rows = torch.from_numpy(np.sort(np.random.default_rng(seed).permutation(count)[: min(size, count)])).to(self.device)
         images, labels = self.data.train_images[rows], self.data.train_labels[rows]
-        return [(normalize(images[i : i + chunk]), labels[i : i + chunk]) for i in range(0, len(labels), chunk)]
+        return [(self.data.normalize(images[i : i + chunk]), labels[i : i + chunk]) for i in range(0, len(labels), chunk)]

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from optqual.data import ImageData
+from optqual.data.images import ImageData
 from optqual.engine.hooks import Hooks
 from optqual.optim.sam import running_stats_frozen, two_pass
 from optqual.status import RunStatus

@@ -1,0 +1,153 @@
+"""Images held on the training device as uint8, split into train/val/test, served in batches.
+
+`to_device` takes a source's uint8 NHWC arrays, carves a validation set out of the training
+images with a seeded permutation (`split_seed`, fixed by default so that runs with different
+seeds share one split), checks them against what the data option states (channels, image
+size, classes; each stated value must hold, an unstated one is read off the arrays) and
+moves everything to the device. Normalization statistics are the option's, or, when it
+gives none, the per-channel mean and std of the training split, computed once. Training
+batches follow a permutation drawn from the run's data generator and are augmented on the
+device.
+"""
+
+import functools
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from optqual.augment import Augmentation, CropFlip, normalize
+from optqual.errors import ConfigError
+
+
+@dataclass
+class ImageData:
+    """uint8 NHWC images and int64 labels on one device, the split, and how batches are made.
+
+    Batches come out as float32 NCHW in channels_last memory, the layout the model runs in.
+    """
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    train_indices: np.ndarray  # rows of the source training set used for training
+    val_indices: np.ndarray  # rows of the source training set held out for validation
+    batch_size: int
+    num_classes: int
+    mean: torch.Tensor  # per channel, on the device
+    std: torch.Tensor
+    augmentation: Augmentation
+
+    @property
+    def channels(self) -> int:
+        return self.train_images.shape[-1]
+
+    @property
+    def image_size(self) -> int:
+        return self.train_images.shape[1]
+
+    def facts(self) -> dict:
+        """What a model and a reader of the run need to know about the data (metrics.json's `data`)."""
+        return {"num_classes": self.num_classes, "channels": self.channels, "image_size": self.image_size,
+                "mean": [round(v, 6) for v in self.mean.tolist()], "std": [round(v, 6) for v in self.std.tolist()]}
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        return normalize(images, self.mean, self.std)
+
+    def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
+        """A fresh random order of the training images, drawn at the start of each epoch."""
+        return torch.randperm(len(self.train_labels), generator=generator, device=generator.device)
+
+    def train_batch(self, order: torch.Tensor, step: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch `step` of the epoch with this `order`, augmented; the last batch may be smaller.
+
+        Batches are addressed by step, not iterated, so an epoch can continue from a checkpoint.
+        """
+        index = order[step * self.batch_size : (step + 1) * self.batch_size]
+        return self.normalize(self.augmentation(self.train_images[index], generator)), self.train_labels[index]
+
+    def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
+        for start in range(0, len(labels), batch_size):
+            yield self.normalize(images[start : start + batch_size]), labels[start : start + batch_size]
+
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.train_labels) // self.batch_size)
+
+
+def split_indices(n: int, val_fraction: float, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted train and val row indices of a seeded random split of n training images."""
+    n_val = round(n * val_fraction)
+    if not 0 < n_val < n:
+        raise ConfigError(f"data.val_fraction={val_fraction}: leaves an empty train or val set of {n} images")
+    permutation = np.random.default_rng(split_seed).permutation(n)
+    return np.sort(permutation[n_val:]), np.sort(permutation[:n_val])
+
+
+def channel_statistic(stated: Optional[Sequence[float]], key: str, channels: int, computed) -> torch.Tensor:
+    """One value per channel: the stated ones (a single value serves every channel), or `computed()`."""
+    if stated is None:
+        return computed()
+    if len(stated) not in (1, channels):
+        raise ConfigError(f"data.{key}={list(stated)}: need one value per channel ({channels}) or one for all")
+    return torch.tensor(list(stated) * (channels // len(stated)), dtype=torch.float32)
+
+
+def pixel_statistics(images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (population) std of uint8 NHWC images scaled to [0, 1], exact in
+    float64 from each channel's histogram of the 256 levels (no float copy of the images)."""
+    levels = np.arange(256) / 255
+    counts = np.stack([np.bincount(images[..., c].ravel(), minlength=256) for c in range(images.shape[-1])])
+    mean = counts @ levels / counts.sum(axis=1)
+    variance = counts @ levels**2 / counts.sum(axis=1) - mean**2
+    return torch.tensor(mean, dtype=torch.float32), torch.tensor(np.sqrt(variance), dtype=torch.float32)
+
+
+def check_stated(arrays: dict[str, np.ndarray], channels: Optional[int], image_size: Optional[int]) -> None:
+    """The images are uint8 NHWC squares with one label each, and have the stated shape."""
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1] != x.shape[2] or len(x) != len(y):
+            raise ConfigError(f"data: x_{split} must be uint8 NHWC square images with one label each, "
+                              f"got {x.dtype} {x.shape} with {len(y)} labels")
+        for key, stated, actual in (("channels", channels, x.shape[3]), ("image_size", image_size, x.shape[1])):
+            if stated is not None and stated != actual:
+                raise ConfigError(f"data.{key}={stated}: the images have {actual}")
+
+
+def to_device(arrays: dict[str, np.ndarray], device: torch.device, batch_size: int = 128, val_fraction: float = 0.1,
+              split_seed: int = 0, num_classes: Optional[int] = None, channels: Optional[int] = None,
+              image_size: Optional[int] = None, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
+              augment: Optional[Augmentation] = None) -> ImageData:
+    check_stated(arrays, channels, image_size)
+    x_train, y_train = arrays["x_train"], np.asarray(arrays["y_train"], dtype=np.int64)
+    y_test = np.asarray(arrays["y_test"], dtype=np.int64)
+    top_label = int(max(y_train.max(), y_test.max()))
+    if num_classes is not None and top_label >= num_classes:
+        raise ConfigError(f"data.num_classes={num_classes}: the data has labels up to {top_label}")
+    train_idx, val_idx = split_indices(len(y_train), val_fraction, split_seed)
+    n_channels = x_train.shape[3]
+    statistics = functools.cache(lambda: pixel_statistics(x_train[train_idx]))  # once, only if a value is not stated
+
+    def images(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x)).to(device)
+
+    return ImageData(
+        train_images=images(x_train[train_idx]),
+        train_labels=torch.from_numpy(y_train[train_idx]).to(device),
+        val_images=images(x_train[val_idx]),
+        val_labels=torch.from_numpy(y_train[val_idx]).to(device),
+        test_images=images(arrays["x_test"]),
+        test_labels=torch.from_numpy(y_test).to(device),
+        train_indices=train_idx,
+        val_indices=val_idx,
+        batch_size=batch_size,
+        num_classes=num_classes if num_classes is not None else top_label + 1,
+        mean=channel_statistic(mean, "mean", n_channels, lambda: statistics()[0]).to(device),
+        std=channel_statistic(std, "std", n_channels, lambda: statistics()[1]).to(device),
+        augmentation=augment if augment is not None else CropFlip(padding=0, flip=False),
+    )

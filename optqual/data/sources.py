@@ -1,0 +1,182 @@
+"""Each data option's files read into uint8 NHWC arrays: the `_target_`s of conf/data/*.yaml.
+
+Every torchvision dataset is read through torchvision itself, which downloads and checksums
+it on first use (`download: true`). A file lock in `root` makes parallel jobs download and
+extract once: the first one fetches, the others wait and then find verified files. Options
+that every source shares (batch size, split, classes, channels, image size, normalization,
+augmentation) pass through to optqual.data.images.to_device.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import numpy as np
+import torch
+from filelock import FileLock
+from omegaconf import MISSING, DictConfig
+
+from optqual.data.images import ImageData, to_device
+from optqual.errors import ConfigError, require
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass
+class DataSchema:
+    _target_: str = MISSING
+    batch_size: int = 128
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    num_classes: Optional[int] = None  # null: 1 + the largest label
+    channels: Optional[int] = None  # null: what the images have
+    image_size: Optional[int] = None  # null: what the images have
+    mean: Optional[List[float]] = None  # per channel (or one for all); null: the training split's
+    std: Optional[List[float]] = None
+    augment: Any = MISSING  # an optqual.augment class: each option names its own
+
+
+@dataclass
+class TorchvisionSchema(DataSchema):
+    root: str = "./data"
+    download: bool = True
+
+
+@dataclass
+class GreySchema(TorchvisionSchema):
+    to_rgb: bool = False
+
+
+@dataclass
+class SvhnSchema(TorchvisionSchema):
+    include_extra: bool = False
+
+
+@dataclass
+class PetsSchema(TorchvisionSchema):
+    image_size: Optional[int] = 64
+
+
+@dataclass
+class NpzSchema(DataSchema):
+    path: str = MISSING
+
+
+SCHEMAS = {"torchvision": TorchvisionSchema, "grey": GreySchema, "svhn": SvhnSchema, "pets": PetsSchema, "npz": NpzSchema}
+
+
+def check(data: DictConfig) -> None:
+    if data.get("image_size") is not None:
+        require(data.image_size >= 16, "data.image_size", data.image_size, "must be at least 16 (the CIFAR ResNets downsample by 4)")
+
+
+def read_torchvision(name: str, root: str, download: bool, make: Callable[[bool], Any]) -> Any:
+    """`make(download)` (torchvision datasets of one root) under the root's download lock,
+    torchvision's failures as one line."""
+    if not download and not Path(root).is_dir():
+        raise ConfigError(f"data.root={root}: {name} not found (no such directory; set data.download=true)")
+    Path(root).mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(Path(root) / f".{name.lower()}.lock"):
+            return make(download)
+    except RuntimeError as err:  # torchvision's "Dataset not found or corrupted", or every mirror failed
+        hint = "set data.download=true" if not download else "the download did not verify"
+        raise ConfigError(f"data.root={root}: {name} not found or corrupted ({hint})") from err
+    except OSError as err:  # URLError, HTTPError, connection refused, ...
+        raise ConfigError(f"data.root={root}: downloading {name} failed: {err}") from err
+
+
+def arrays_of(train_x: Any, train_y: Any, test_x: Any, test_y: Any) -> Arrays:
+    return {"x_train": np.asarray(train_x), "y_train": np.asarray(train_y), "x_test": np.asarray(test_x), "y_test": np.asarray(test_y)}
+
+
+def read_cifar(name: str, root: str, download: bool) -> Arrays:
+    """CIFAR-10 or CIFAR-100 (fine labels) from the official python batches: already NHWC."""
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    cls = {"CIFAR-10": CIFAR10, "CIFAR-100": CIFAR100}[name]
+    train, test = read_torchvision(name, root, download, lambda fetch: (cls(root, train=True, download=fetch), cls(root, train=False)))
+    return arrays_of(train.data, train.targets, test.data, test.targets)
+
+
+def read_grey(name: str, root: str, download: bool, to_rgb: bool) -> Arrays:
+    """MNIST or Fashion-MNIST from the idx files under root/<name>/raw: N x 28 x 28, given a channel axis."""
+    from torchvision.datasets import MNIST, FashionMNIST
+
+    cls = {"MNIST": MNIST, "FashionMNIST": FashionMNIST}[name]
+    train, test = read_torchvision(name, root, download, lambda fetch: (cls(root, train=True, download=fetch), cls(root, train=False)))
+    channels = 3 if to_rgb else 1  # the grey level replicated: what models built for RGB expect
+
+    def images(split) -> np.ndarray:
+        return np.repeat(split.data.numpy()[..., None], channels, axis=3)
+
+    return arrays_of(images(train), train.targets.numpy(), images(test), test.targets.numpy())
+
+
+def read_svhn(root: str, download: bool, include_extra: bool) -> Arrays:
+    """SVHN's train and test .mat files (N x 3 x 32 x 32, label 10 read as digit 0 by torchvision),
+    with the 531,131 extra images added to the training set on request."""
+    from torchvision.datasets import SVHN
+
+    splits = ["train", "test"] + (["extra"] if include_extra else [])
+    sets = read_torchvision("SVHN", root, download, lambda fetch: {s: SVHN(root, split=s, download=fetch) for s in splits})
+    train = [sets[s] for s in splits if s != "test"]
+    x_train = np.concatenate([s.data for s in train]).transpose(0, 2, 3, 1)
+    return arrays_of(x_train, np.concatenate([s.labels for s in train]), sets["test"].data.transpose(0, 2, 3, 1), sets["test"].labels)
+
+
+def read_pets(root: str, download: bool, image_size: int) -> Arrays:
+    """Oxford-IIIT Pet's official trainval/test split, 37 breeds; each image decoded once, its shorter
+    side resized to `image_size` (antialiased bilinear) and the centre square kept."""
+    from PIL import Image
+    from torchvision.datasets import OxfordIIITPet
+    from torchvision.transforms.v2.functional import center_crop, pil_to_tensor, resize
+
+    sets = read_torchvision("OxfordIIITPet", root, download,
+                            lambda fetch: [OxfordIIITPet(root, split=s, download=fetch) for s in ("trainval", "test")])
+
+    def images(dataset) -> np.ndarray:
+        squares = [center_crop(resize(pil_to_tensor(Image.open(path).convert("RGB")), [image_size], antialias=True), [image_size])
+                   for path in dataset._images]
+        return torch.stack(squares).permute(0, 2, 3, 1).numpy()
+
+    return arrays_of(images(sets[0]), sets[0]._labels, images(sets[1]), sets[1]._labels)
+
+
+def read_npz(path: str) -> Arrays:
+    if not Path(path).is_file():
+        raise ConfigError(f"data.path={path}: no such file")
+    with np.load(path) as archive:
+        absent = [key for key in NPZ_KEYS if key not in archive]
+        if absent:
+            raise ConfigError(f"data.path={path}: missing arrays {absent} (need {list(NPZ_KEYS)})")
+        return {key: archive[key] for key in NPZ_KEYS}
+
+
+def cifar10(root: str, download: bool, device: torch.device, **options) -> ImageData:
+    return to_device(read_cifar("CIFAR-10", root, download), device, **options)
+
+
+def cifar100(root: str, download: bool, device: torch.device, **options) -> ImageData:
+    return to_device(read_cifar("CIFAR-100", root, download), device, **options)
+
+
+def mnist(root: str, download: bool, to_rgb: bool, device: torch.device, **options) -> ImageData:
+    return to_device(read_grey("MNIST", root, download, to_rgb), device, **options)
+
+
+def fashion_mnist(root: str, download: bool, to_rgb: bool, device: torch.device, **options) -> ImageData:
+    return to_device(read_grey("FashionMNIST", root, download, to_rgb), device, **options)
+
+
+def svhn(root: str, download: bool, include_extra: bool, device: torch.device, **options) -> ImageData:
+    return to_device(read_svhn(root, download, include_extra), device, **options)
+
+
+def oxford_pets(root: str, download: bool, image_size: int, device: torch.device, **options) -> ImageData:
+    return to_device(read_pets(root, download, image_size), device, image_size=image_size, **options)
+
+
+def npz(path: str, device: torch.device, **options) -> ImageData:
+    return to_device(read_npz(path), device, **options)

@@ -1,0 +1,43 @@
+"""A multilayer perceptron: flatten, then Linear (+ batch norm) + ReLU (+ dropout) per hidden
+width, then a linear classifier. The simplest optimizer testbed, and the MNIST-type model.
+
+Submodules: `flatten`, `hidden1..K` (each a Sequential), `fc`; the embedding is fc's input.
+"""
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+from torch import nn
+
+
+@dataclass
+class MLPSchema:
+    _target_: str = "optqual.models.mlp.MLP"
+    hidden: List[int] = field(default_factory=lambda: [512, 256])
+    dropout: float = 0.0
+    batch_norm: bool = False
+    in_channels: Optional[int] = 3  # null: the data's
+    image_size: Optional[int] = 32  # null: the data's
+    num_classes: Optional[int] = 10  # null: the data's
+
+
+SCHEMAS = {"mlp": MLPSchema}
+
+
+class MLP(nn.Sequential):
+    def __init__(self, hidden: Sequence[int] = (512, 256), dropout: float = 0.0, batch_norm: bool = False,
+                 in_channels: int = 3, image_size: int = 32, num_classes: int = 10):
+        if not hidden or min(hidden) < 1:
+            raise ValueError(f"hidden: need at least one positive width, got {list(hidden)}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout {dropout}: must lie in [0, 1)")
+        layers: list[tuple[str, nn.Module]] = [("flatten", nn.Flatten())]
+        features = in_channels * image_size * image_size
+        for index, width in enumerate(hidden, start=1):
+            parts = [nn.Linear(features, width)] + ([nn.BatchNorm1d(width)] if batch_norm else []) + [nn.ReLU(inplace=True)]
+            parts += [nn.Dropout(dropout)] if dropout > 0 else []
+            layers.append((f"hidden{index}", nn.Sequential(*parts)))
+            features = width
+        layers.append(("fc", nn.Linear(features, num_classes)))
+        super().__init__(OrderedDict(layers))
