@@ -4,13 +4,14 @@
     python benchmarks/throughput.py --compile          # with torch.compile (minutes of compiling on a CPU)
     python benchmarks/throughput.py --device cpu --train-images 20480
     python benchmarks/throughput.py --optimizer sam --precisions fp32 --no-textbook   # any option of conf/optimizer/
+    python benchmarks/throughput.py --model resnet20 --precisions fp32 --no-textbook  # any option of conf/model/
     python benchmarks/throughput.py --precisions fp32 --no-textbook clip_grad_norm=1.0     # any override of the run's config
     python benchmarks/throughput.py --precisions fp32 --no-textbook --variants optimizer=sam "scheduler=cosine clip_grad_norm=1"
 
 Everything runs in one process on the same CIFAR-shaped data (random uint8 images: speed
-does not depend on content), the same ResNet-8 and batch 128; optqual's measurements use
-the `--optimizer` option of conf/optimizer/ (default sgd) and the `--scheduler` option,
-the textbook SGD:
+does not depend on content), the same model (the `--model` option of conf/model/, default
+resnet8) and batch 128; optqual's measurements use the `--optimizer` option of
+conf/optimizer/ (default sgd) and the `--scheduler` option, the textbook SGD:
 
 1. ceiling    the bare train step (forward, backward, optimizer step; SAM's two passes) on
               one batch already on the device, in the precision and memory format optqual
@@ -55,12 +56,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from launch import extensions  # noqa: E402  (registers the config schemas too)
-from optqual.augment import CIFAR10_MEAN, CIFAR10_STD, augment  # noqa: E402
+from optqual.augment import CropFlip  # noqa: E402
 from optqual.config import resolve_device  # noqa: E402
-from optqual.data import ImageData, to_device  # noqa: E402
+from optqual.data.images import ImageData, to_device  # noqa: E402
 from optqual.engine.hooks import Hooks  # noqa: E402
 from optqual.engine.loop import EVAL_BATCH_SIZE, EpochProgress, Training, autocast, evaluate  # noqa: E402
-from optqual.models import CifarResNet  # noqa: E402
+from optqual.models import build_model  # noqa: E402
 from optqual.optim.build import build_optimizer  # noqa: E402
 from optqual.optim.sam import running_stats_frozen, two_pass  # noqa: E402
 from optqual.system.allocator import keep_freed_memory  # noqa: E402
@@ -106,18 +107,20 @@ def cifar_shaped(n_train: int, device: torch.device) -> tuple[dict[str, np.ndarr
         "x_test": rng.integers(0, 256, (BASELINE["test"], 32, 32, 3), dtype=np.uint8),
         "y_test": rng.integers(0, 10, BASELINE["test"]),
     }
-    return arrays, to_device(arrays, BATCH, BASELINE["val"] / (n_train + BASELINE["val"]), 0, device)
+    split = BASELINE["val"] / (n_train + BASELINE["val"])
+    return arrays, to_device(arrays, device, batch_size=BATCH, val_fraction=split, augment=CropFlip(padding=4, flip=True))
 
 
-def run_config(optimizer: str, scheduler: str, epochs: int, overrides: list[str] = ()) -> DictConfig:
+def run_config(optimizer: str, scheduler: str, epochs: int, overrides: list[str] = (), model: str = "resnet8") -> DictConfig:
     """The composed config of a run with these options and overrides (launch.py's defaults otherwise)."""
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"optimizer={optimizer}", f"scheduler={scheduler}", f"epochs={epochs}", *overrides])
+        return compose("config", overrides=[f"model={model}", f"optimizer={optimizer}", f"scheduler={scheduler}", f"epochs={epochs}", *overrides])
 
 
-def make_model(device: torch.device, channels_last: bool, compile_model: bool) -> torch.nn.Module:
+def make_model(cfg: DictConfig, data: ImageData, device: torch.device, channels_last: bool, compile_model: bool) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = CifarResNet().to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    model = build_model(cfg.model, data.facts())
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     if compile_model:
         model.compile()
     return model
@@ -129,9 +132,9 @@ def textbook_sgd(model: torch.nn.Module) -> torch.optim.Optimizer:
 
 def ceiling(data: ImageData, device: torch.device, precision: str, compile_model: bool, steps: int, cfg: DictConfig) -> Work:
     """The bare step on one resident, already augmented batch, `steps` times."""
-    model = make_model(device, True, compile_model)
+    model = make_model(cfg, data, device, True, compile_model)
     optimizer = build_optimizer(model, cfg.optimizer)
-    images = augment(data.train_images[:BATCH], data_generator(0, device))
+    images = data.normalize(data.augmentation(data.train_images[:BATCH], data_generator(0, device)))
     labels = data.train_labels[:BATCH]
 
     def loss() -> torch.Tensor:
@@ -162,7 +165,7 @@ def ceiling(data: ImageData, device: torch.device, precision: str, compile_model
 
 def optqual_epoch(data: ImageData, device: torch.device, precision: str, compile_model: bool, cfg: DictConfig) -> Work:
     """optqual's own training epoch over the whole (benchmark) training set, with a run's extensions."""
-    model = make_model(device, True, compile_model)
+    model = make_model(cfg, data, device, True, compile_model)
     optimizer = build_optimizer(model, cfg.optimizer)
 
     def training(images: ImageData) -> Training:
@@ -179,9 +182,9 @@ def optqual_epoch(data: ImageData, device: torch.device, precision: str, compile
     return len(data.train_labels), lambda: epoch(loop)
 
 
-def evaluation(data: ImageData, device: torch.device, precision: str, compile_model: bool) -> Work:
+def evaluation(data: ImageData, device: torch.device, precision: str, compile_model: bool, cfg: DictConfig) -> Work:
     """optqual's evaluation over the val and test sets."""
-    model = make_model(device, True, compile_model)
+    model = make_model(cfg, data, device, True, compile_model)
     evaluate(model, data.eval_batches("val", EVAL_BATCH_SIZE), precision)  # warm-up
 
     def both() -> None:
@@ -194,10 +197,10 @@ def evaluation(data: ImageData, device: torch.device, precision: str, compile_mo
 class PILImages(Dataset):
     """What a textbook CIFAR dataset does: a PIL image per item, torchvision transforms on it."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, mean: list[float], std: list[float]):
         self.images, self.labels = images, labels
         self.transform = T.Compose([
-            T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(CIFAR10_MEAN, CIFAR10_STD),
+            T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std),
         ])
 
     def __len__(self) -> int:
@@ -207,11 +210,12 @@ class PILImages(Dataset):
         return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
 
 
-def textbook_epoch(images: np.ndarray, labels: np.ndarray, device: torch.device, workers: int) -> Work:
+def textbook_epoch(data: ImageData, images: np.ndarray, labels: np.ndarray, device: torch.device, workers: int, cfg: DictConfig) -> Work:
     """A textbook epoch: DataLoader workers, fp32, contiguous tensors, loss.item() per step."""
-    model = make_model(device, False, False)
+    model = make_model(cfg, data, device, False, False)
     optimizer = textbook_sgd(model)
-    loader = DataLoader(PILImages(images, labels), batch_size=BATCH, shuffle=True, num_workers=workers, pin_memory=device.type == "cuda")
+    dataset = PILImages(images, labels, data.mean.tolist(), data.std.tolist())
+    loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers, pin_memory=device.type == "cuda")
 
     def epoch() -> None:
         running = 0.0
@@ -236,6 +240,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated: fp32, bf16")
+    parser.add_argument("--model", default="resnet8", help="an option of conf/model/ for every measurement")
     parser.add_argument("--optimizer", default="sgd", help="an option of conf/optimizer/ for optqual's ceiling and epoch")
     parser.add_argument("--scheduler", default="none", help="an option of conf/scheduler/ for optqual's epoch")
     parser.add_argument("--compile", action="store_true", help="torch.compile optqual's model (not the textbook's)")
@@ -250,7 +255,7 @@ def main() -> None:
     args = parser.parse_args()
 
     device = resolve_device(args.device)
-    cfg = run_config(args.optimizer, args.scheduler, BASELINE["epochs"], args.overrides)
+    cfg = run_config(args.optimizer, args.scheduler, BASELINE["epochs"], args.overrides, args.model)
     make_deterministic(0)
     n_train = args.train_images
     arrays, data = cifar_shaped(n_train, device)
@@ -258,11 +263,11 @@ def main() -> None:
     resident_bytes = sum(t.numel() * t.element_size() for t in (data.train_images, data.val_images, data.test_images, data.train_labels, data.val_labels, data.test_labels))
 
     rows, figures = [], {"device": str(device), "threads": torch.get_num_threads(), "compile": args.compile, "train_images": n_train,
-                         "repeats": args.repeats, "optimizer": args.optimizer, "scheduler": args.scheduler, "overrides": args.overrides}
+                         "repeats": args.repeats, "model": args.model, "optimizer": args.optimizer, "scheduler": args.scheduler, "overrides": args.overrides}
     if not args.no_textbook:  # first, while the C library's allocator still has its defaults
         subset = data.train_indices  # the textbook trains on the same images, read from host memory
         x, y = arrays["x_train"][subset], arrays["y_train"][subset]
-        textbook_windows = rates(device, {w: textbook_epoch(x, y, device, w) for w in map(int, args.workers.split(","))}, args.repeats)
+        textbook_windows = rates(device, {w: textbook_epoch(data, x, y, device, w, cfg) for w in map(int, args.workers.split(","))}, args.repeats)
         textbook = {w: statistics.median(speeds) for w, speeds in textbook_windows.items()}
         best_workers = max(textbook, key=textbook.get)
         rows += [(f"textbook, {w} workers (fp32)", speeds) for w, speeds in textbook_windows.items()]
@@ -270,7 +275,7 @@ def main() -> None:
 
     figures["keeps_freed_memory"] = keep_freed_memory()  # what launch.py does before training
     if not args.no_textbook:  # the same textbook with that setting: how much of optqual's lead the setting alone makes
-        kept = rates(device, {"kept": textbook_epoch(x, y, device, best_workers)}, args.repeats)["kept"]
+        kept = rates(device, {"kept": textbook_epoch(data, x, y, device, best_workers, cfg)}, args.repeats)["kept"]
         rows.append((f"textbook, {best_workers} workers, kept memory", kept))
         figures["textbook_kept_memory_img_s"] = statistics.median(kept)
     precisions = args.precisions.split(",")
@@ -278,9 +283,9 @@ def main() -> None:
     for precision in precisions:
         works["ceiling", precision] = ceiling(data, device, precision, args.compile, args.ceiling_steps, cfg)
         works["optqual epoch", precision] = optqual_epoch(data, device, precision, args.compile, cfg)
-        works["eval val+test", precision] = evaluation(data, device, precision, args.compile)
+        works["eval val+test", precision] = evaluation(data, device, precision, args.compile, cfg)
         for variant in args.variants:
-            variant_cfg = run_config(args.optimizer, args.scheduler, BASELINE["epochs"], [*args.overrides, *variant.split()])
+            variant_cfg = run_config(args.optimizer, args.scheduler, BASELINE["epochs"], [*args.overrides, *variant.split()], args.model)
             works[f"epoch, {variant}", precision] = optqual_epoch(data, device, precision, args.compile, variant_cfg)
     windows = rates(device, works, args.repeats)
     speeds = {key: statistics.median(window_speeds) for key, window_speeds in windows.items()}

@@ -30,12 +30,21 @@ def test_host_state_reports_every_round():
 
 def test_benchmark_times_any_optimizer_and_variants_against_it():
     command = [sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--train-images", "256", "--ceiling-steps", "2",
-               "--repeats", "1", "--precisions", "fp32", "--no-textbook", "--optimizer", "sam",
+               "--repeats", "1", "--precisions", "fp32", "--no-textbook", "--optimizer", "sam", "--model", "resnet20",
                "--variants", "optimizer=muon", "scheduler=cosine clip_grad_norm=1.0"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    assert figures["optimizer"] == "sam" and "textbook_img_s" not in figures
+    assert figures["optimizer"] == "sam" and figures["model"] == "resnet20" and "textbook_img_s" not in figures
     variants = figures["fp32"]["variants"]
     assert sorted(variants) == ["optimizer=muon", "scheduler=cosine clip_grad_norm=1.0"]
     assert all(stats["img_s"] > 0 and len(stats["cost_rounds"]) == 1 for stats in variants.values())
+
+
+def test_model_profiles_prints_a_row_per_model():
+    command = [sys.executable, str(REPO / "benchmarks" / "model_profiles.py"), "resnet8", "mlp", "--calls", "3"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(result.stdout.strip().splitlines()[-1])
+    assert sorted(rows) == ["mlp", "resnet8"] and rows["resnet8"]["params"] == 78_042
+    assert "| `resnet8` | 78,042 |" in result.stdout
