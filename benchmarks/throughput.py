@@ -62,6 +62,7 @@ from optqual.data.images import ImageData, to_device  # noqa: E402
 from optqual.engine.hooks import Hooks  # noqa: E402
 from optqual.engine.loop import EVAL_BATCH_SIZE, EpochProgress, Training, autocast, evaluate  # noqa: E402
 from optqual.models import build_model  # noqa: E402
+from optqual.models.profile import synchronize  # noqa: E402
 from optqual.optim.build import build_optimizer  # noqa: E402
 from optqual.optim.sam import running_stats_frozen, two_pass  # noqa: E402
 from optqual.system.allocator import keep_freed_memory  # noqa: E402
@@ -69,11 +70,6 @@ from optqual.system.reproducibility import data_generator, make_deterministic  #
 
 BATCH = 128
 BASELINE = {"epochs": 200, "eval_every": 10, "train": 45_000, "val": 5_000, "test": 10_000}
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 Work = tuple[int, Callable[[], None]]  # (images it processes, the call that processes them)
