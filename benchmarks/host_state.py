@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from throughput import BASELINE, BATCH, cifar_shaped, ceiling, rates, run_config  # first: it puts the checkout on sys.path
+from throughput import BASELINE, BATCH, ceiling, random_images, rates, run_config  # first: it puts the checkout on sys.path
 
 from optqual.system.allocator import keep_freed_memory
 from optqual.system.reproducibility import make_deterministic
@@ -48,8 +48,8 @@ def main() -> None:
     cpu = torch.device("cpu")
     make_deterministic(0)
     keep_freed_memory()  # as launch.py does
-    _, data = cifar_shaped(BATCH, cpu)
     cfg = run_config("sgd", "none", BASELINE["epochs"])
+    _, data = random_images(BATCH, cpu, cfg.data)
     steps = {precision: ceiling(data, cpu, precision, False, args.steps, cfg) for precision in ("fp32", "bf16")}
     rounds = []
     for number in range(1, args.rounds + 1):

