@@ -18,6 +18,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from optqual.batch_mix import build_batch_mix
 from optqual.clipping import GradClipping
 from optqual.config import check_config, register_schemas, resolve_device
 from optqual.data.images import ImageData
@@ -36,7 +37,7 @@ from optqual.runs.tracking import trackio_run
 from optqual.schedule import build_schedule
 from optqual.status import RunStatus
 from optqual.system.allocator import keep_freed_memory
-from optqual.system.reproducibility import data_generator, make_deterministic
+from optqual.system.reproducibility import data_generator, make_deterministic, stream_generator
 from optqual.system.resources import jobs_at_once, share_machine
 from optqual.system.signals import stop_on_signals
 
@@ -56,6 +57,9 @@ class Run:
 def extensions(cfg: DictConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: ImageData) -> dict[str, Extension]:
     """The components that take part in every step and epoch, in the order they are called."""
     parts: dict[str, Extension] = {}
+    mixing = build_batch_mix(cfg.batch_mix, data.num_classes, stream_generator(cfg.seed, "batch_mix"))
+    if mixing is not None:
+        parts["batch_mix"] = mixing
     if cfg.clip_grad_norm is not None:
         parts["clipping"] = GradClipping([p for p in model.parameters() if p.requires_grad], cfg.clip_grad_norm)
     parts["lr_schedule"] = build_schedule(cfg.scheduler, optimizer, cfg.epochs, data.steps_per_epoch())
@@ -79,7 +83,8 @@ def prepare(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, started: floa
     optimizer = build_optimizer(model, cfg.optimizer)
     generator = data_generator(cfg.seed, device)
     parts = extensions(cfg, model, optimizer, data)
-    training = Training(model, optimizer, data, generator, Hooks(parts), cfg.epochs, cfg.eval_every, cfg.precision)
+    training = Training(model, optimizer, data, generator, Hooks(parts), cfg.epochs, cfg.eval_every, cfg.precision,
+                        cfg.loss.label_smoothing)
     recorder = RunRecorder(run_dir, {
         "seed": cfg.seed,
         "optimizer": hydra_cfg.runtime.choices.optimizer,

@@ -17,7 +17,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from optqual import clipping, early_stopping, models, schedule
+from optqual import batch_mix, clipping, early_stopping, models, schedule
 from optqual.data import sources
 from optqual.early_stopping import EarlyStoppingSchema
 from optqual.errors import ConfigError, require
@@ -30,6 +30,11 @@ PRECISIONS = ("fp32", "bf16")
 class TrackioSchema:
     enabled: bool = True
     dir: str = "outputs/trackio"
+
+
+@dataclass
+class LossSchema:
+    label_smoothing: float = 0.0  # torch's cross_entropy option; validation and test losses are plain
 
 
 @dataclass
@@ -48,6 +53,8 @@ class RunSchema:
     scheduler: Any = MISSING
     model: Any = MISSING
     data: Any = MISSING
+    batch_mix: Any = MISSING
+    loss: LossSchema = field(default_factory=LossSchema)
     early_stopping: EarlyStoppingSchema = field(default_factory=EarlyStoppingSchema)
     trackio: TrackioSchema = field(default_factory=TrackioSchema)
 
@@ -60,6 +67,7 @@ def register_schemas() -> None:
         "scheduler": schedule.SCHEMAS,
         "model": models.SCHEMAS,
         "data": sources.SCHEMAS,
+        "batch_mix": batch_mix.SCHEMAS,
     }
     for group, schemas in groups.items():
         for name, schema in schemas.items():
@@ -98,6 +106,7 @@ def check_run(cfg: DictConfig) -> None:
     fraction = cfg.data.val_fraction
     require(0 < fraction < 1, "data.val_fraction", fraction, "must lie strictly between 0 and 1")
     require(bool(cfg.experiment_name.strip()), "experiment_name", "''", "must not be empty")
+    require(0 <= cfg.loss.label_smoothing < 1, "loss.label_smoothing", cfg.loss.label_smoothing, "must lie in [0, 1)")
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -109,7 +118,7 @@ def check_config(cfg: DictConfig) -> None:
     check_run(cfg)
     sources.check(cfg.data)
     models.check(cfg)
-    for component in (optim, schedule, early_stopping, clipping):
+    for component in (optim, schedule, early_stopping, clipping, batch_mix):
         component.check(cfg)
 
 

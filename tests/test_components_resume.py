@@ -1,4 +1,4 @@
-"""Every optimizer, schedule and component repeats bit for bit, and a run stopped in the middle
+"""Every optimizer, schedule and component (regularizers included) repeats bit for bit, and a run stopped in the middle
 of an epoch (SIGKILL: back to the last epoch's checkpoint; SIGTERM: a checkpoint at the step)
 and resumed ends exactly where an uninterrupted run ends. Runs in this process (conftest.py)."""
 
@@ -29,6 +29,9 @@ COMPONENTS = {
     "onecycle": ["scheduler=onecycle", "scheduler.cycle_momentum=true"],
     "early_stopping": ["early_stopping.patience=1", "early_stopping.min_delta=1.0", "epochs=4"],
     "clipping": ["clip_grad_norm=0.5"],
+    "label_smoothing": ["loss.label_smoothing=0.1"],
+    "cutmix": ["batch_mix=cutmix"],  # prob 0.5: batches mixed and not
+    "mixup_cutmix_smoothed": ["batch_mix=mixup_cutmix", "batch_mix.prob=0.8", "loss.label_smoothing=0.1"],
 }
 
 

@@ -1,7 +1,11 @@
 """The training loop: a step that reads top to bottom, five hook points, metrics summed on the device.
 
 The hot loop never asks the device for a number: losses, correct counts and per-layer
-gradient norms are summed into device tensors and read once per epoch. The loop's position
+gradient norms are summed into device tensors and read once per epoch. The training loss is
+the one differentiated (label smoothing included); `train_ce` beside it is the plain
+cross-entropy, so runs with and without smoothing compare. Targets are class indices, or
+class probabilities when a batch was mixed (MixUp/CutMix): then a prediction counts as
+correct against the label with the larger weight. The loop's position
 (epochs done, the epoch in progress with its order and sums) is part of the training
 state, so a checkpoint taken between two steps continues exactly.
 """
@@ -83,6 +87,7 @@ class EpochProgress:
     epoch: int  # the epoch being trained, from 1
     order: torch.Tensor  # this epoch's permutation of the training images
     loss_sum: torch.Tensor
+    ce_sum: torch.Tensor  # the plain cross-entropy: without label smoothing
     correct: torch.Tensor
     norm_sum: torch.Tensor  # per-layer gradient norms, summed over steps
     step: int = 0  # batches done
@@ -92,11 +97,12 @@ class EpochProgress:
     def begin(cls, epoch: int, data: ImageData, generator: torch.Generator, layers: int) -> "EpochProgress":
         device = data.train_labels.device
         zero = torch.zeros((), device=device)
-        return cls(epoch, data.epoch_order(generator), zero.clone(), zero.long(), torch.zeros(layers, device=device))
+        return cls(epoch, data.epoch_order(generator), zero.clone(), zero.clone(), zero.long(), torch.zeros(layers, device=device))
 
     def record(self, count: int, layers: list[str]) -> dict[str, float]:
         """The finished epoch's history row: mean loss, accuracy and per-layer grad norms, time."""
-        record = {"epoch": self.epoch, "train_loss": self.loss_sum.item() / count, "train_acc": self.correct.item() / count}
+        record = {"epoch": self.epoch, "train_loss": self.loss_sum.item() / count, "train_ce": self.ce_sum.item() / count,
+                  "train_acc": self.correct.item() / count}
         record.update({f"grad_norm.{layer}": value / self.step for layer, value in zip(layers, self.norm_sum.tolist())})
         record["seconds"] = self.seconds
         return record
@@ -114,6 +120,7 @@ class Training:
     epochs: int
     eval_every: int | None  # None: never validate
     precision: str = "fp32"
+    label_smoothing: float = 0.0
     epochs_done: int = 0
     current: EpochProgress | None = None  # the epoch in progress, when a checkpoint is taken inside one
     stopped: bool = False  # an extension ended training before `epochs` (early stopping)
@@ -126,7 +133,7 @@ class Training:
     def forward_backward(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with autocast(images.device, self.precision):
             logits = self.model(images)
-            loss = F.cross_entropy(logits, targets)
+            loss = F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
             objective = loss
             for term in self.hooks.loss_terms(self.model):
                 objective = objective + term
@@ -152,7 +159,9 @@ class Training:
             self.optimizer.step()
         self.hooks.after_step()
         progress.loss_sum += loss.detach() * len(labels)
-        progress.correct += (logits.argmax(1) == labels).sum()
+        plain = F.cross_entropy(logits.detach().float(), targets) if self.label_smoothing else loss.detach()
+        progress.ce_sum += plain * len(labels)
+        progress.correct += (logits.argmax(1) == (targets if targets.ndim == 1 else targets.argmax(1))).sum()
 
     def train_epoch(self, progress: EpochProgress, on_step: Callable[[], None], should_stop: Callable[[], bool]) -> bool:
         """Train the rest of `progress`'s epoch; False if `should_stop` said so before it ended."""
@@ -226,6 +235,8 @@ class Training:
         self.epochs_done, self.stopped = state["epochs_done"], state["stopped"]
         device = self.data.train_labels.device
         current = state["current"]
+        if current and "ce_sum" not in current:  # saved before train_ce existed, when there was no smoothing
+            current["ce_sum"] = current["loss_sum"].clone()
         self.current = EpochProgress(**{key: value.to(device) if torch.is_tensor(value) else value for key, value in current.items()}) if current else None
 
 

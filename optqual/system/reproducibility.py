@@ -27,9 +27,17 @@ def make_deterministic(seed: int) -> None:
     torch.utils.deterministic.fill_uninitialized_memory = False
 
 
+STREAMS = ("data", "batch_mix")  # the run's own generators, each on its own stream of the seed
+
+
+def stream_generator(seed: int, stream: str, device: torch.device = torch.device("cpu")) -> torch.Generator:
+    """A generator on device seeded with the run's `stream`: independent of the others and of the weights."""
+    children = np.random.SeedSequence(seed).spawn(len(STREAMS))
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(children[STREAMS.index(stream)].generate_state(1, dtype=np.uint64)[0]))
+    return generator
+
+
 def data_generator(seed: int, device: torch.device) -> torch.Generator:
     """The generator for the data order and augmentation, living on the training device."""
-    (stream,) = np.random.SeedSequence(seed).spawn(1)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(int(stream.generate_state(1, dtype=np.uint64)[0]))
-    return generator
+    return stream_generator(seed, "data", device)
