@@ -31,6 +31,7 @@ from optqual.errors import ConfigError, build
 from optqual.models import build_model
 from optqual.models.profile import static_profile
 from optqual.optim.build import build_optimizer
+from optqual.policies import build_policy, with_policy
 from optqual.runs.naming import register_resolvers
 from optqual.runs.rundir import BEST_MODEL, FINAL_MODEL, INITIAL_MODEL, RunRecorder, claimed, discard_unstarted, save_split, save_weights
 from optqual.runs.tracking import trackio_run
@@ -75,7 +76,8 @@ def prepare(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, started: floa
     share_machine(cfg.threads, jobs_at_once(hydra_cfg), device)
     keep_freed_memory()  # a CPU step otherwise page-faults its activations back in every time
     make_deterministic(cfg.seed)
-    data = build(cfg.data, "data", device=device)  # draws nothing from torch's generator
+    policy = build_policy(cfg.augment)  # None for augment=crop_flip
+    data = with_policy(build(cfg.data, "data", device=device), policy)  # draws nothing from torch's generator
     model = build_model(cfg.model, data.facts())  # the first draw from the seeded generator: the initial weights
     model.to(device, memory_format=torch.channels_last)  # the layout convolutions run fastest in
     if cfg.compile:
@@ -99,7 +101,8 @@ def prepare(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, started: floa
     }, started)
     state = TrainingState()
     for name, part in {"model": model, "optimizer": optimizer, **{f"extension.{n}": e for n, e in parts.items()},
-                       "rng": RandomState({"data": generator}), "loop": training, "record": recorder}.items():
+                       "rng": RandomState({"data": generator}), "loop": training, "record": recorder,
+                       **({"augment": policy} if policy else {})}.items():
         state.register(name, part)
     return Run(training, state, recorder, parts["early_stopping"])
 

@@ -8,6 +8,7 @@
     python benchmarks/throughput.py --model mlp --data mnist --precisions fp32 --no-textbook  # and of conf/data/
     python benchmarks/throughput.py --precisions fp32 --no-textbook clip_grad_norm=1.0     # any override of the run's config
     python benchmarks/throughput.py --precisions fp32 --no-textbook --variants optimizer=sam "scheduler=cosine clip_grad_norm=1"
+    python benchmarks/throughput.py --precisions fp32 --no-textbook --variants loss.label_smoothing=0.1 batch_mix=cutmix augment=randaugment
 
 Everything runs in one process on the same data (random uint8 images of the `--data` option's
 shape, classes and augmentation, default cifar10: speed does not depend on content), the
@@ -18,8 +19,8 @@ conf/optimizer/ (default sgd) and the `--scheduler` option, the textbook SGD:
               one batch already on the device, in the precision and memory format optqual
               trains in;
 2. optqual    optqual's real training epoch (`Training.train_epoch` with the extensions
-              launch.py gives a run: data order, augmentation, step, metrics, gradient
-              norms, LR schedule);
+              launch.py gives a run: data order, augmentation and its policy, batch mixing,
+              step with label smoothing, metrics, gradient norms, LR schedule);
 3. textbook   torchvision transforms on PIL images in DataLoader workers, fp32, contiguous
               tensors, with the best worker count among those tried. Measured first, with
               the C library's malloc as a textbook script leaves it; then once more after
@@ -66,6 +67,7 @@ from optqual.models import build_model  # noqa: E402
 from optqual.models.profile import synchronize  # noqa: E402
 from optqual.optim.build import build_optimizer  # noqa: E402
 from optqual.optim.sam import running_stats_frozen, two_pass  # noqa: E402
+from optqual.policies import build_policy, with_policy  # noqa: E402
 from optqual.system.allocator import keep_freed_memory  # noqa: E402
 from optqual.system.reproducibility import data_generator, make_deterministic  # noqa: E402
 
@@ -173,8 +175,9 @@ def optqual_epoch(data: ImageData, device: torch.device, precision: str, compile
     optimizer = build_optimizer(model, cfg.optimizer)
 
     def training(images: ImageData) -> Training:
+        images = with_policy(images, build_policy(cfg.augment))
         return Training(model, optimizer, images, data_generator(0, device), Hooks(extensions(cfg, model, optimizer, images)),
-                        cfg.epochs, cfg.eval_every, precision)
+                        cfg.epochs, cfg.eval_every, precision, cfg.loss.label_smoothing)
 
     def epoch(loop: Training) -> None:
         progress = EpochProgress.begin(1, loop.data, loop.generator, len(loop.grad_norms.layers))

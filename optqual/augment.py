@@ -7,7 +7,8 @@ torchvision's pad/crop/hflip/to_tensor/normalize bit for bit.
 `ResizedCropFlip`: torchvision's RandomResizedCrop (scale, ratio, ten tries then the whole
 image) and a flip, each crop resized back with bilinear interpolation; for the same box the
 result is within one grey level of torchvision's resized_crop (tests/test_model_and_augment.py).
-Augmentations keep no state: what they draw comes from the generator, so resume is exact.
+These keep no state: what they draw comes from the generator, so resume is exact. `Chain`
+runs augmentations one after another (the crop and flip, then a policy of optqual/policies.py).
 """
 
 import math
@@ -20,6 +21,16 @@ import torch.nn.functional as F
 class Augmentation(Protocol):
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """uint8 NHWC batch -> augmented uint8 NHWC batch of the same shape."""
+
+
+class Chain:
+    def __init__(self, *steps: Augmentation):
+        self.steps = steps
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        for step in self.steps:
+            images = step(images, generator)
+        return images
 
 
 def draw_crops_and_flips(batch_size: int, padding: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

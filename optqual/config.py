@@ -17,7 +17,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from optqual import batch_mix, clipping, early_stopping, models, schedule
+from optqual import batch_mix, clipping, early_stopping, models, policies, schedule
 from optqual.data import sources
 from optqual.early_stopping import EarlyStoppingSchema
 from optqual.errors import ConfigError, require
@@ -54,6 +54,7 @@ class RunSchema:
     model: Any = MISSING
     data: Any = MISSING
     batch_mix: Any = MISSING
+    augment: Any = MISSING
     loss: LossSchema = field(default_factory=LossSchema)
     early_stopping: EarlyStoppingSchema = field(default_factory=EarlyStoppingSchema)
     trackio: TrackioSchema = field(default_factory=TrackioSchema)
@@ -68,6 +69,7 @@ def register_schemas() -> None:
         "model": models.SCHEMAS,
         "data": sources.SCHEMAS,
         "batch_mix": batch_mix.SCHEMAS,
+        "augment": policies.SCHEMAS,
     }
     for group, schemas in groups.items():
         for name, schema in schemas.items():
@@ -118,7 +120,7 @@ def check_config(cfg: DictConfig) -> None:
     check_run(cfg)
     sources.check(cfg.data)
     models.check(cfg)
-    for component in (optim, schedule, early_stopping, clipping, batch_mix):
+    for component in (optim, schedule, early_stopping, clipping, batch_mix, policies):
         component.check(cfg)
 
 

@@ -32,6 +32,9 @@ COMPONENTS = {
     "label_smoothing": ["loss.label_smoothing=0.1"],
     "cutmix": ["batch_mix=cutmix"],  # prob 0.5: batches mixed and not
     "mixup_cutmix_smoothed": ["batch_mix=mixup_cutmix", "batch_mix.prob=0.8", "loss.label_smoothing=0.1"],
+    "randaugment": ["augment=randaugment"],
+    "autoaugment": ["augment=autoaugment"],
+    "trivialaugment": ["augment=trivialaugment"],
 }
 
 

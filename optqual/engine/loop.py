@@ -158,9 +158,9 @@ class Training:
         else:
             self.optimizer.step()
         self.hooks.after_step()
-        progress.loss_sum += loss.detach() * len(labels)
+        progress.loss_sum.add_(loss.detach(), alpha=len(labels))
         plain = F.cross_entropy(logits.detach().float(), targets) if self.label_smoothing else loss.detach()
-        progress.ce_sum += plain * len(labels)
+        progress.ce_sum.add_(plain, alpha=len(labels))
         progress.correct += (logits.argmax(1) == (targets if targets.ndim == 1 else targets.argmax(1))).sum()
 
     def train_epoch(self, progress: EpochProgress, on_step: Callable[[], None], should_stop: Callable[[], bool]) -> bool:
