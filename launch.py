@@ -63,7 +63,7 @@ def extensions(cfg: DictConfig, model: torch.nn.Module, optimizer: torch.optim.O
         parts["batch_mix"] = mixing
     if cfg.clip_grad_norm is not None:
         parts["clipping"] = GradClipping([p for p in model.parameters() if p.requires_grad], cfg.clip_grad_norm)
-    parts["lr_schedule"] = build_schedule(cfg.scheduler, optimizer, cfg.epochs, data.steps_per_epoch())
+    parts["lr_schedule"] = build_schedule(cfg.scheduler, optimizer, data.epoch_steps(cfg.epochs))  # told every update
     parts["early_stopping"] = EarlyStopping(model, **cfg.early_stopping)
     return parts
 

@@ -105,6 +105,12 @@ def check_run(cfg: DictConfig) -> None:
     if cfg.threads is not None:
         require(cfg.threads > 0, "threads", cfg.threads, "must be a positive integer (or null for torch's default)")
     require(cfg.precision in PRECISIONS, "precision", cfg.precision, f"must be one of {', '.join(PRECISIONS)}")
+    schedule = cfg.data.get("batch_size_schedule")
+    if schedule:
+        shown = dict(schedule)
+        require(0 in schedule, "data.batch_size_schedule", shown, "must start at epoch 0")
+        require(all(epoch >= 0 and size > 0 for epoch, size in schedule.items()), "data.batch_size_schedule", shown,
+                "needs epochs >= 0 and positive batch sizes")
     fraction = cfg.data.val_fraction
     require(0 < fraction < 1, "data.val_fraction", fraction, "must lie strictly between 0 and 1")
     require(bool(cfg.experiment_name.strip()), "experiment_name", "''", "must not be empty")

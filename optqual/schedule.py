@@ -93,17 +93,24 @@ SCHEMAS = {"none": ConstantSchema, "cosine": CosineSchema, "step": StepSchema, "
 class Timeline:
     """The run's length in optimizer updates, and the update at which a milestone falls."""
 
-    epochs: int
-    steps_per_epoch: int
-    warmup_steps: int = 0
+    epoch_steps: tuple[int, ...]  # the updates of each epoch (they differ under a batch-size schedule)
+    warmup_epochs: float = 0.0
 
     @property
     def total_steps(self) -> int:
-        return self.epochs * self.steps_per_epoch
+        return sum(self.epoch_steps)
+
+    @property
+    def warmup_steps(self) -> int:
+        return self.updates(self.warmup_epochs, "epoch")
 
     def updates(self, amount: float, unit: str) -> int:
-        scale = {"epoch": self.steps_per_epoch, "step": 1, "fraction": self.total_steps}[unit]
-        return round(amount * scale)
+        """The update at which `amount` `unit`s from the start fall (a fraction of an epoch: of its updates)."""
+        if unit == "epoch":
+            whole = int(amount)
+            partial = round((amount - whole) * self.epoch_steps[whole]) if whole < len(self.epoch_steps) else 0
+            return sum(self.epoch_steps[:whole]) + partial
+        return round(amount * {"step": 1, "fraction": self.total_steps}[unit])
 
 
 def after_warmup(milestones: list[int], timeline: Timeline) -> list[int]:
@@ -158,7 +165,7 @@ class LRSchedule(Extension):
 
     def on_epoch_end(self, record: dict) -> bool:
         record.update({f"lr.{group['name']}": lr for group, lr in zip(self.optimizer.param_groups, self.used)})
-        warmed_up = record["epoch"] * self.timeline.steps_per_epoch >= self.timeline.warmup_steps
+        warmed_up = self.timeline.updates(record["epoch"], "epoch") >= self.timeline.warmup_steps
         if self.on_validation is not None and self.monitor in record and warmed_up:
             self.on_validation.step(record[self.monitor])
         return False
@@ -177,8 +184,8 @@ class LRSchedule(Extension):
 WARMUP_KEYS = ("warmup_epochs", "warmup_start_factor")  # the warmup in front, not an argument of the schedule
 
 
-def build_schedule(node: DictConfig, optimizer: Optimizer, epochs: int, steps_per_epoch: int) -> LRSchedule:
-    timeline = Timeline(epochs, steps_per_epoch, round(node.warmup_epochs * steps_per_epoch))
+def build_schedule(node: DictConfig, optimizer: Optimizer, epoch_steps: list[int]) -> LRSchedule:
+    timeline = Timeline(tuple(epoch_steps), node.warmup_epochs)
     options = {key: value for key, value in OmegaConf.to_container(node, resolve=True).items() if key not in WARMUP_KEYS}
     main = instantiate(options, _convert_="all")(optimizer, timeline)
     per_update, on_validation = (None, main) if isinstance(main, ReduceLROnPlateau) else (main, None)
@@ -212,6 +219,6 @@ def check(cfg: DictConfig) -> None:
         require(node.mode in ("auto", "min", "max"), "scheduler.mode", node.mode, "must be auto, min or max")
     stand_in = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)], "name": "all"}], lr=0.1, momentum=0.9)
     try:  # torch's own checks (pct_start, anneal_strategy, ...)
-        build_schedule(node, stand_in, cfg.epochs, steps_per_epoch=10)
+        build_schedule(node, stand_in, [10] * cfg.epochs)
     except (ValueError, TypeError) as err:
         raise ConfigError(f"scheduler: {err}") from err

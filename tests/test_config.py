@@ -26,7 +26,7 @@ def test_top_level_defaults():
     assert cfg.experiment_name == "resnet8_cifar10_baseline"
     assert OmegaConf.to_container(cfg.data) == {
         "_target_": "optqual.data.sources.cifar10", "root": "./data", "download": True,
-        "batch_size": 128, "val_fraction": 0.1, "split_seed": 0, "num_classes": 10, "channels": 3, "image_size": 32,
+        "batch_size": 128, "batch_size_schedule": None, "val_fraction": 0.1, "split_seed": 0, "num_classes": 10, "channels": 3, "image_size": 32,
         "mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010],
         "augment": {"_target_": "optqual.augment.CropFlip", "padding": 4, "flip": True},
     }

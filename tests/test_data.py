@@ -162,9 +162,9 @@ def test_npz_lands_on_the_device_as_uint8(tmp_path):
         assert np.array_equal(data.test_images.numpy(), raw["x_test"])
     generator = torch.Generator().manual_seed(0)
     order = data.epoch_order(generator)
-    images, labels = data.train_batch(order, 0, generator)
+    images, labels = data.train_batch(order, 0, data.batch_size(1), generator)
     assert images.dtype == torch.float32 and images.shape == (32, 3, 32, 32) and labels.dtype == torch.int64
-    batches = [data.train_batch(order, step, generator)[1] for step in range(data.steps_per_epoch())]
+    batches = [data.train_batch(order, step, data.batch_size(1), generator)[1] for step in range(data.steps(1))]
     assert [len(y) for y in batches] == [32, 32, 16]
     assert torch.equal(torch.cat(batches).sort().values, data.train_labels[order].sort().values)
 

@@ -36,7 +36,7 @@ class ImageData:
     test_labels: torch.Tensor
     train_indices: np.ndarray  # rows of the source training set used for training
     val_indices: np.ndarray  # rows of the source training set held out for validation
-    batch_size: int
+    batch_sizes: dict[int, int]  # the epoch (counted from 0) at which each batch size starts
     num_classes: int
     mean: torch.Tensor  # per channel, on the device
     std: torch.Tensor
@@ -62,12 +62,20 @@ class ImageData:
         """A fresh random order of the training images, drawn at the start of each epoch."""
         return torch.randperm(len(self.train_labels), generator=generator, device=generator.device)
 
-    def train_batch(self, order: torch.Tensor, step: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch `step` of the epoch with this `order`, augmented; the last batch may be smaller.
+    def batch_size(self, epoch: int) -> int:
+        """The batch size of `epoch` (counted from 1, as the loop counts)."""
+        return self.batch_sizes[max(start for start in self.batch_sizes if start < epoch)]
+
+    def steps(self, epoch: int) -> int:
+        """Batches in `epoch`: the last one may be smaller."""
+        return -(-len(self.train_labels) // self.batch_size(epoch))
+
+    def train_batch(self, order: torch.Tensor, step: int, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch `step` of an epoch with this `order` and batch size, augmented.
 
         Batches are addressed by step, not iterated, so an epoch can continue from a checkpoint.
         """
-        index = order[step * self.batch_size : (step + 1) * self.batch_size]
+        index = order[step * batch_size : (step + 1) * batch_size]
         images = self.train_images.index_select(0, index)  # a plain copy of whole rows, unlike images[index]
         return self.normalize(self.augmentation(images, generator)), self.train_labels.index_select(0, index)
 
@@ -76,8 +84,9 @@ class ImageData:
         for start in range(0, len(labels), batch_size):
             yield self.normalize(images[start : start + batch_size]), labels[start : start + batch_size]
 
-    def steps_per_epoch(self) -> int:
-        return -(-len(self.train_labels) // self.batch_size)
+    def epoch_steps(self, epochs: int) -> list[int]:
+        """The number of batches of each of the run's epochs."""
+        return [self.steps(epoch) for epoch in range(1, epochs + 1)]
 
 
 def split_indices(n: int, val_fraction: float, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -120,7 +129,8 @@ def check_stated(arrays: dict[str, np.ndarray], channels: Optional[int], image_s
                 raise ConfigError(f"data.{key}={stated}: the images have {actual}")
 
 
-def to_device(arrays: dict[str, np.ndarray], device: torch.device, batch_size: int = 128, val_fraction: float = 0.1,
+def to_device(arrays: dict[str, np.ndarray], device: torch.device, batch_size: int = 128,
+              batch_size_schedule: Optional[dict[int, int]] = None, val_fraction: float = 0.1,
               split_seed: int = 0, num_classes: Optional[int] = None, channels: Optional[int] = None,
               image_size: Optional[int] = None, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
               augment: Optional[Augmentation] = None) -> ImageData:
@@ -131,6 +141,9 @@ def to_device(arrays: dict[str, np.ndarray], device: torch.device, batch_size: i
     if num_classes is not None and top_label >= num_classes:
         raise ConfigError(f"data.num_classes={num_classes}: the data has labels up to {top_label}")
     train_idx, val_idx = split_indices(len(y_train), val_fraction, split_seed)
+    if batch_size_schedule and max(batch_size_schedule.values()) > len(train_idx):
+        raise ConfigError(f"data.batch_size_schedule={dict(batch_size_schedule)}: a batch of {max(batch_size_schedule.values())} "
+                          f"is larger than the training set ({len(train_idx)} images)")
     n_channels = x_train.shape[3]
     statistics = functools.cache(lambda: pixel_statistics(x_train[train_idx]))  # once, only if a value is not stated
 
@@ -146,7 +159,7 @@ def to_device(arrays: dict[str, np.ndarray], device: torch.device, batch_size: i
         test_labels=torch.from_numpy(y_test).to(device),
         train_indices=train_idx,
         val_indices=val_idx,
-        batch_size=batch_size,
+        batch_sizes=dict(sorted(batch_size_schedule.items())) if batch_size_schedule else {0: batch_size},
         num_classes=num_classes if num_classes is not None else top_label + 1,
         mean=channel_statistic(mean, "mean", n_channels, lambda: statistics()[0]).to(device),
         std=channel_statistic(std, "std", n_channels, lambda: statistics()[1]).to(device),

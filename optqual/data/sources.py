@@ -27,6 +27,9 @@ Arrays = dict[str, np.ndarray]
 class DataSchema:
     _target_: str = MISSING
     batch_size: int = 128
+    # {epoch (from 0): size from then on}, replacing batch_size; untyped because OmegaConf cannot merge
+    # a command-line dict into a typed Optional[Dict] that is null (check_config checks it instead)
+    batch_size_schedule: Any = None
     val_fraction: float = 0.1
     split_seed: int = 0
     num_classes: Optional[int] = None  # null: 1 + the largest label

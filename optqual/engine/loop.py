@@ -99,9 +99,9 @@ class EpochProgress:
         zero = torch.zeros((), device=device)
         return cls(epoch, data.epoch_order(generator), zero.clone(), zero.clone(), zero.long(), torch.zeros(layers, device=device))
 
-    def record(self, count: int, layers: list[str]) -> dict[str, float]:
-        """The finished epoch's history row: mean loss, accuracy and per-layer grad norms, time."""
-        record = {"epoch": self.epoch, "train_loss": self.loss_sum.item() / count, "train_ce": self.ce_sum.item() / count,
+    def record(self, count: int, batch_size: int, layers: list[str]) -> dict[str, float]:
+        """The finished epoch's history row: batch size, mean loss, accuracy and per-layer grad norms, time."""
+        record = {"epoch": self.epoch, "batch_size": batch_size, "train_loss": self.loss_sum.item() / count, "train_ce": self.ce_sum.item() / count,
                   "train_acc": self.correct.item() / count}
         record.update({f"grad_norm.{layer}": value / self.step for layer, value in zip(layers, self.norm_sum.tolist())})
         record["seconds"] = self.seconds
@@ -168,10 +168,11 @@ class Training:
         self.model.train()
         started = time.perf_counter()
         try:
-            for step in range(progress.step, self.data.steps_per_epoch()):
+            batch_size = self.data.batch_size(progress.epoch)
+            for step in range(progress.step, self.data.steps(progress.epoch)):
                 if should_stop():
                     return False
-                images, labels = self.data.train_batch(progress.order, step, self.generator)
+                images, labels = self.data.train_batch(progress.order, step, batch_size, self.generator)
                 self.step(images, labels, progress)
                 progress.step = step + 1
                 on_step()
@@ -200,10 +201,10 @@ class Training:
         """
         if self.stopped:
             return RunStatus.STOPPED_EARLY
-        steps = self.data.steps_per_epoch()
+        steps = self.data.epoch_steps(self.epochs)
         first = self.current.epoch if self.current else self.epochs_done + 1
-        done = (first - 1) * steps + (self.current.step if self.current else 0)
-        bar = tqdm(total=self.epochs * steps, initial=done, unit="step", desc="train", disable=None)
+        done = sum(steps[: first - 1]) + (self.current.step if self.current else 0)
+        bar = tqdm(total=sum(steps), initial=done, unit="step", desc="train", disable=None)
         with bar, logging_redirect_tqdm():
             for epoch in range(first, self.epochs + 1):
                 if self.current is None:
@@ -211,7 +212,7 @@ class Training:
                 if not self.train_epoch(self.current, bar.update, should_stop):
                     on_checkpoint()
                     return RunStatus.INTERRUPTED
-                record = self.current.record(len(self.data.train_labels), self.grad_norms.layers)
+                record = self.current.record(len(self.data.train_labels), self.data.batch_size(epoch), self.grad_norms.layers)
                 self.current, self.epochs_done = None, epoch
                 if not math.isfinite(record["train_loss"]):
                     log.warning("epoch %d: training loss is %s: the run diverged", epoch, record["train_loss"])
