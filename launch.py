@@ -34,7 +34,7 @@ from optqual.optim.build import build_optimizer
 from optqual.policies import build_policy, with_policy
 from optqual.runs.naming import register_resolvers
 from optqual.runs.rundir import BEST_MODEL, FINAL_MODEL, INITIAL_MODEL, RunRecorder, claimed, discard_unstarted, save_split, save_weights
-from optqual.runs.tracking import trackio_run
+from optqual.runs.tracking import tracking
 from optqual.schedule import build_schedule
 from optqual.status import RunStatus
 from optqual.system.allocator import keep_freed_memory
@@ -158,7 +158,7 @@ def fit_and_save(cfg: DictConfig, run: Run, run_dir: Path, resumed: bool) -> Run
         checkpoint_seconds.append(time.perf_counter() - tic)
 
     try:
-        with trackio_run(cfg, group=run.recorder.facts["optimizer"], run_dir=run_dir, resume=resumed) as track, stop_on_signals() as stop:
+        with tracking(cfg, run.recorder.facts["optimizer"], run_dir, resumed, run.training.epochs_done) as track, stop_on_signals() as stop:
             def on_epoch(record: dict) -> None:
                 run.recorder.add_epoch(record)
                 track(record)

@@ -33,6 +33,11 @@ class TrackioSchema:
 
 
 @dataclass
+class TensorBoardSchema:
+    enabled: bool = False
+
+
+@dataclass
 class LossSchema:
     label_smoothing: float = 0.0  # torch's cross_entropy option; validation and test losses are plain
 
@@ -58,6 +63,7 @@ class RunSchema:
     loss: LossSchema = field(default_factory=LossSchema)
     early_stopping: EarlyStoppingSchema = field(default_factory=EarlyStoppingSchema)
     trackio: TrackioSchema = field(default_factory=TrackioSchema)
+    tensorboard: TensorBoardSchema = field(default_factory=TensorBoardSchema)
 
 
 def register_schemas() -> None:

@@ -126,7 +126,7 @@ def test_trackio_gets_every_epoch_offline(runs):
     name = runs["adamw"].name  # a run is named after its directory: <time>_adamw_seed3
     adamw = [(step, json.loads(metrics)) for run_name, step, metrics in rows if run_name == name]
     assert [step for step, _ in adamw] == [1, 2, 2]  # two epochs, then the test metrics
-    assert "train_loss" in adamw[0][1] and "grad_norm.fc" in adamw[0][1] and "test_acc" in adamw[-1][1]
+    assert "loss/train" in adamw[0][1] and "per_layer_grad_norm/fc" in adamw[0][1] and "accuracy/test" in adamw[-1][1]
     check = (f"import trackio; r = [r for r in trackio.Api().runs('resnet8_cifar10_baseline') if r.name == '{name}'][0];"
              "print(r.config['optimizer']['_target_'], r.config['seed'], r.config['sweep'])")
     env = {**os.environ, "TRACKIO_DIR": str(database.parent)}
