@@ -23,6 +23,7 @@ from optqual.clipping import GradClipping
 from optqual.config import check_config, register_schemas, resolve_device
 from optqual.data.images import ImageData
 from optqual.early_stopping import EarlyStopping
+from optqual.erasing import RandomErasing
 from optqual.engine.checkpoint import restore_training_state, save_training_state
 from optqual.engine.hooks import Extension, Hooks
 from optqual.engine.loop import EVAL_BATCH_SIZE, Training, evaluate
@@ -58,6 +59,9 @@ class Run:
 def extensions(cfg: DictConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: ImageData) -> dict[str, Extension]:
     """The components that take part in every step and epoch, in the order they are called."""
     parts: dict[str, Extension] = {}
+    if cfg.random_erasing.p > 0:  # on each image, before images are mixed
+        device = data.train_labels.device
+        parts["random_erasing"] = RandomErasing(stream_generator(cfg.seed, "random_erasing", device), **cfg.random_erasing)
     mixing = build_batch_mix(cfg.batch_mix, data.num_classes, stream_generator(cfg.seed, "batch_mix"))
     if mixing is not None:
         parts["batch_mix"] = mixing

@@ -73,26 +73,40 @@ class CropFlip:
         return crop_and_flip(images, offsets, flips & self.flip, self.padding)
 
 
-def draw_resized_crops(batch_size: int, size: int, scale: Sequence[float], ratio: Sequence[float],
-                       generator: torch.Generator, tries: int = 10) -> torch.Tensor:
-    """(batch, 4) boxes top, left, height, width in a size x size image, as RandomResizedCrop.get_params
-    chooses them: area share uniform in `scale`, log aspect uniform in log `ratio`, the first of
-    `tries` that fits, else the whole image (the fallback for a square image whose ratio range holds 1)."""
+def box_shapes(batch_size: int, size: int, scale: Sequence[float], ratio: Sequence[float], generator: torch.Generator,
+               tries: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """(batch, tries) candidate box sides as torchvision draws them: area share uniform in `scale`,
+    log aspect uniform in log `ratio`; `long` = round(sqrt(area * aspect)), `short` = round(sqrt(area / aspect))."""
     device = generator.device
     area = size * size * (scale[0] + (scale[1] - scale[0]) * torch.rand(batch_size, tries, generator=generator, device=device))
     log_ratio = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * torch.rand(batch_size, tries, generator=generator, device=device)
     aspect = log_ratio.exp()
-    width = (area * aspect).sqrt().round().long()
-    height = (area / aspect).sqrt().round().long()
-    fits = (width > 0) & (width <= size) & (height > 0) & (height <= size)
+    return (area * aspect).sqrt().round().long(), (area / aspect).sqrt().round().long()
+
+
+def first_fitting(heights: torch.Tensor, widths: torch.Tensor, fits: torch.Tensor, size: int,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image the first candidate that `fits`, placed uniformly: (batch, 4) boxes top, left,
+    height, width (the whole image where none fits) and whether one fitted."""
     first = torch.where(fits.any(dim=1), fits.long().argmax(dim=1), -1)
     pick = first.clamp_min(0)[:, None]
-    height = torch.where(first >= 0, height.gather(1, pick)[:, 0], size)
-    width = torch.where(first >= 0, width.gather(1, pick)[:, 0], size)
-    corner = torch.rand(batch_size, 2, generator=generator, device=device)
+    found = first >= 0
+    height = torch.where(found, heights.gather(1, pick)[:, 0], size)
+    width = torch.where(found, widths.gather(1, pick)[:, 0], size)
+    corner = torch.rand(len(first), 2, generator=generator, device=generator.device)
     top = (corner[:, 0] * (size - height + 1)).floor().long()
     left = (corner[:, 1] * (size - width + 1)).floor().long()
-    return torch.stack([top, left, height, width], dim=1)
+    return torch.stack([top, left, height, width], dim=1), found
+
+
+def draw_resized_crops(batch_size: int, size: int, scale: Sequence[float], ratio: Sequence[float],
+                       generator: torch.Generator, tries: int = 10) -> torch.Tensor:
+    """(batch, 4) boxes top, left, height, width in a size x size image, as RandomResizedCrop.get_params
+    chooses them: the first of `tries` that fits (width = the long side), else the whole image (the
+    fallback for a square image whose ratio range holds 1)."""
+    width, height = box_shapes(batch_size, size, scale, ratio, generator, tries)
+    fits = (width > 0) & (width <= size) & (height > 0) & (height <= size)
+    return first_fitting(height, width, fits, size, generator)[0]
 
 
 def bilinear_taps(start: torch.Tensor, length: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -17,9 +17,10 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from optqual import batch_mix, clipping, early_stopping, models, policies, schedule
+from optqual import batch_mix, clipping, early_stopping, erasing, models, policies, schedule
 from optqual.data import sources
 from optqual.early_stopping import EarlyStoppingSchema
+from optqual.erasing import RandomErasingSchema
 from optqual.errors import ConfigError, require
 from optqual.optim import build as optim
 
@@ -61,6 +62,7 @@ class RunSchema:
     batch_mix: Any = MISSING
     augment: Any = MISSING
     loss: LossSchema = field(default_factory=LossSchema)
+    random_erasing: RandomErasingSchema = field(default_factory=RandomErasingSchema)
     early_stopping: EarlyStoppingSchema = field(default_factory=EarlyStoppingSchema)
     trackio: TrackioSchema = field(default_factory=TrackioSchema)
     tensorboard: TensorBoardSchema = field(default_factory=TensorBoardSchema)
@@ -132,7 +134,7 @@ def check_config(cfg: DictConfig) -> None:
     check_run(cfg)
     sources.check(cfg.data)
     models.check(cfg)
-    for component in (optim, schedule, early_stopping, clipping, batch_mix, policies):
+    for component in (optim, schedule, early_stopping, clipping, batch_mix, policies, erasing):
         component.check(cfg)
 
 

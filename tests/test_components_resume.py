@@ -35,6 +35,7 @@ COMPONENTS = {
     "randaugment": ["augment=randaugment"],
     "autoaugment": ["augment=autoaugment"],
     "trivialaugment": ["augment=trivialaugment"],
+    "random_erasing": ["random_erasing.p=0.5"],
     "batch_size_schedule": ["data.batch_size_schedule={0:32,1:16,2:48}", "scheduler=cosine", "scheduler.warmup_epochs=1.5"],
 }
 

@@ -124,7 +124,15 @@ def test_presets_are_their_recipes():
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         phase0 = compose("config", overrides=["experiment=phase0"], return_hydra_config=True)
     assert phase0.hydra.sweeper.params.optimizer == "sgd,adamw" and phase0.scheduler._target_ == "optqual.schedule.constant"
-    for preset in ("phase0", "he2016", "cosine_sgd"):
+    enhanced = compose_run("experiment=enhanced")
+    assert (enhanced.scheduler._target_, enhanced.loss.label_smoothing, enhanced.optimizer.weight_decay) == ("optqual.schedule.cosine", 0.1, 5e-4)
+    assert (enhanced.batch_mix.cutmix_alpha, enhanced.batch_mix.mixup_alpha, enhanced.batch_mix.prob) == (1.0, None, 0.5)
+    assert (enhanced.early_stopping.patience, enhanced.eval_every) == (40, 1)
+    randaugment = compose_run("experiment=randaugment", "seed=3")
+    assert (randaugment.augment._target_, randaugment.augment.num_ops, randaugment.augment.magnitude, randaugment.augment.seed) == (
+        "optqual.policies.RandAugment", 3, 5, 3)
+    assert (randaugment.scheduler._target_, randaugment.early_stopping.patience) == ("optqual.schedule.cosine", 40)
+    for preset in ("phase0", "he2016", "cosine_sgd", "enhanced", "randaugment"):
         check_config(compose_run(f"experiment={preset}"))
 
 

@@ -1,11 +1,13 @@
-"""Label smoothing, MixUp and CutMix do what their papers define, checked against independent
-computations (scipy's Beta distribution, pixel counts, torch's own cross-entropy); bad values
-are one-line errors. Repeats and resumes with them on: tests/test_components_resume.py."""
+"""Label smoothing, MixUp, CutMix and Random Erasing do what their papers define, checked against
+independent computations (scipy's Beta distribution, pixel counts, torch's own cross-entropy,
+torchvision's RandomErasing draws and erase); bad values are one-line errors. Repeats and resumes with them on: tests/test_components_resume.py."""
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision.transforms as T
+import torchvision.transforms.functional as TF
 from scipy import stats
 
 from conftest import REPO, compose_run
@@ -14,6 +16,7 @@ from optqual.config import check_config
 from optqual.data.images import to_device
 from optqual.engine.hooks import Hooks
 from optqual.engine.loop import EpochProgress, Training
+from optqual.erasing import RandomErasing
 from optqual.errors import ConfigError
 from optqual.system.reproducibility import stream_generator
 
@@ -151,3 +154,48 @@ def test_every_batch_mix_option_composes_checks_and_builds(option):
     check_config(cfg)
     built = build_batch_mix(cfg.batch_mix, 10, stream_generator(0, "batch_mix"))
     assert (built is None) == (option == "none")
+
+
+def test_random_erasing_draws_boxes_as_torchvision_and_erases_them_as_its_erase():
+    size, n = 32, 4000
+    erasing = RandomErasing(torch.Generator().manual_seed(0), p=1.0, scale=[0.02, 0.33], ratio=[0.3, 3.3], value=0.0)
+    boxes, erased = erasing.boxes(n, size, size)
+    torch.manual_seed(0)  # torchvision draws from the global generator
+    theirs = [T.RandomErasing.get_params(torch.zeros(3, size, size), scale=(0.02, 0.33), ratio=(0.3, 3.3), value=[0.0])
+              for _ in range(n)]
+    their_areas = [h * w / size**2 for _, _, h, w, _ in theirs if (h, w) != (size, size)]  # (size, size): none fitted
+    our_areas = (boxes[erased, 2] * boxes[erased, 3]).double() / size**2
+    assert stats.ks_2samp(our_areas.numpy(), their_areas).pvalue > 0.001
+    assert abs(erased.double().mean().item() - len(their_areas) / n) < 0.02  # the share where a box fitted
+    assert (boxes[erased, 0] + boxes[erased, 2] <= size).all() and (boxes[erased, 1] + boxes[erased, 3] <= size).all()
+
+    images = torch.randn(16, 3, size, size)
+    erasing.generator.manual_seed(1)
+    boxes, erased = erasing.boxes(16, size, size)
+    erasing.generator.manual_seed(1)
+    ours, _ = erasing.on_batch(images, torch.zeros(16))
+    for i in range(16):
+        top, left, h, w = boxes[i].tolist()
+        expected = TF.erase(images[i], top, left, h, w, torch.tensor([0.0])[:, None, None]) if erased[i] else images[i]
+        assert torch.equal(ours[i], expected)
+
+
+def test_random_erasing_erases_a_p_share_of_images():
+    erasing = RandomErasing(torch.Generator().manual_seed(2), p=0.25, scale=[0.02, 0.33], ratio=[0.3, 3.3], value=0.0)
+    images = torch.randn(4000, 1, 8, 8) + 10  # never 0 before erasing
+    erased, _ = erasing.on_batch(images, torch.zeros(4000))
+    share = (erased == 0).flatten(1).any(1).double().mean().item()
+    torch.manual_seed(0)
+    fits = sum(T.RandomErasing.get_params(images[0], scale=(0.02, 0.33), ratio=(0.3, 3.3), value=[0.0])[2] < 8
+               for _ in range(4000)) / 4000  # torchvision's share of images where a box fits an 8x8 image
+    assert abs(share - 0.25 * fits) < 0.02
+
+
+@pytest.mark.parametrize("override, message", [
+    ("random_erasing.p=1.5", "random_erasing.p=1.5: must lie in [0, 1]"),
+    ("random_erasing.scale=[0.5,0.2]", "random_erasing.scale=[0.5, 0.2]: needs 0 < low <= high < 1"),
+    ("random_erasing.ratio=[0,3]", "random_erasing.ratio=[0.0, 3.0]: needs 0 < low <= high"),
+])
+def test_bad_erasing_values_are_one_line_errors(override, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("[", r"\[").replace("]", r"\]")):
+        check_config(compose_run(override))

@@ -27,7 +27,7 @@ def make_deterministic(seed: int) -> None:
     torch.utils.deterministic.fill_uninitialized_memory = False
 
 
-STREAMS = ("data", "batch_mix", "augment")  # the run's own generators, each on its own stream of the seed
+STREAMS = ("data", "batch_mix", "augment", "random_erasing")  # the run's own generators, each on its own stream of the seed
 
 
 def stream_generator(seed: int, stream: str, device: torch.device = torch.device("cpu")) -> torch.Generator:
