@@ -15,7 +15,7 @@ import pytest
 import torch
 from torchvision.datasets import CIFAR10
 
-from conftest import loopback_server, write_npz
+from conftest import launch_here, loopback_server, write_npz
 from optqual.augment import CropFlip
 from optqual.errors import ConfigError
 from optqual.data.images import split_indices
@@ -169,18 +169,66 @@ def test_npz_lands_on_the_device_as_uint8(tmp_path):
     assert torch.equal(torch.cat(batches).sort().values, data.train_labels[order].sort().values)
 
 
-@pytest.mark.parametrize(
-    "arrays, message",
-    [
-        ({"x_train": np.zeros((4, 32, 32, 3), np.uint8)}, "missing arrays"),
-        ({"x_train": np.zeros((4, 32, 32, 3), np.float32), "y_train": np.zeros(4), "x_test": np.zeros((2, 32, 32, 3), np.uint8), "y_test": np.zeros(2)}, "uint8 NHWC"),
-        ({"x_train": np.zeros((4, 3, 32, 32), np.uint8), "y_train": np.zeros(4), "x_test": np.zeros((2, 32, 32, 3), np.uint8), "y_test": np.zeros(2)}, "uint8 NHWC"),
-    ],
-)
-def test_malformed_npz_is_refused(tmp_path, arrays, message):
-    np.savez(tmp_path / "bad.npz", **arrays)
-    with pytest.raises(ConfigError, match=message):
-        npz(str(tmp_path / "bad.npz"), torch.device("cpu"), batch_size=8, val_fraction=0.5)
+def arrays(**changes) -> dict[str, np.ndarray]:
+    """A well-formed tiny data file's arrays, with `changes`."""
+    good = {"x_train": np.zeros((4, 8, 8, 3), np.uint8), "y_train": np.array([0, 1, 2, 1]),
+            "x_test": np.zeros((2, 8, 8, 3), np.uint8), "y_test": np.array([1, 0])}
+    return {**good, **changes}
+
+
+MALFORMED = {  # what is wrong -> the end of the one line that must say it
+    "missing arrays": ({"x_train": np.zeros((4, 8, 8, 3), np.uint8)}, "missing arrays ['y_train', 'x_test', 'y_test'] (need ['x_train', 'y_train', 'x_test', 'y_test'])"),
+    "float images": (arrays(x_train=np.zeros((4, 8, 8, 3), np.float32)), "x_train must be uint8 NHWC square images, got float32 (4, 8, 8, 3)"),
+    "NCHW images": (arrays(x_test=np.zeros((2, 3, 8, 8), np.uint8)), "x_test must be uint8 NHWC square images, got uint8 (2, 3, 8, 8)"),
+    "empty test set": (arrays(x_test=np.zeros((0, 8, 8, 3), np.uint8), y_test=np.zeros(0, np.int64)), "x_test holds no images"),
+    "2-D labels": (arrays(y_train=np.zeros((4, 1), np.int64)), "y_train must hold one class index per image (1-D), got shape (4, 1)"),
+    "fractional labels": (arrays(y_train=np.array([0.0, 1.5, 2.0, 1.0])), "y_train must hold whole class indices, got 1.5 (1 of 4 are not whole numbers)"),
+    "NaN labels": (arrays(y_test=np.array([np.nan, 1.0])), "y_test must hold whole class indices, got nan (1 of 2 are not whole numbers)"),
+    "negative labels": (arrays(y_test=np.array([1, -1])), "y_test has negative labels (1 of 2, the lowest -1)"),
+    "text labels": (arrays(y_train=np.array(["a", "b", "c", "d"])), "y_train must hold class indices, got <U1"),
+    "a label per image": (arrays(y_train=np.array([0, 1, 2])), "x_train has 4 images but y_train 3 labels"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_every_malformed_data_file_is_one_line_naming_the_file_before_any_work(tmp_path, case):
+    content, message = MALFORMED[case]
+    np.savez(tmp_path / "bad.npz", **content)
+    with pytest.raises(ConfigError) as refused:
+        npz(str(tmp_path / "bad.npz"), torch.device("cpu"), batch_size=2, val_fraction=0.5)
+    assert str(refused.value) == f"data.path={tmp_path / 'bad.npz'}: {message}"
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "not an .npz archive (numpy.savez's zip of arrays); empty or truncated?"),
+    (b"x_train,y_train\n1,2\n", "not an .npz archive (numpy.savez's zip of arrays); empty or truncated?"),
+    ("truncated", "not an .npz archive (numpy.savez's zip of arrays); empty or truncated?"),
+    ("objects", "cannot read its arrays: Object arrays cannot be loaded when allow_pickle=False"),
+])
+def test_a_file_that_is_not_a_readable_npz_is_named_and_said_what_it_is(tmp_path, content, message):
+    path = tmp_path / "bad.npz"
+    if content == "truncated":
+        np.savez(path, **arrays())
+        path.write_bytes(path.read_bytes()[:300])
+    elif content == "objects":
+        np.savez(path, **arrays(y_train=np.array([0, 1, None, 1], dtype=object)))
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError) as refused:
+        npz(str(path), torch.device("cpu"))
+    assert str(refused.value) == f"data.path={path}: {message}"
+
+
+def test_whole_float_labels_are_class_indices_and_a_bad_file_leaves_no_run(tmp_path):
+    np.savez(tmp_path / "float.npz", **arrays(y_train=np.array([0.0, 1.0, 2.0, 1.0])))
+    data = npz(str(tmp_path / "float.npz"), torch.device("cpu"), batch_size=2, val_fraction=0.5)
+    assert data.train_labels.dtype == torch.int64 and sorted(data.train_labels.tolist() + data.val_labels.tolist()) == [0, 1, 1, 2]
+    np.savez(tmp_path / "bad.npz", **arrays(y_test=np.array([1, 7]), y_train=np.array([0, 1, 2, 1])))
+    result = launch_here(tmp_path, "data=npz", f"data.path={tmp_path / 'bad.npz'}", "data.num_classes=3", "trackio.enabled=false",
+                         "hydra.run.dir=run")
+    assert result.returncode != 0
+    assert result.stderr.strip() == f"optqual: error: data.num_classes=3: data.path={tmp_path / 'bad.npz'} has labels up to 7"
+    assert not (tmp_path / "run").exists()
 
 
 def test_split_is_seeded_disjoint_and_complete():

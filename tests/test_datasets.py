@@ -198,7 +198,7 @@ def test_npz_classes_shape_and_statistics_come_from_the_file_when_not_given(tmp_
     assert data.mean.tolist() == pytest.approx(train.mean(axis=(0, 1, 2)).tolist(), abs=1e-6)
     assert data.std.tolist() == pytest.approx(train.std(axis=(0, 1, 2)).tolist(), abs=1e-6)
     assert (data.channels, data.image_size) == (3, 32)
-    with pytest.raises(ConfigError, match=r"^data.num_classes=2: the data has labels up to"):
+    with pytest.raises(ConfigError, match=rf"^data.num_classes=2: data.path={path} has labels up to 9"):
         npz(str(path), CPU, num_classes=2)
     with pytest.raises(ConfigError, match=r"^data.channels=1: the images have 3"):
         npz(str(path), CPU, channels=1)

@@ -117,29 +117,55 @@ def pixel_statistics(images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(mean, dtype=torch.float32), torch.tensor(np.sqrt(variance), dtype=torch.float32)
 
 
-def check_stated(arrays: dict[str, np.ndarray], channels: Optional[int], image_size: Optional[int]) -> None:
-    """The images are uint8 NHWC squares with one label each, and have the stated shape."""
+def checked_labels(y: np.ndarray, name: str, origin: str) -> np.ndarray:
+    """Class indices as int64: one dimension, whole numbers, none negative; else a ConfigError naming `origin`."""
+    if y.ndim != 1:
+        raise ConfigError(f"{origin}: {name} must hold one class index per image (1-D), got shape {y.shape}")
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating) or y.dtype == np.bool_):
+        raise ConfigError(f"{origin}: {name} must hold class indices, got {y.dtype}")
+    if np.issubdtype(y.dtype, np.floating):
+        whole = np.isfinite(y) & (y == np.round(y))
+        if not whole.all():
+            raise ConfigError(f"{origin}: {name} must hold whole class indices, got {y[~whole][0].item()} "
+                              f"({int((~whole).sum())} of {len(y)} are not whole numbers)")
+    if len(y) and y.min() < 0:
+        raise ConfigError(f"{origin}: {name} has negative labels ({int((y < 0).sum())} of {len(y)}, the lowest {y.min().item()})")
+    return y.astype(np.int64)
+
+
+def check_arrays(arrays: dict[str, np.ndarray], origin: str, channels: Optional[int], image_size: Optional[int],
+                 num_classes: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Everything training relies on in a data source's arrays, before any work: uint8 NHWC square
+    images, at least one per split, with one whole, non-negative class index each, below the stated
+    `num_classes`, and the stated shape. Returns the train and test labels as int64."""
+    labels = []
     for split in ("train", "test"):
-        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1] != x.shape[2] or len(x) != len(y):
-            raise ConfigError(f"data: x_{split} must be uint8 NHWC square images with one label each, "
-                              f"got {x.dtype} {x.shape} with {len(y)} labels")
+        x = arrays[f"x_{split}"]
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1] != x.shape[2]:
+            raise ConfigError(f"{origin}: x_{split} must be uint8 NHWC square images, got {x.dtype} {x.shape}")
+        if len(x) == 0:
+            raise ConfigError(f"{origin}: x_{split} holds no images")
+        y = checked_labels(np.asarray(arrays[f"y_{split}"]), f"y_{split}", origin)
+        if len(y) != len(x):
+            raise ConfigError(f"{origin}: x_{split} has {len(x)} images but y_{split} {len(y)} labels")
         for key, stated, actual in (("channels", channels, x.shape[3]), ("image_size", image_size, x.shape[1])):
             if stated is not None and stated != actual:
                 raise ConfigError(f"data.{key}={stated}: the images have {actual}")
+        labels.append(y)
+    top_label = int(max(y.max() for y in labels))
+    if num_classes is not None and top_label >= num_classes:
+        raise ConfigError(f"data.num_classes={num_classes}: {origin} has labels up to {top_label}")
+    return labels[0], labels[1]
 
 
 def to_device(arrays: dict[str, np.ndarray], device: torch.device, batch_size: int = 128,
               batch_size_schedule: Optional[dict[int, int]] = None, val_fraction: float = 0.1,
               split_seed: int = 0, num_classes: Optional[int] = None, channels: Optional[int] = None,
               image_size: Optional[int] = None, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
-              augment: Optional[Augmentation] = None) -> ImageData:
-    check_stated(arrays, channels, image_size)
-    x_train, y_train = arrays["x_train"], np.asarray(arrays["y_train"], dtype=np.int64)
-    y_test = np.asarray(arrays["y_test"], dtype=np.int64)
+              augment: Optional[Augmentation] = None, origin: str = "the data") -> ImageData:
+    y_train, y_test = check_arrays(arrays, origin, channels, image_size, num_classes)
+    x_train = arrays["x_train"]
     top_label = int(max(y_train.max(), y_test.max()))
-    if num_classes is not None and top_label >= num_classes:
-        raise ConfigError(f"data.num_classes={num_classes}: the data has labels up to {top_label}")
     train_idx, val_idx = split_indices(len(y_train), val_fraction, split_seed)
     if batch_size_schedule and max(batch_size_schedule.values()) > len(train_idx):
         raise ConfigError(f"data.batch_size_schedule={dict(batch_size_schedule)}: a batch of {max(batch_size_schedule.values())} "

@@ -7,6 +7,8 @@ that every source shares (batch size, split, classes, channels, image size, norm
 augmentation) pass through to optqual.data.images.to_device.
 """
 
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Optional
@@ -148,13 +150,21 @@ def read_pets(root: str, download: bool, image_size: int) -> Arrays:
 
 
 def read_npz(path: str) -> Arrays:
+    """The four arrays of a .npz file; what the file is, if not that, as a ConfigError naming it.
+    What the arrays hold is checked with every source's (images.check_arrays)."""
     if not Path(path).is_file():
         raise ConfigError(f"data.path={path}: no such file")
-    with np.load(path) as archive:
-        absent = [key for key in NPZ_KEYS if key not in archive]
-        if absent:
-            raise ConfigError(f"data.path={path}: missing arrays {absent} (need {list(NPZ_KEYS)})")
-        return {key: archive[key] for key in NPZ_KEYS}
+    if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and blame that
+        raise ConfigError(f"data.path={path}: not an .npz archive (numpy.savez's zip of arrays); empty or truncated?")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in NPZ_KEYS if key in archive}
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as err:  # damaged members, object arrays
+        raise ConfigError(f"data.path={path}: cannot read its arrays: {err}") from None
+    absent = [key for key in NPZ_KEYS if key not in arrays]
+    if absent:
+        raise ConfigError(f"data.path={path}: missing arrays {absent} (need {list(NPZ_KEYS)})")
+    return arrays
 
 
 def cifar10(root: str, download: bool, device: torch.device, **options) -> ImageData:
@@ -182,4 +192,4 @@ def oxford_pets(root: str, download: bool, image_size: int, device: torch.device
 
 
 def npz(path: str, device: torch.device, **options) -> ImageData:
-    return to_device(read_npz(path), device, **options)
+    return to_device(read_npz(path), device, origin=f"data.path={path}", **options)
