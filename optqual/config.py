@@ -123,6 +123,8 @@ def check_run(cfg: DictConfig) -> None:
     require(0 < fraction < 1, "data.val_fraction", fraction, "must lie strictly between 0 and 1")
     require(bool(cfg.experiment_name.strip()), "experiment_name", "''", "must not be empty")
     require(0 <= cfg.loss.label_smoothing < 1, "loss.label_smoothing", cfg.loss.label_smoothing, "must lie in [0, 1)")
+    # numpy's global generator takes 32-bit seeds (torch's and the derived streams take more)
+    require(0 <= cfg.seed < 2**32, "seed", cfg.seed, "must lie in [0, 2**32)")
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -131,11 +133,17 @@ def check_config(cfg: DictConfig) -> None:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"{missing[0]} is required: set it on the command line, e.g. {missing[0]}=...")
-    check_run(cfg)
-    sources.check(cfg.data)
-    models.check(cfg)
-    for component in (optim, schedule, early_stopping, clipping, batch_mix, policies, erasing):
-        component.check(cfg)
+    checks = {"run": check_run, "data": lambda c: sources.check(c.data), "model": models.check}
+    checks.update({name: module.check for name, module in (("optimizer", optim), ("scheduler", schedule),
+                   ("early_stopping", early_stopping), ("clip_grad_norm", clipping), ("batch_mix", batch_mix),
+                   ("augment", policies), ("random_erasing", erasing))})
+    for name, check in checks.items():
+        try:
+            check(cfg)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as err:  # a schema-less option's value of the wrong type meets a range check
+            raise ConfigError(f"{name}: a value of the wrong kind ({err}); an option with a schema is checked by key") from err
 
 
 class _Absent:

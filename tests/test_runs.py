@@ -208,6 +208,10 @@ def test_diff_refuses_a_directory_that_is_not_a_run(runs, tmp_path):
         (["optimizer=sam", "optimizer@optimizer.base=sam"], "optqual: error: optimizer.base=sam: SAM needs a base optimizer to wrap, not SAM"),
         (["scheduler=plateau", "eval_every=null"], "optqual: error: scheduler=plateau: steps on a validation metric, but validation is off"),
         (["clip_grad_norm=-0.5"], "optqual: error: clip_grad_norm=-0.5: must be > 0 (or null: no clipping)"),
+        (["seed=-1"], "optqual: error: seed=-1: must lie in [0, 2**32)"),
+        (["seed=4294967296"], "optqual: error: seed=4294967296: must lie in [0, 2**32)"),
+        (["+optimizer.foo=1"], "optqual: error: optimizer: SGD.__init__() got an unexpected keyword argument 'foo'"),
+        (["scheduler=cosine", "+scheduler.bogus=2"], "optqual: error: scheduler: cosine() got an unexpected keyword argument 'bogus'"),
     ],
 )
 def test_bad_input_fails_cleanly_before_any_work(tmp_path, overrides, message):
@@ -226,3 +230,19 @@ def test_sgd_learns_real_cifar10_images(tmp_path):
     launched(tmp_path, "data=npz", f"data.path={HEAD_NPZ}", "epochs=6", "hydra.run.dir=run", "trackio.enabled=false")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["test_acc"] > 0.35, metrics
+
+
+@pytest.mark.parametrize("option, message", [
+    ("lr: abc", "optqual: error: optimizer: a value of the wrong kind ('>' not supported between instances of 'str' and 'int')"),
+    ("lr: 0.1\nmomentum: fast", "optqual: error: optimizer: "),
+])
+def test_an_option_without_a_schema_is_still_checked_in_one_line(tmp_path, option, message):
+    """The README invites new options; one without a schema and with a value of the wrong type
+    is refused by the range checks or by its constructor, in one line, before any work."""
+    extra = tmp_path / "extra" / "optimizer"
+    extra.mkdir(parents=True)
+    (extra / "custom.yaml").write_text(f"_target_: torch.optim.SGD\n_partial_: true\n{option}\n")
+    result = launch_here(tmp_path, f"hydra.searchpath=[file://{tmp_path / 'extra'}]", "optimizer=custom", "trackio.enabled=false")
+    assert result.returncode != 0 and result.stderr.startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and "extra" not in p.parts]
