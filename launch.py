@@ -39,6 +39,7 @@ from optqual.runs.tracking import tracking
 from optqual.schedule import build_schedule
 from optqual.status import RunStatus
 from optqual.system.allocator import keep_freed_memory
+from optqual.system.hardware import hardware
 from optqual.system.reproducibility import data_generator, make_deterministic, stream_generator
 from optqual.system.resources import jobs_at_once, share_machine
 from optqual.system.signals import stop_on_signals
@@ -102,6 +103,7 @@ def prepare(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, started: floa
         "params": sum(p.numel() for p in model.parameters()),
         "train_images": len(data.train_labels),
         "data": data.facts(),
+        "hardware": hardware(device),  # CPU results are bit-identical on one CPU model, not across them
     }, started)
     state = TrainingState()
     for name, part in {"model": model, "optimizer": optimizer, **{f"extension.{n}": e for n, e in parts.items()},

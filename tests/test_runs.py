@@ -246,3 +246,21 @@ def test_an_option_without_a_schema_is_still_checked_in_one_line(tmp_path, optio
     assert result.returncode != 0 and result.stderr.startswith(message), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and "extra" not in p.parts]
+
+
+def test_a_run_records_its_hardware_and_diff_shows_a_difference(runs, tmp_path):
+    """The same command on another x86 CPU model gives other numbers: the run directory says which made it."""
+    recorded = json.loads((runs["sgd_a"] / "metrics.json").read_text())["hardware"]
+    assert recorded["cpu"] and recorded["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert recorded["onednn"] and recorded["mkl"] and set(recorded["cpu_isa"]) <= {
+        "avx2", "avx512", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_fp16"}
+    other = tmp_path / "other"
+    (other / ".hydra").mkdir(parents=True)
+    for name in ("config.yaml", "overrides.yaml"):
+        (other / ".hydra" / name).write_text((runs["sgd_a"] / ".hydra" / name).read_text())
+    metrics = json.loads((runs["sgd_a"] / "metrics.json").read_text())
+    metrics["hardware"] = {**recorded, "cpu": "Intel(R) Xeon(R) Platinum 8480+", "cpu_isa": [*recorded["cpu_isa"], "amx_tile"]}
+    (other / "metrics.json").write_text(json.dumps(metrics))
+    lines = run_diff(str(runs["sgd_a"]), str(other)).stdout.splitlines()
+    assert [line.split()[0] for line in lines[1:3]] == ["hardware.cpu", "hardware.cpu_isa"]
+    assert "-> 'Intel(R) Xeon(R) Platinum 8480+'" in lines[1]

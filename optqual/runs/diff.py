@@ -1,10 +1,12 @@
 """What differed between runs: their saved composed configs, key by key, for two runs or a whole sweep."""
 
+import json
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from optqual.config import ABSENT, config_diff, flatten
+from optqual.runs.rundir import METRICS
 from optqual.runs.sweep import NotASweepDir, is_run_dir, read_jobs
 
 
@@ -26,9 +28,19 @@ def load_run(run_dir: str | Path) -> tuple[DictConfig, list[str]]:
     return OmegaConf.load(hydra_dir / "config.yaml"), overrides
 
 
+def load_hardware(run_dir: str | Path) -> DictConfig:
+    """metrics.json's `hardware` (empty for a run from before it was recorded)."""
+    metrics = Path(run_dir) / METRICS
+    recorded = json.loads(metrics.read_text()).get("hardware") if metrics.is_file() else None
+    return OmegaConf.create({"hardware": recorded or {}})
+
+
 def format_diff(run_a: str, run_b: str) -> str:
+    """The config keys that differ, and then the hardware (which alone can change a CPU result)."""
     (cfg_a, overrides_a), (cfg_b, overrides_b) = load_run(run_a), load_run(run_b)
-    changes = config_diff(cfg_a, cfg_b)
+    hardware_a, hardware_b = load_hardware(run_a), load_hardware(run_b)
+    recorded = bool(hardware_a.hardware) and bool(hardware_b.hardware)  # runs from before the record: unknown, not different
+    changes = config_diff(cfg_a, cfg_b) + (config_diff(hardware_a, hardware_b) if recorded else [])
     if not changes:
         return "identical"
     width = max(len(key) for key, _, _ in changes)

@@ -1,0 +1,46 @@
+"""Which hardware and which math libraries made a run (metrics.json's `hardware`).
+
+CPU results are bit-identical on one machine but not across x86 CPU models: oneDNN and MKL
+pick kernels by the instruction sets they find (AVX2, AVX-512, AMX), and those split sums
+differently. So a run records the CPU model, the ISA features those libraries use, their
+versions, and on a GPU its name and the CUDA and cuDNN versions; `python -m optqual diff`
+shows them when two runs differ in them.
+"""
+
+import platform
+import re
+from pathlib import Path
+
+import torch
+
+ISA_CHECKS = {"avx2": "_is_avx2_supported", "avx512": "_is_avx512_supported", "avx512_vnni": "_is_vnni_supported",
+              "avx512_bf16": "_is_avx512_bf16_supported", "amx_tile": "_is_amx_tile_supported", "amx_fp16": "_is_amx_fp16_supported"}
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the kernel reports it (platform's answer where /proc is absent)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
+        if found:
+            return found.group(1).strip()
+    return platform.processor() or platform.machine()
+
+
+def library_version(pattern: str) -> str | None:
+    """A line of torch's build configuration (oneDNN's and MKL's versions live there)."""
+    found = re.search(pattern, torch.__config__.show())
+    return found.group(1) if found else None
+
+
+def hardware(device: torch.device) -> dict:
+    record = {
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the ISA torch's own CPU kernels were dispatched to
+        "cpu_isa": [name for name, check in ISA_CHECKS.items() if getattr(torch.cpu, check, lambda: False)()],
+        "onednn": library_version(r"MKL-DNN v([\d.]+)"),
+        "mkl": library_version(r"Math Kernel Library Version ([\d.]+)"),
+    }
+    if device.type == "cuda":
+        record.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+    return record
