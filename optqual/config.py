@@ -122,6 +122,8 @@ def check_run(cfg: DictConfig) -> None:
     fraction = cfg.data.val_fraction
     require(0 < fraction < 1, "data.val_fraction", fraction, "must lie strictly between 0 and 1")
     require(bool(cfg.experiment_name.strip()), "experiment_name", "''", "must not be empty")
+    require("/" not in cfg.experiment_name and "\\" not in cfg.experiment_name, "experiment_name", cfg.experiment_name,
+            "must not hold '/' or '\\': it names the sweep directory and the Trackio project")
     require(0 <= cfg.loss.label_smoothing < 1, "loss.label_smoothing", cfg.loss.label_smoothing, "must lie in [0, 1)")
     # numpy's global generator takes 32-bit seeds (torch's and the derived streams take more)
     require(0 <= cfg.seed < 2**32, "seed", cfg.seed, "must lie in [0, 2**32)")

@@ -209,6 +209,7 @@ def test_diff_refuses_a_directory_that_is_not_a_run(runs, tmp_path):
         (["scheduler=plateau", "eval_every=null"], "optqual: error: scheduler=plateau: steps on a validation metric, but validation is off"),
         (["clip_grad_norm=-0.5"], "optqual: error: clip_grad_norm=-0.5: must be > 0 (or null: no clipping)"),
         (["seed=-1"], "optqual: error: seed=-1: must lie in [0, 2**32)"),
+        (["experiment_name=a/b"], "optqual: error: experiment_name=a/b: must not hold '/' or '\\': it names the sweep directory"),
         (["seed=4294967296"], "optqual: error: seed=4294967296: must lie in [0, 2**32)"),
         (["+optimizer.foo=1"], "optqual: error: optimizer: SGD.__init__() got an unexpected keyword argument 'foo'"),
         (["scheduler=cosine", "+scheduler.bogus=2"], "optqual: error: scheduler: cosine() got an unexpected keyword argument 'bogus'"),

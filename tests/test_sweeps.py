@@ -17,6 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from conftest import REPO, launch_here, launch_ok, launched, tiny_overrides
+from optqual.runs.naming import job_dirname
 from optqual.system.resources import jobs_at_once
 
 GRID = ["optimizer=sgd,adamw", "seed=0,1"]
@@ -226,3 +227,14 @@ def test_a_bad_value_in_any_job_stops_the_sweep_before_the_first_job(tmp_path, t
         f"optqual: error: job #2 (data=npz data.path={tiny_npz} data.batch_size=32 epochs=2 eval_every=1 optimizer.lr=-1 seed=0):"
         " optimizer.lr=-1.0: must be > 0"]
     assert not list(tmp_path.iterdir()), "nothing may be written before the sweep is known to be valid"
+
+
+def test_a_job_is_named_by_what_varies_and_job_n_when_nothing_does(tmp_path):
+    def name(task: list[str], job: list[str], num: int = 0) -> str:
+        OmegaConf.save({"hydra": {"overrides": {"task": task}, "sweeper": {"params": None}}}, tmp_path / "multirun.yaml")
+        return job_dirname(str(tmp_path), OmegaConf.create(job), num)
+
+    assert name(["seed=0", "optimizer=sgd,adamw"], ["seed=0", "optimizer=adamw"]) == "optimizer=adamw"
+    assert name(["seed=0", "loss.label_smoothing=0.1"], ["seed=0", "loss.label_smoothing=0.1"], 3) == "job3"
+    assert name(["data.path=/a/b.npz", "seed=0,1"], ["data.path=/a/b.npz", "seed=1"]) == "seed=1"
+    assert name(["tag=a/b,c"], ["tag=a/b"]) == "tag=a_b"  # one path component

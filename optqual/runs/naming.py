@@ -57,12 +57,12 @@ def job_dirname(sweep_dir: str, job_overrides: ListConfig, job_num: int) -> str:
     """A sweep job's directory: the overrides that vary across the sweep, e.g. `optimizer=adamw,seed=1`.
 
     Overrides shared by every job (data.path=..., epochs=15) are left to .hydra/overrides.yaml.
-    Unlike Hydra's `override_dirname` the name is never empty (`job0` for a sweep without
-    overrides) and stays one path component even when a value holds '/'.
+    Unlike Hydra's `override_dirname` the name is never empty (`job0` for a sweep in which
+    nothing varies) and stays one path component even when a value holds '/'.
     """
     overrides = OverridesParser.create().parse_overrides(list(job_overrides))
     varying = swept_keys(Path(sweep_dir))
-    shown = [o for o in overrides if o.key_or_group in varying] or overrides
+    shown = [o for o in overrides if o.key_or_group in varying]  # none vary: job<N>, the rest is in overrides.yaml
     name = ",".join(sorted(f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in shown))
     name = name.replace("/", "_").replace("\\", "_")
     if not name or name in {".", ".."}:
