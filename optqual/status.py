@@ -14,6 +14,7 @@ class RunStatus(str, Enum):
     FAILED = "failed"  # an exception
     PENDING = "pending"  # a sweep job without a directory yet (read back, never written)
     STARTED = "started"  # a sweep job whose directory has no metrics.json yet (read back)
+    STOPPED = "stopped"  # recorded running, but no process holds its lock: killed (read back); `resume` continues it
 
     def __str__(self) -> str:
         return self.value
@@ -26,7 +27,8 @@ class RunStatus(str, Enum):
     @property
     def ended(self) -> bool:
         """Nothing is training it any more (a sweep with only ended jobs is finished)."""
-        return self in (RunStatus.COMPLETED, RunStatus.STOPPED_EARLY, RunStatus.DIVERGED, RunStatus.INTERRUPTED, RunStatus.FAILED)
+        return self in (RunStatus.COMPLETED, RunStatus.STOPPED_EARLY, RunStatus.DIVERGED, RunStatus.INTERRUPTED, RunStatus.FAILED,
+                        RunStatus.STOPPED)
 
     @property
     def final(self) -> bool:

@@ -1,6 +1,7 @@
 """Sweeps as a researcher runs them: isolated job directories, the summary, sweep diffs,
 parallel (joblib) and cluster-style (submitit) launch, and no collisions."""
 
+import contextlib
 import csv
 import json
 import os
@@ -10,6 +11,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -18,6 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from conftest import REPO, launch_here, launch_ok, launched, tiny_overrides
 from optqual.runs.naming import job_dirname
+from optqual.runs.summary import progress
+from optqual.runs.sweep import read_jobs
+from optqual.status import RunStatus
 from optqual.system.resources import jobs_at_once
 
 GRID = ["optimizer=sgd,adamw", "seed=0,1"]
@@ -46,6 +51,20 @@ def group_rows(sweep: Path) -> dict[str, list[str]]:
 
 def optqual(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "optqual", *args], cwd=REPO, capture_output=True, text=True)
+
+
+@contextlib.contextmanager
+def lock_held(run_dir: Path) -> Iterator[None]:
+    """Another process holds the run's lock, as the process training it does."""
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from filelock import FileLock; "
+                               f"lock = FileLock({str(run_dir / '.lock')!r}); lock.acquire(); print('held', flush=True); time.sleep(120)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 @pytest.fixture(scope="session")
@@ -105,7 +124,8 @@ def test_summary_of_a_running_sweep_is_partial(sweep, tmp_path):
     running = copy / "optimizer=adamw,seed=1" / "metrics.json"
     running.write_text(json.dumps({**json.loads(running.read_text()), "status": "running", "test_acc": None}))
 
-    result = optqual("summarize", str(copy))
+    with lock_held(running.parent):  # a live process trains it
+        result = optqual("summarize", str(copy))
     assert result.returncode == 0, result.stderr
     assert "4 jobs: 2 completed, 1 pending, 1 running (partial" in result.stdout
     rows = summary_rows(copy)
@@ -238,3 +258,18 @@ def test_a_job_is_named_by_what_varies_and_job_n_when_nothing_does(tmp_path):
     assert name(["seed=0", "loss.label_smoothing=0.1"], ["seed=0", "loss.label_smoothing=0.1"], 3) == "job3"
     assert name(["data.path=/a/b.npz", "seed=0,1"], ["data.path=/a/b.npz", "seed=1"]) == "seed=1"
     assert name(["tag=a/b,c"], ["tag=a/b"]) == "tag=a_b"  # one path component
+
+
+def test_a_job_killed_while_running_reads_as_stopped_and_resume_is_named(tmp_path):
+    """metrics.json says `running` until the end; only the run's lock tells a live process from a killed one."""
+    sweep_dir = tmp_path / "sweep"
+    job = sweep_dir / "seed=0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    (job / ".hydra" / "overrides.yaml").write_text("- seed=0\n")
+    (job / "metrics.json").write_text(json.dumps({"status": "running", "epochs": 3}))
+    with lock_held(job):
+        assert read_jobs(sweep_dir)[0].status == RunStatus.RUNNING  # a live process trains it
+    (stopped,) = read_jobs(sweep_dir)
+    assert stopped.status == RunStatus.STOPPED and stopped.status.ended and not stopped.status.final
+    assert "1 stopped; the stopped ones were killed: `python -m optqual resume` continues them" in progress([stopped])

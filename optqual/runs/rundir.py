@@ -135,6 +135,19 @@ def claimed(run_dir: Path) -> Iterator[None]:
         lock.release()
 
 
+def trained_now(run_dir: Path) -> bool:
+    """Whether a process holds `run_dir`'s lock (a killed one holds nothing: the OS released it)."""
+    if not (run_dir / LOCK).is_file():
+        return False
+    probe = FileLock(run_dir / LOCK)
+    try:
+        probe.acquire(timeout=0)
+    except Timeout:
+        return True
+    probe.release()
+    return False
+
+
 def discard_unstarted(run_dir: Path) -> None:
     """Remove a run directory that holds nothing but what Hydra wrote before the job began."""
     if run_dir.is_dir() and {entry.name for entry in run_dir.iterdir()} <= HYDRA_FILES:

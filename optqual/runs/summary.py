@@ -17,6 +17,7 @@ from pathlib import Path
 from optqual.runs.curves import plot_curves
 from optqual.runs.rundir import write_text
 from optqual.runs.sweep import Job, override_values, read_jobs, varying_keys
+from optqual.status import RunStatus
 
 SEED = "seed"  # the override that repeats an experiment rather than changing it
 RESULTS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
@@ -160,7 +161,8 @@ def progress(jobs: list[Job]) -> str:
     statuses = [str(job.status) for job in jobs]
     counts = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(sorted(statuses)))
     partial = "" if all(job.status.ended for job in jobs) else " (partial: the sweep is not finished)"
-    return f"{len(jobs)} jobs: {counts}{partial}"
+    stopped = "; the stopped ones were killed: `python -m optqual resume` continues them" if RunStatus.STOPPED in statuses else ""
+    return f"{len(jobs)} jobs: {counts}{partial}{stopped}"
 
 
 def markdown(summary: Summary) -> str:

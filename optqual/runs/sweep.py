@@ -4,7 +4,8 @@ A sweep's jobs are known before any of them starts: Hydra's sweeper saves the co
 in `multirun.yaml`, and expanding it the way the sweeper does gives every job's overrides.
 A job without a directory is `pending`; one whose directory has no metrics.json yet is
 `started`; otherwise its status is the one metrics.json records (`running`, `completed`,
-`failed`, ...: optqual/status.py). A single run's directory reads as a sweep of one job.
+`failed`, ...: optqual/status.py), except that a job recorded `running` whose lock no
+process holds was killed: it reads as `stopped`, and `resume` continues it. A single run's directory reads as a sweep of one job.
 """
 
 import csv
@@ -16,7 +17,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from optqual.runs.naming import MULTIRUN, expected_overrides, job_dirname
-from optqual.runs.rundir import HISTORY, METRICS
+from optqual.runs.rundir import HISTORY, METRICS, trained_now
 from optqual.status import RunStatus
 
 
@@ -35,7 +36,10 @@ class Job:
     def status(self) -> RunStatus:
         if self.path is None:
             return RunStatus.PENDING
-        return RunStatus(self.metrics.get("status", RunStatus.STARTED))
+        recorded = RunStatus(self.metrics.get("status", RunStatus.STARTED))
+        if recorded == RunStatus.RUNNING and not trained_now(self.path):  # killed: metrics.json never heard
+            return RunStatus.STOPPED
+        return recorded
 
     def history(self) -> list[dict[str, float | None]]:
         """history.csv as numbers; None where a column is empty (epochs without validation)."""
