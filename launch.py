@@ -156,12 +156,11 @@ def fit_and_save(cfg: DictConfig, run: Run, run_dir: Path, resumed: bool) -> Run
              run.recorder.facts["params"], run.recorder.facts["train_images"])
     if resumed:
         log.info("resuming from checkpoint.pt after epoch %d", run.training.epochs_done)
-    checkpoint_seconds = []
-
     def checkpoint() -> None:
         tic = time.perf_counter()
+        run.recorder.checkpoints += 1  # before saving: the saved count includes this checkpoint
         save_training_state(run_dir, cfg, run.state)
-        checkpoint_seconds.append(time.perf_counter() - tic)
+        run.recorder.checkpoint_seconds += time.perf_counter() - tic
 
     try:
         with tracking(cfg, run.recorder.facts["optimizer"], run_dir, resumed, run.training.epochs_done) as track, stop_on_signals() as stop:
@@ -176,7 +175,7 @@ def fit_and_save(cfg: DictConfig, run: Run, run_dir: Path, resumed: bool) -> Run
     except BaseException as err:
         run.recorder.write_metrics(RunStatus.INTERRUPTED if isinstance(err, KeyboardInterrupt) else RunStatus.FAILED, error=repr(err))
         raise
-    timing = {"checkpoints": len(checkpoint_seconds), "checkpoint_seconds": sum(checkpoint_seconds)}
+    timing = {"checkpoints": run.recorder.checkpoints, "checkpoint_seconds": run.recorder.checkpoint_seconds}  # every process's
     if status == RunStatus.INTERRUPTED:  # checkpointed at the step boundary; exit like the signal would
         log.warning("stopped by %s; checkpoint written. Continue with: python -m optqual resume %s", stop.name, run_dir)
         run.recorder.write_metrics(status, error=f"stopped by {stop.name}; continue with: python -m optqual resume {run_dir}", **timing)

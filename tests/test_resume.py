@@ -76,6 +76,8 @@ def test_sigkill_after_the_second_checkpoint_then_resume_is_bit_identical(tmp_pa
     assert result.returncode == 0, result.stderr[-3000:]
     assert metrics(run)["status"] == "completed"
     assert_same_run(reference, run)
+    # one checkpoint per epoch, counted over both processes, as in the uninterrupted run
+    assert metrics(run)["checkpoints"] == metrics(reference)["checkpoints"] == metrics(reference)["epochs"]
 
 
 def test_sigterm_mid_epoch_checkpoints_and_resume_completes(tmp_path, tiny_npz, reference):

@@ -177,6 +177,9 @@ class RunRecorder:
         self.facts = facts  # seed, optimizer, device, params, train_images, ...
         self.started = started  # time.perf_counter() when the run began: wall time includes loading
         self.history: list[dict] = []
+        # checkpoints written by every process of the run; a checkpoint's seconds are known only
+        # once it is written, so a resumed run lacks those of the one it continued from
+        self.checkpoints, self.checkpoint_seconds = 0, 0.0
 
     def start(self) -> None:
         if self.history:
@@ -213,8 +216,12 @@ class RunRecorder:
         return metrics
 
     def state_dict(self) -> dict:
-        return {"history": self.history, "wall_seconds": self.wall_seconds()}
+        return {"history": self.history, "wall_seconds": self.wall_seconds(), "checkpoints": self.checkpoints,
+                "checkpoint_seconds": self.checkpoint_seconds}
 
     def load_state_dict(self, state: dict) -> None:
         self.history = list(state["history"])
         self.started = time.perf_counter() - state["wall_seconds"]
+        # a checkpoint from before the counts were kept: its process's checkpoints, one per finished epoch at most
+        self.checkpoints = state.get("checkpoints", 0)
+        self.checkpoint_seconds = state.get("checkpoint_seconds", 0.0)
