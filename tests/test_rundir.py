@@ -25,8 +25,10 @@ def test_job_is_named_by_the_overrides_that_vary(tmp_path):
 
 
 def test_job_name_is_never_empty_nested_or_too_long(tmp_path):
-    sweep = sweep_with(tmp_path)
+    sweep = sweep_with(tmp_path, "data.path=../a/b.npz,c.npz", "model.widths=[1],[2]")
     assert job_dirname(str(sweep), [], 7) == "job7"
+    (tmp_path / "one").mkdir()
+    assert job_dirname(str(sweep_with(tmp_path / "one", "seed=3")), ["seed=3"], 2) == "job2"  # nothing varies
     assert job_dirname(str(sweep), ["data.path=../a/b.npz"], 0) == "data.path=.._a_b.npz"
     long = job_dirname(str(sweep), [f"model.widths=[{','.join(['16'] * 100)}]"], 0)
     assert len(long) < 140 and "/" not in long
