@@ -122,9 +122,9 @@ def apply_ops(images: torch.Tensor, names: list[Optional[str]], magnitudes: torc
     return out
 
 
-def signed(magnitudes: torch.Tensor, is_signed: list[bool], negate: torch.Tensor) -> torch.Tensor:
-    """Magnitudes with the sign drawn for the ops whose magnitude is signed."""
-    return torch.where(torch.tensor(is_signed) & negate, -magnitudes, magnitudes)
+def signed(magnitudes: torch.Tensor, ops: list[str], space: dict, negate: torch.Tensor) -> torch.Tensor:
+    """Magnitudes with the sign drawn for the images whose op (in the op table `space`) has a signed magnitude."""
+    return torch.where(torch.tensor([space[op][1] for op in ops]) & negate, -magnitudes, magnitudes)
 
 
 class RandAugment(Policy):
@@ -142,7 +142,8 @@ class RandAugment(Policy):
         for _ in range(self.num_ops):
             ops = torch.randint(len(names), (n,), generator=self.generator)
             negate = torch.randint(2, (n,), generator=self.generator).bool()
-            out.append(([names[k] for k in ops.tolist()], signed(values[ops], [space[names[k]][1] for k in ops.tolist()], negate)))
+            picked = [names[k] for k in ops.tolist()]
+            out.append((picked, signed(values[ops], picked, space, negate)))
         return out
 
 
@@ -159,9 +160,10 @@ class TrivialAugmentWide(Policy):
         ops = torch.randint(len(names), (n,), generator=self.generator)
         bins = torch.randint(self.bins, (n,), generator=self.generator)
         negate = torch.randint(2, (n,), generator=self.generator).bool()
-        magnitudes = torch.tensor([float(space[names[k]][0][b]) if space[names[k]][0].ndim > 0 else 0.0
-                                   for k, b in zip(ops.tolist(), bins.tolist())], dtype=torch.float64)
-        return [([names[k] for k in ops.tolist()], signed(magnitudes, [space[names[k]][1] for k in ops.tolist()], negate))]
+        picked = [names[k] for k in ops.tolist()]
+        magnitudes = torch.tensor([float(space[op][0][b]) if space[op][0].ndim > 0 else 0.0 for op, b in zip(picked, bins.tolist())],
+                                  dtype=torch.float64)
+        return [(picked, signed(magnitudes, picked, space, negate))]
 
 
 class AutoAugment(Policy):
@@ -181,8 +183,7 @@ class AutoAugment(Policy):
             ops = [self.subpolicies[c][slot] for c in chosen]
             names = [name if probs[i, slot] <= p else None for i, (name, p, _) in enumerate(ops)]
             magnitudes = torch.tensor([float(space[name][0][b]) if b is not None else 0.0 for name, _, b in ops], dtype=torch.float64)
-            is_signed = [space[name][1] for name, _, _ in ops]
-            out.append((names, signed(magnitudes, is_signed, negate[:, slot])))
+            out.append((names, signed(magnitudes, [name for name, _, _ in ops], space, negate[:, slot])))
         return out
 
 
