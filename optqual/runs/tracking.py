@@ -105,4 +105,9 @@ def tracking(cfg: DictConfig, group: str, run_dir: Path, resume: bool, epochs_do
             logs.append(stack.enter_context(trackio_run(cfg, group, run_dir, resume)))
         if cfg.tensorboard.enabled:
             logs.append(stack.enter_context(tensorboard_run(run_dir, resume, epochs_done)))
-        yield lambda record: [log(record) for log in logs]
+
+        def log_everywhere(record: dict) -> None:
+            for log in logs:
+                log(record)
+
+        yield log_everywhere
