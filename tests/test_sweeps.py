@@ -19,11 +19,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from conftest import REPO, launch_here, launch_ok, launched, tiny_overrides
-from optqual.runs.naming import job_dirname
+from optqual.__main__ import main as optqual_main
+from optqual.runs.naming import job_dirname, save_jobs
 from optqual.runs.summary import progress
 from optqual.runs.sweep import read_jobs
 from optqual.status import RunStatus
-from optqual.system.resources import jobs_at_once
+from optqual.system.resources import SUBMITIT_LOCAL, cores, jobs_at_once
 
 GRID = ["optimizer=sgd,adamw", "seed=0,1"]
 JOBS = ["optimizer=adamw,seed=0", "optimizer=adamw,seed=1", "optimizer=sgd,seed=0", "optimizer=sgd,seed=1"]
@@ -201,7 +202,7 @@ def test_joblib_runs_jobs_in_parallel_and_matches_the_sequential_sweep(sweep, tm
 
 
 def test_parallel_jobs_split_the_cores(tmp_path):
-    OmegaConf.save({"hydra": {"overrides": {"task": ["optimizer=sgd,adamw", "seed=0,1,2"]}, "sweeper": {}}}, tmp_path / "multirun.yaml")
+    save_jobs(tmp_path, [[f"optimizer={name}", f"seed={seed}"] for name in ("sgd", "adamw") for seed in range(3)])
 
     def hydra_cfg(mode: RunMode, launcher: dict) -> DictConfig:
         return OmegaConf.create({"mode": mode, "launcher": launcher, "sweep": {"dir": str(tmp_path)}})
@@ -209,7 +210,9 @@ def test_parallel_jobs_split_the_cores(tmp_path):
     assert jobs_at_once(hydra_cfg(RunMode.MULTIRUN, {"n_jobs": 4})) == 4
     assert jobs_at_once(hydra_cfg(RunMode.MULTIRUN, {"n_jobs": 64})) == 6  # never more than the sweep's 6 jobs
     assert jobs_at_once(hydra_cfg(RunMode.MULTIRUN, {"n_jobs": -1})) == min(6, os.cpu_count())
-    assert jobs_at_once(hydra_cfg(RunMode.MULTIRUN, {"timeout_min": 60})) == 1  # basic or submitit: one per process
+    assert jobs_at_once(hydra_cfg(RunMode.MULTIRUN, {"_target_": SUBMITIT_LOCAL, "timeout_min": 60})) == 6  # starts them all
+    assert jobs_at_once(hydra_cfg(RunMode.MULTIRUN, {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"})) == 1
+    assert jobs_at_once(hydra_cfg(RunMode.MULTIRUN, {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"})) == 1
     assert jobs_at_once(hydra_cfg(RunMode.RUN, {"n_jobs": 4})) == 1
 
 
@@ -218,6 +221,8 @@ def test_submitit_local_runs_a_sweep(tmp_path, tiny_npz):
     (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*")
     assert [job.name for job in sweep_jobs(sweep_dir)] == ["seed=0", "seed=1"]
     assert [row["status"] for row in summary_rows(sweep_dir).values()] == ["completed", "completed"]
+    # submitit_local starts every job at once: each takes its share of the cores, not all of them
+    assert [metrics(job)["threads"] for job in sweep_jobs(sweep_dir)] == [max(1, cores() // 2)] * 2
 
 
 def test_slurm_launcher_ships_defaults_for_one_gpu_per_job(tmp_path):
@@ -273,3 +278,47 @@ def test_a_job_killed_while_running_reads_as_stopped_and_resume_is_named(tmp_pat
     (stopped,) = read_jobs(sweep_dir)
     assert stopped.status == RunStatus.STOPPED and stopped.status.ended and not stopped.status.final
     assert "1 stopped; the stopped ones were killed: `python -m optqual resume` continues them" in progress([stopped])
+
+
+@pytest.mark.parametrize("sweep_syntax, names", [
+    (["optimizer=glob(adam*)"], ["optimizer=adam", "optimizer=adamw"]),  # a glob of config group options
+    (["seed=range(0,2)"], ["seed=0", "seed=1"]),
+    (["seed=choice(0,1)"], ["seed=0", "seed=1"]),
+    (["experiment_name='a b','c'"], ["experiment_name='a b'", "experiment_name='c'"]),  # quoted elements keep their quotes
+    (["experiment=two_seeds", "hydra.searchpath=[file://presets]"], ["seed=0", "seed=1"]),  # a user's preset sets the sweep
+])
+def test_every_basic_sweeper_syntax_is_summarized_diffed_and_resumed(tmp_path, tiny_npz, sweep_syntax, names):
+    """The jobs are expanded once, by the sweeper's own code, when the sweep starts; the tools read them back."""
+    (tmp_path / "presets" / "experiment").mkdir(parents=True)
+    (tmp_path / "presets" / "experiment" / "two_seeds.yaml").write_text("# @package _global_\nhydra:\n  sweeper:\n    params:\n      seed: 0,1\n")
+    result = launch_here(tmp_path, "-m", *tiny_overrides(tiny_npz), "epochs=1", *sweep_syntax, "hydra.sweep.dir=sweep",
+                         "trackio.enabled=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep_dir = tmp_path / "sweep"
+    assert [job.name for job in sweep_jobs(sweep_dir)] == names
+    assert sorted(summary_rows(sweep_dir)) == names and f"2 jobs: 2 completed" in result.stdout
+
+    shutil.rmtree(sweep_dir / names[1])  # as if the sweep had been stopped before its last job
+    assert [(job.name, job.status) for job in read_jobs(sweep_dir)] == [(names[0], RunStatus.COMPLETED), (names[1], RunStatus.PENDING)]
+    assert optqual_main(["diff", str(sweep_dir)]) == 0
+    assert optqual_main(["summarize", str(sweep_dir)]) == 0
+    assert "2 jobs: 1 completed, 1 pending" in (sweep_dir / "summary.md").read_text()
+    if sweep_syntax[0].startswith("optimizer=glob"):  # resume starts the missing job where the sweep would have
+        resumed = optqual("resume", str(sweep_dir))
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert f"{names[1]}: not started, starting it" in resumed.stdout and "2 jobs: 2 completed" in resumed.stdout
+        assert metrics(sweep_dir / names[1])["optimizer"] == "adamw"
+
+
+@pytest.mark.parametrize("sweep_syntax, error", [
+    (["optimizer.lr=interval(0.1,1)"], "optqual: error: optimizer.lr=interval(0.1,1): the basic sweeper runs lists, range(), choice() and glob()"),
+    (["optimizer=glob(*)", "optimizer.momentum=0.9"], "optqual: error: job #0 (optimizer=adam optimizer.momentum=0.9"),  # adam has no momentum
+    (["optimizer=sgd,nope"], "optqual: error: job #1 (optimizer=nope"),
+    (["seed=range(0,3)", "optimizer.lr=-1"], "optqual: error: job #0 (seed=0 optimizer.lr=-1"),
+])
+def test_a_sweep_that_cannot_run_is_one_line_before_anything_is_written(tmp_path, sweep_syntax, error):
+    result = launch_here(tmp_path, "-m", *sweep_syntax, "trackio.enabled=false")
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(error), line
+    assert not list(tmp_path.iterdir())

@@ -1,7 +1,10 @@
 """The Hydra callback for sweeps (conf/config.yaml: hydra.callbacks).
 
-Before the first job starts, every job's config is checked, so a bad value in job 37 of
-50 stops the sweep at once instead of hours in. Hydra skips `on_multirun_end` when any job
+Before the first job starts, the sweep is expanded into its jobs by Hydra's basic sweeper
+(lists, range, choice, glob) and every job's config is composed and checked, so a bad value
+in job 37 of 50 stops the sweep at once, with one line and before anything is written,
+instead of hours in. The jobs are then saved in the sweep directory for `summarize`, `diff`
+and `resume` (optqual/runs/naming.py). Hydra skips `on_multirun_end` when any job
 fails, so the summary is rewritten at the end of every job instead, in the job's own
 process (joblib worker or cluster node too). A file lock serialises jobs that end
 together, so the last writer has seen every finished job.
@@ -13,19 +16,26 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
-from hydra import compose
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.utils import JobReturn
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from optqual.config import check_config
 from optqual.errors import ConfigError
 from optqual.runs.summary import Summary, terminal_text, write_summary
-from optqual.runs.naming import job_overrides
+from optqual.runs.naming import job_overrides, knows_jobs_up_front, save_jobs
 from optqual.status import RunStatus
 
 log = logging.getLogger(__name__)
+
+
+def one_line(err: Exception) -> str:
+    """Hydra's and OmegaConf's messages go on with the search path and the full key: their first line says it."""
+    return str(err).strip().splitlines()[0]
 
 
 def refresh(sweep_dir: Path) -> Summary:
@@ -35,11 +45,23 @@ def refresh(sweep_dir: Path) -> Summary:
 
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        for num, overrides in enumerate(job_overrides(config.hydra)):
+        # Hydra turns an exception raised here into a warning and goes on: every error exits here
+        if not knows_jobs_up_front(config.hydra):
+            return
+        loader = GlobalHydra.instance().config_loader()
+        try:
+            jobs = job_overrides(config.hydra, loader)
+        except (ConfigError, HydraException) as err:  # interval(), a glob of a group that does not exist, ...
+            sys.exit(f"optqual: error: {one_line(err)}")
+        for num, overrides in enumerate(jobs):
             try:
-                check_config(compose(config_name=config.hydra.job.config_name, overrides=overrides))
-            except ConfigError as err:
-                sys.exit(f"optqual: error: job #{num} ({' '.join(overrides)}): {err}")
+                job = loader.load_sweep_config(config, overrides)  # as the launcher will compose it (hydra.searchpath too)
+                with open_dict(job):
+                    del job["hydra"]  # as the job gets it
+                check_config(job)
+            except (ConfigError, HydraException, OmegaConfBaseException) as err:
+                sys.exit(f"optqual: error: job #{num} ({' '.join(overrides)}): {one_line(err)}")
+        save_jobs(Path(config.hydra.sweep.dir), jobs)  # the first thing written: resolving the name makes the directory
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:

@@ -1,48 +1,63 @@
 """Names of run, sweep and job directories, and a sweep's jobs as its command line defines them.
 
 Used while a run starts (the directory resolvers of conf/config.yaml, the job count of a
-parallel sweep) and by the tools that read sweeps back. Public Hydra API only: the jobs are
-expanded from the parsed overrides exactly as Hydra's basic sweeper expands them.
+parallel sweep) and by the tools that read sweeps back. A sweep's jobs are expanded by Hydra's
+basic sweeper itself, once, when the sweep starts (optqual/runs/callbacks.py), and saved in
+its directory: a `glob(...)` sees conf/ as it was then, and the tools never re-expand it.
 """
 
 import hashlib
-import itertools
 from pathlib import Path
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_loader import ConfigLoader
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from optqual.runs.rundir import fresh_dir
+from optqual.errors import ConfigError
+from optqual.runs.rundir import fresh_dir, write_text
 
 MULTIRUN = "multirun.yaml"  # the sweep's config, saved by Hydra's sweeper before any job starts
+JOBS = "jobs.yaml"  # every job's overrides, saved by optqual before any job starts
+BASIC_SWEEPER = f"{BasicSweeper.__module__}.{BasicSweeper.__name__}"  # the sweepers whose jobs are known up front
 MAX_NAME = 120  # keep job directory names far below file system limits
 
 
-def command_line(hydra_cfg: DictConfig) -> list[Override]:
-    """A sweep's overrides as its sweeper reads them: `hydra.sweeper.params`, then the command line."""
+def command_line(hydra_cfg: DictConfig, config_loader: ConfigLoader | None = None) -> list[Override]:
+    """A sweep's overrides as its sweeper reads them: `hydra.sweeper.params`, then the command line.
+    Only expanding a `glob(...)` of a config group needs the config loader."""
     params = OmegaConf.select(hydra_cfg, "sweeper.params") or {}
     given = [f"{key}={value}" for key, value in params.items()] + list(hydra_cfg.overrides.task)
-    return OverridesParser.create().parse_overrides(given)
+    return OverridesParser.create(config_loader=config_loader).parse_overrides(given)
 
 
-def job_overrides(hydra_cfg: DictConfig) -> list[list[str]]:
-    """Every job's overrides, in the basic sweeper's order: the product of each key's values,
-    the first key varying slowest; a key given twice keeps its first place and its last values."""
-    values: dict[str, list[str]] = {}
-    for override in command_line(hydra_cfg):
-        key = override.get_key_element()
-        if override.is_sweep_override():
-            values[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
-        else:
-            values[key] = [f"{key}={override.get_value_element_as_str()}"]
-    return [list(job) for job in itertools.product(*values.values())]
+def knows_jobs_up_front(hydra_cfg: DictConfig) -> bool:
+    """Hydra's basic sweeper knows every job before the first starts; Optuna and the like do not."""
+    return OmegaConf.select(hydra_cfg, "sweeper._target_") == BASIC_SWEEPER
+
+
+def job_overrides(hydra_cfg: DictConfig, config_loader: ConfigLoader) -> list[list[str]]:
+    """Every job's overrides, expanded by the basic sweeper's own code: the product of each key's
+    values (lists, range, choice, glob), the first key varying slowest."""
+    overrides = command_line(hydra_cfg, config_loader)
+    for override in overrides:
+        if override.is_sweep_override() and not override.is_discrete_sweep():  # the sweeper's own message names no key
+            raise ConfigError(f"{override.input_line}: the basic sweeper runs lists, range(), choice() and glob(); "
+                              "interval() needs a sweeper that samples (such as Optuna's)")
+    (jobs,) = BasicSweeper.split_arguments(overrides, max_batch_size=None)
+    return jobs
+
+
+def save_jobs(sweep_dir: Path, jobs: list[list[str]]) -> None:
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    write_text(sweep_dir / JOBS, OmegaConf.to_yaml(jobs))
 
 
 def expected_overrides(sweep_dir: Path) -> list[list[str]]:
-    """Every job's overrides, from the multirun.yaml Hydra saves before the first job starts."""
-    saved = sweep_dir / MULTIRUN
-    return job_overrides(OmegaConf.load(saved).hydra) if saved.is_file() else []
+    """Every job's overrides, as saved when the sweep started ([] when its sweeper does not know them)."""
+    saved = sweep_dir / JOBS
+    return [list(job) for job in OmegaConf.load(saved)] if saved.is_file() else []
 
 
 def swept_keys(sweep_dir: Path) -> set[str]:

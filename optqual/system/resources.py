@@ -11,14 +11,20 @@ from omegaconf import DictConfig
 from optqual.runs.naming import expected_overrides
 
 
+SUBMITIT_LOCAL = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
+
+
 def jobs_at_once(hydra_cfg: DictConfig) -> int:
-    """Jobs running on this machine at the same time: the joblib launcher's n_jobs (-1 = one per
-    core), never more than the sweep has jobs. Other launchers run one job per process or node."""
-    n_jobs = hydra_cfg.launcher.get("n_jobs")
-    if hydra_cfg.mode != RunMode.MULTIRUN or n_jobs is None:
+    """Jobs running on this machine at the same time, never more than the sweep has: the joblib
+    launcher's n_jobs (-1 = one per core); every job for submitit_local, which starts them all
+    together. The basic launcher runs one job at a time, a cluster launcher one per node."""
+    if hydra_cfg.mode != RunMode.MULTIRUN:
         return 1
     sweep_size = len(expected_overrides(Path(hydra_cfg.sweep.dir))) or 1
-    return max(1, min(joblib.effective_n_jobs(n_jobs), sweep_size))
+    n_jobs = hydra_cfg.launcher.get("n_jobs")
+    if n_jobs is not None:
+        return max(1, min(joblib.effective_n_jobs(n_jobs), sweep_size))
+    return sweep_size if hydra_cfg.launcher.get("_target_") == SUBMITIT_LOCAL else 1
 
 
 def cores() -> int:
