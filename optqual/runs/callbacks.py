@@ -1,7 +1,7 @@
 """The Hydra callback for sweeps (conf/config.yaml: hydra.callbacks).
 
-Before the first job starts, the sweep is expanded into its jobs by Hydra's basic sweeper
-(lists, range, choice, glob) and every job's config is composed and checked, so a bad value
+Before the first job starts, the sweep is expanded into its jobs as Hydra's basic sweeper
+expands them (lists, range, choice, glob) and every job's config is composed and checked, so a bad value
 in job 37 of 50 stops the sweep at once, with one line and before anything is written,
 instead of hours in. The jobs are then saved in the sweep directory for `summarize`, `diff`
 and `resume` (optqual/runs/naming.py). Hydra skips `on_multirun_end` when any job

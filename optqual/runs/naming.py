@@ -1,15 +1,16 @@
 """Names of run, sweep and job directories, and a sweep's jobs as its command line defines them.
 
 Used while a run starts (the directory resolvers of conf/config.yaml, the job count of a
-parallel sweep) and by the tools that read sweeps back. A sweep's jobs are expanded by Hydra's
-basic sweeper itself, once, when the sweep starts (optqual/runs/callbacks.py), and saved in
-its directory: a `glob(...)` sees conf/ as it was then, and the tools never re-expand it.
+parallel sweep) and by the tools that read sweeps back. A sweep's jobs are expanded as Hydra's
+basic sweeper expands them, once, when the sweep starts (optqual/runs/callbacks.py, with
+Hydra's config loader), and saved in its directory: a `glob(...)` sees conf/ as it was then,
+and the tools never expand it again.
 """
 
 import hashlib
+import itertools
 from pathlib import Path
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
@@ -20,7 +21,6 @@ from optqual.runs.rundir import fresh_dir, write_text
 
 MULTIRUN = "multirun.yaml"  # the sweep's config, saved by Hydra's sweeper before any job starts
 JOBS = "jobs.yaml"  # every job's overrides, saved by optqual before any job starts
-BASIC_SWEEPER = f"{BasicSweeper.__module__}.{BasicSweeper.__name__}"  # the sweepers whose jobs are known up front
 MAX_NAME = 120  # keep job directory names far below file system limits
 
 
@@ -34,19 +34,24 @@ def command_line(hydra_cfg: DictConfig, config_loader: ConfigLoader | None = Non
 
 def knows_jobs_up_front(hydra_cfg: DictConfig) -> bool:
     """Hydra's basic sweeper knows every job before the first starts; Optuna and the like do not."""
-    return OmegaConf.select(hydra_cfg, "sweeper._target_") == BASIC_SWEEPER
+    return str(OmegaConf.select(hydra_cfg, "sweeper._target_")).endswith(".BasicSweeper")
 
 
 def job_overrides(hydra_cfg: DictConfig, config_loader: ConfigLoader) -> list[list[str]]:
-    """Every job's overrides, expanded by the basic sweeper's own code: the product of each key's
-    values (lists, range, choice, glob), the first key varying slowest."""
-    overrides = command_line(hydra_cfg, config_loader)
-    for override in overrides:
-        if override.is_sweep_override() and not override.is_discrete_sweep():  # the sweeper's own message names no key
+    """Every job's overrides, in the basic sweeper's order: the product of each key's values
+    (lists, range, choice, glob), the first key varying slowest; a key given twice keeps its
+    first place and its last values. Public Hydra API only: the parsed overrides expand themselves."""
+    values: dict[str, list[str]] = {}
+    for override in command_line(hydra_cfg, config_loader):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            values[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            values[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
             raise ConfigError(f"{override.input_line}: the basic sweeper runs lists, range(), choice() and glob(); "
                               "interval() needs a sweeper that samples (such as Optuna's)")
-    (jobs,) = BasicSweeper.split_arguments(overrides, max_batch_size=None)
-    return jobs
+    return [list(job) for job in itertools.product(*values.values())]
 
 
 def save_jobs(sweep_dir: Path, jobs: list[list[str]]) -> None:

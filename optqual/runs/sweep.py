@@ -1,7 +1,7 @@
 """A sweep directory read back: the jobs it should hold, the jobs it holds, what each recorded.
 
 A sweep's jobs are known before any of them starts: optqual's sweep callback saves every
-job's overrides in `jobs.yaml`, expanded by Hydra's basic sweeper (optqual/runs/naming.py).
+job's overrides in `jobs.yaml`, expanded as Hydra's basic sweeper expands them (optqual/runs/naming.py).
 A job without a directory is `pending`; one whose directory has no metrics.json yet is
 `started`; otherwise its status is the one metrics.json records (`running`, `completed`,
 `failed`, ...: optqual/status.py), except that a job recorded `running` whose lock no
