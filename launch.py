@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from optqual.batch_mix import build_batch_mix
 from optqual.clipping import GradClipping
-from optqual.config import check_config, register_schemas, resolve_device
+from optqual.config import check_config, register_with_hydra, resolve_device
 from optqual.data.images import ImageData
 from optqual.early_stopping import EarlyStopping
 from optqual.erasing import RandomErasing
@@ -44,7 +44,7 @@ from optqual.system.reproducibility import data_generator, make_deterministic, s
 from optqual.system.resources import jobs_at_once, share_machine
 from optqual.system.signals import stop_on_signals
 
-register_schemas()
+register_with_hydra()
 register_resolvers()
 log = logging.getLogger("optqual")
 

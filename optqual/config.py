@@ -11,10 +11,13 @@ followed by `resolve_device`.
 """
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from optqual import batch_mix, clipping, early_stopping, erasing, models, policies, schedule
@@ -23,6 +26,7 @@ from optqual.early_stopping import EarlyStoppingSchema
 from optqual.erasing import RandomErasingSchema
 from optqual.errors import ConfigError, require
 from optqual.optim import build as optim
+from optqual.runs.rundir import check_writable
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -68,7 +72,18 @@ class RunSchema:
     tensorboard: TensorBoardSchema = field(default_factory=TensorBoardSchema)
 
 
-def register_schemas() -> None:
+def config_groups() -> str:
+    """The groups a run composes, each with its options, for `--help`: not the schema groups they
+    build on, nor the analysis groups of conf/analyze.yaml, which Hydra's own list shows too."""
+    loader = GlobalHydra.instance().config_loader()
+    groups = sorted(group for group in HydraConfig.get().runtime.choices if "/" not in group)
+    return "\n".join(f"{group}: {', '.join(sorted(loader.get_group_options(group)))}" for group in groups)
+
+
+def register_with_hydra() -> None:
+    """The schemas, in Hydra's config store; the resolver `--help` lists the groups with."""
+    if not OmegaConf.has_resolver("optqual_config_groups"):
+        OmegaConf.register_new_resolver("optqual_config_groups", config_groups)
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunSchema)
     groups = {
@@ -127,6 +142,8 @@ def check_run(cfg: DictConfig) -> None:
     require(0 <= cfg.loss.label_smoothing < 1, "loss.label_smoothing", cfg.loss.label_smoothing, "must lie in [0, 1)")
     # numpy's global generator takes 32-bit seeds (torch's and the derived streams take more)
     require(0 <= cfg.seed < 2**32, "seed", cfg.seed, "must lie in [0, 2**32)")
+    if cfg.trackio.enabled:  # Trackio would only warn, and lose every metric
+        check_writable(Path(cfg.trackio.dir), "trackio.dir")
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -26,13 +26,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # launch.py
 
 from launch import main as launch_main  # noqa: E402
-from optqual.config import register_schemas  # noqa: E402
+from optqual.config import register_with_hydra  # noqa: E402
 from optqual.engine.loop import Training  # noqa: E402
+from optqual.runs import rundir  # noqa: E402
 from optqual.runs.naming import register_resolvers  # noqa: E402
 
 HEAD_NPZ = REPO.parent / "shared" / "data" / "cifar10_head.npz"  # real CIFAR-10 images, beside the checkout
 
-register_schemas()
+register_with_hydra()
 register_resolvers()
 
 
@@ -111,6 +112,7 @@ def launch_here(workdir: Path, *overrides: str) -> subprocess.CompletedProcess:
     interpreter and torch take to start). What the process would exit with and print; the thread
     count is restored afterwards, since a CPU run's results depend on it."""
     saved = os.getcwd(), sys.argv, torch.get_num_threads(), os.environ.get("HYDRA_MAIN_MODULE")
+    rundir._claiming, rundir._claimed, rundir._made = False, {}, []  # the directories claimed, as in a new process
     os.chdir(workdir)
     sys.argv = [str(REPO / "launch.py"), *overrides]
     os.environ["HYDRA_MAIN_MODULE"] = "__main__"  # Hydra then finds conf/ beside launch.py, as for the script

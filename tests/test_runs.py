@@ -212,6 +212,7 @@ def test_diff_refuses_a_directory_that_is_not_a_run(runs, tmp_path):
         (["experiment_name=a/b"], "optqual: error: experiment_name=a/b: must not hold '/' or '\\': it names the sweep directory"),
         (["seed=4294967296"], "optqual: error: seed=4294967296: must lie in [0, 2**32)"),
         (["+optimizer.foo=1"], "optqual: error: optimizer: SGD.__init__() got an unexpected keyword argument 'foo'"),
+        (["+model.foo=1"], "optqual: error: model: CifarResNet() got an unexpected keyword argument 'foo'"),  # before the data loads
         (["scheduler=cosine", "+scheduler.bogus=2"], "optqual: error: scheduler: cosine() got an unexpected keyword argument 'bogus'"),
     ],
 )
@@ -223,6 +224,57 @@ def test_bad_input_fails_cleanly_before_any_work(tmp_path, overrides, message):
     if message.startswith("optqual: error:"):
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not [p for p in tmp_path.rglob("*") if p.is_file()], "a rejected run left files behind"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["hydra.run.dir=blocker/run"], "hydra.run.dir=blocker/run: cannot write there: Not a directory (blocker)"),
+    (["hydra.run.dir=/proc/optqual_run"], "hydra.run.dir=/proc/optqual_run: cannot write there: No such file or directory (/proc)"),
+    (["hydra.run.dir=blocker"], "hydra.run.dir=blocker: cannot write there: Not a directory"),
+    (["trackio.enabled=true", "trackio.dir=blocker/trackio"], "trackio.dir=blocker/trackio: cannot write there: Not a directory (blocker)"),
+    (["-m", "seed=0,1", "hydra.sweep.dir=blocker/sweep"], "hydra.sweep.dir=blocker/sweep: cannot write there: Not a directory (blocker)"),
+    (["-m", "seed=0,1", "trackio.enabled=true", "trackio.dir=blocker/t"], "trackio.dir=blocker/t: cannot write there: Not a directory (blocker)"),
+])
+def test_an_output_location_that_cannot_be_written_is_one_line_before_any_work(tmp_path, tiny_npz, overrides, message):
+    """A file where a directory must go stands for every unwritable place (root writes through permissions)."""
+    (tmp_path / "blocker").write_text("a file, not a directory")
+    result = launch_here(tmp_path, *overrides, *tiny_overrides(tiny_npz))
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("optqual: error: job #0 (" if "-m" in overrides and "trackio.dir" in message else "optqual: error: ")
+    assert line.endswith(message), line
+    assert [p.name for p in tmp_path.rglob("*")] == ["blocker"], "nothing may be written"
+
+
+def test_a_working_directory_without_room_for_outputs_is_one_line(tmp_path, tiny_npz):
+    (tmp_path / "outputs").write_text("a file where outputs/ would go")
+    result = launch_here(tmp_path, *tiny_overrides(tiny_npz), "trackio.enabled=false")
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("optqual: error: hydra.run.dir=outputs/runs/") and line.endswith("cannot write there: Not a directory (outputs)")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only directory")
+def test_a_read_only_working_directory_is_one_line(tmp_path, tiny_npz):
+    tmp_path.chmod(0o555)
+    try:
+        result = launch_here(tmp_path, *tiny_overrides(tiny_npz), "trackio.enabled=false")
+    finally:
+        tmp_path.chmod(0o755)
+    assert result.returncode == 1 and "cannot write there: Permission denied" in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_help_lists_the_groups_a_run_composes_and_cfg_resolve_writes_nothing(tmp_path):
+    result = launch_here(tmp_path, "--help")
+    groups = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    listed = [line.split(":")[0] for line in groups.splitlines() if ": " in line]
+    assert listed == ["augment", "batch_mix", "data", "experiment", "model", "optimizer", "scheduler"]  # no schema/..., no analysis
+    assert "optimizer: adam, adamw, lion, muon, nesterov, rmsprop, sam, sgd" in groups
+
+    shown = launch_here(tmp_path, "optimizer=adamw", "seed=3", "--cfg", "hydra", "--resolve")
+    assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+    assert re.search(r"dir: outputs/runs/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d_adamw_seedunset", shown.stdout)  # `--cfg hydra` has no seed
+    assert not list(tmp_path.iterdir()), "showing the config writes nothing"
 
 
 @pytest.mark.skipif(not HEAD_NPZ.is_file(), reason=f"real CIFAR-10 images not found at {HEAD_NPZ}")

@@ -315,6 +315,8 @@ def test_every_basic_sweeper_syntax_is_summarized_diffed_and_resumed(tmp_path, t
     (["optimizer=glob(*)", "optimizer.momentum=0.9"], "optqual: error: job #0 (optimizer=adam optimizer.momentum=0.9"),  # adam has no momentum
     (["optimizer=sgd,nope"], "optqual: error: job #1 (optimizer=nope"),
     (["seed=range(0,3)", "optimizer.lr=-1"], "optqual: error: job #0 (seed=0 optimizer.lr=-1"),
+    (["model=mlp,resnet8", "++model.hidden=[8]"], "optqual: error: job #1 (model=resnet8 ++model.hidden=[8] trackio.enabled=False): "
+     "model: CifarResNet() got an unexpected keyword argument 'hidden'"),  # found without building a model
 ])
 def test_a_sweep_that_cannot_run_is_one_line_before_anything_is_written(tmp_path, sweep_syntax, error):
     result = launch_here(tmp_path, "-m", *sweep_syntax, "trackio.enabled=false")

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import torch
 from omegaconf import DictConfig
 
-from optqual.errors import ConfigError, build
+from optqual.errors import ConfigError, build, check_arguments
 from optqual.models import cifar_resnet, mlp, resnet18_cifar, timm_model
 
 SCHEMAS = {**cifar_resnet.SCHEMAS, **mlp.SCHEMAS, **resnet18_cifar.SCHEMAS, **timm_model.SCHEMAS}
@@ -34,6 +34,7 @@ def inputs_from_data(model: DictConfig, facts: Mapping[str, Any]) -> dict[str, A
 def check(cfg: DictConfig) -> None:
     """Before any work: what the data option states must fit the model, and the model's own values."""
     inputs_from_data(cfg.model, {fact: cfg.data.get(fact) for fact in DATA_FACTS.values()})
+    check_arguments(cfg.model, "model")
     if cfg.model._target_ == timm_model.TARGET:
         timm_model.check(cfg.model)
 

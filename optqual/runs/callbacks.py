@@ -1,14 +1,15 @@
-"""The Hydra callback for sweeps (conf/config.yaml: hydra.callbacks).
+"""The Hydra callback of every run and sweep (conf/config.yaml: hydra.callbacks).
 
-Before the first job starts, the sweep is expanded into its jobs as Hydra's basic sweeper
-expands them (lists, range, choice, glob) and every job's config is composed and checked, so a bad value
-in job 37 of 50 stops the sweep at once, with one line and before anything is written,
-instead of hours in. The jobs are then saved in the sweep directory for `summarize`, `diff`
-and `resume` (optqual/runs/naming.py). Hydra skips `on_multirun_end` when any job
-fails, so the summary is rewritten at the end of every job instead, in the job's own
-process (joblib worker or cluster node too). A file lock serialises jobs that end
-together, so the last writer has seen every finished job.
-"""
+A run's or sweep's directory is claimed, created and checked writable when it starts, not
+when its name is resolved, so `--cfg hydra --resolve` writes nothing. Before a sweep's first
+job starts, the sweep is expanded into its jobs as Hydra's basic sweeper expands them (lists,
+range, choice, glob) and every job's config is composed and checked, so a bad value in job
+37 of 50 stops the sweep at once, with one line and before anything is written, instead of
+hours in. The jobs are saved in the sweep directory for `summarize`, `diff` and `resume`
+(optqual/runs/naming.py). Hydra skips `on_multirun_end` when any job fails, so the summary
+is rewritten at the end of every job instead, in the job's own process (joblib worker or
+cluster node too). A file lock serialises jobs that end together, so the last writer has
+seen every finished job."""
 
 import logging
 import sys
@@ -17,15 +18,17 @@ from typing import Any
 
 from filelock import FileLock
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from optqual.config import check_config
 from optqual.errors import ConfigError
+from optqual.runs.rundir import check_writable, make_dirs, start_claiming
 from optqual.runs.summary import Summary, terminal_text, write_summary
 from optqual.runs.naming import job_overrides, knows_jobs_up_front, save_jobs
 from optqual.status import RunStatus
@@ -38,30 +41,54 @@ def one_line(err: Exception) -> str:
     return str(err).strip().splitlines()[0]
 
 
+def output_dir(config: DictConfig, key: str) -> Path:
+    """`hydra.run.dir` or `hydra.sweep.dir`, claimed (optqual_fresh_dir) and created now that a
+    run or sweep really starts; one line and exit when it cannot be written."""
+    start_claiming()
+    HydraConfig.instance().set_config(config)  # for ${hydra:...} in the name; Hydra sets it only for the job
+    try:
+        path = Path(str(OmegaConf.select(config, f"hydra.{key}")))
+        check_writable(path, f"hydra.{key}")
+        make_dirs(path)
+    except (ConfigError, OSError) as err:
+        sys.exit(f"optqual: error: {err}")
+    return path
+
+
+def checked_jobs(config: DictConfig) -> list[list[str]]:
+    """Every job's overrides, each composed as the launcher will compose it and checked."""
+    loader = GlobalHydra.instance().config_loader()
+    try:
+        jobs = job_overrides(config.hydra, loader)
+    except (ConfigError, HydraException) as err:  # interval(), a glob of a group that does not exist, ...
+        sys.exit(f"optqual: error: {one_line(err)}")
+    for num, overrides in enumerate(jobs):
+        try:
+            job = loader.load_sweep_config(config, overrides)  # a preset's hydra.searchpath and sweeper.params too
+            with open_dict(job):
+                del job["hydra"]  # as the job gets it
+            check_config(job)
+        except (ConfigError, HydraException, OmegaConfBaseException) as err:
+            sys.exit(f"optqual: error: job #{num} ({' '.join(overrides)}): {one_line(err)}")
+    return jobs
+
+
 def refresh(sweep_dir: Path) -> Summary:
     with FileLock(sweep_dir / ".summary.lock"):
         return write_summary(sweep_dir)
 
 
-class SweepCallback(Callback):
+class LaunchCallback(Callback):
+    # Hydra turns an exception raised by a callback into a warning and goes on: every error exits here
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        output_dir(config, "run.dir")
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # Hydra turns an exception raised here into a warning and goes on: every error exits here
-        if not knows_jobs_up_front(config.hydra):
-            return
-        loader = GlobalHydra.instance().config_loader()
-        try:
-            jobs = job_overrides(config.hydra, loader)
-        except (ConfigError, HydraException) as err:  # interval(), a glob of a group that does not exist, ...
-            sys.exit(f"optqual: error: {one_line(err)}")
-        for num, overrides in enumerate(jobs):
-            try:
-                job = loader.load_sweep_config(config, overrides)  # as the launcher will compose it (hydra.searchpath too)
-                with open_dict(job):
-                    del job["hydra"]  # as the job gets it
-                check_config(job)
-            except (ConfigError, HydraException, OmegaConfBaseException) as err:
-                sys.exit(f"optqual: error: job #{num} ({' '.join(overrides)}): {one_line(err)}")
-        save_jobs(Path(config.hydra.sweep.dir), jobs)  # the first thing written: resolving the name makes the directory
+        jobs = checked_jobs(config) if knows_jobs_up_front(config.hydra) else None
+        sweep_dir = output_dir(config, "sweep.dir")  # the first thing written
+        if jobs is not None:
+            save_jobs(sweep_dir, jobs)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:

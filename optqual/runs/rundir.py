@@ -6,6 +6,7 @@ previous version or none, never half a file.
 
 import contextlib
 import csv
+import errno
 import io
 import itertools
 import json
@@ -41,27 +42,64 @@ os.umask(_UMASK)
 
 
 _claimed: dict[str, str] = {}  # this process's claims: Hydra resolves the same dir more than once
+_claiming = False  # until a run or sweep starts, names are only shown (`--cfg hydra --resolve`)
+_made: list[Path] = []  # the folders made for them, in the order made: a run refused at once takes them back
+
+
+def make_dirs(path: Path) -> None:
+    """`mkdir -p path`, remembering the folders it made (`discard_unstarted` removes them when empty)."""
+    missing = [folder for folder in (path, *path.parents) if not folder.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    _made.extend(reversed(missing))
+
+
+def start_claiming() -> None:
+    """From now on `fresh_dir` creates the directories it names (optqual/runs/callbacks.py)."""
+    global _claiming
+    _claiming = True
 
 
 def fresh_dir(path: str) -> str:
     """`path`, or `path_2`, `path_3`, ...: the first that does not exist yet, created at once.
 
     mkdir is atomic (on NFS too), so two runs or sweeps started in the same second
-    never share a directory.
+    never share a directory. Before `start_claiming`, `path` itself, and nothing is created.
     """
     key = os.path.abspath(path)  # the same relative path is another directory in another working directory
+    if not _claiming:
+        return path
     if key not in _claimed:
         base = Path(path)
-        base.parent.mkdir(parents=True, exist_ok=True)
-        for n in itertools.count(1):
-            candidate = base if n == 1 else base.with_name(f"{base.name}_{n}")
-            try:
-                candidate.mkdir()
-            except FileExistsError:
-                continue
-            _claimed[key] = str(candidate)
-            break
+        try:
+            make_dirs(base.parent)
+            for n in itertools.count(1):
+                candidate = base if n == 1 else base.with_name(f"{base.name}_{n}")
+                try:
+                    candidate.mkdir()
+                except FileExistsError:
+                    continue
+                _made.append(candidate)
+                _claimed[key] = str(candidate)
+                break
+        except OSError:  # it cannot be created: check_writable says why, naming the key
+            return path
     return _claimed[key]
+
+
+def check_writable(path: Path, key: str) -> None:
+    """Fail now, with one line naming `key`, unless `path` is (or can be made) a directory this
+    process writes to: a run must not train for hours and then lose what it writes there.
+    Probes with a temporary file that vanishes: nothing is left behind."""
+    probed = path
+    try:
+        probed = next(folder for folder in (path, *path.parents) if folder.exists())  # the folder mkdir would write in
+        if not probed.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        with tempfile.TemporaryFile(dir=probed):
+            pass
+    except OSError as err:
+        where = f" ({probed})" if probed != path else ""
+        raise ConfigError(f"{key}={path}: cannot write there: {err.strerror or err}{where}") from None
 
 
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], Any]) -> None:
@@ -149,9 +187,13 @@ def trained_now(run_dir: Path) -> bool:
 
 
 def discard_unstarted(run_dir: Path) -> None:
-    """Remove a run directory that holds nothing but what Hydra wrote before the job began."""
+    """Remove a run directory that holds nothing but what Hydra wrote before the job began, and
+    the folders made for it that are empty now (outputs/runs/<date>/)."""
     if run_dir.is_dir() and {entry.name for entry in run_dir.iterdir()} <= HYDRA_FILES:
         shutil.rmtree(run_dir)
+        for folder in reversed(_made):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
 
 
 def library_versions() -> dict[str, str]:
