@@ -296,7 +296,7 @@ def test_every_basic_sweeper_syntax_is_summarized_diffed_and_resumed(tmp_path, t
     assert result.returncode == 0, result.stderr[-3000:]
     sweep_dir = tmp_path / "sweep"
     assert [job.name for job in sweep_jobs(sweep_dir)] == names
-    assert sorted(summary_rows(sweep_dir)) == names and f"2 jobs: 2 completed" in result.stdout
+    assert sorted(summary_rows(sweep_dir)) == names and "2 jobs: 2 completed" in result.stdout
 
     shutil.rmtree(sweep_dir / names[1])  # as if the sweep had been stopped before its last job
     assert [(job.name, job.status) for job in read_jobs(sweep_dir)] == [(names[0], RunStatus.COMPLETED), (names[1], RunStatus.PENDING)]
