@@ -162,8 +162,10 @@ def fit_and_save(cfg: DictConfig, run: Run, run_dir: Path, resumed: bool) -> Run
         save_training_state(run_dir, cfg, run.state)
         run.recorder.checkpoint_seconds += time.perf_counter() - tic
 
+    lost: dict[str, str] = {}  # what a dashboard failed to store, known once it is closed
     try:
-        with tracking(cfg, run.recorder.facts["optimizer"], run_dir, resumed, run.training.epochs_done) as track, stop_on_signals() as stop:
+        with tracking(cfg, run.recorder.facts["optimizer"], run_dir, resumed, run.recorder.history, lost) as track, \
+                stop_on_signals() as stop:
             def on_epoch(record: dict) -> None:
                 run.recorder.add_epoch(record)
                 track(record)
@@ -173,22 +175,24 @@ def fit_and_save(cfg: DictConfig, run: Run, run_dir: Path, resumed: bool) -> Run
                 results = evaluate_on_test(run, run_dir, cfg.precision)
                 track({"epoch": run.training.epochs_done, **results})
     except BaseException as err:
-        run.recorder.write_metrics(RunStatus.INTERRUPTED if isinstance(err, KeyboardInterrupt) else RunStatus.FAILED, error=repr(err))
+        run.recorder.write_metrics(RunStatus.INTERRUPTED if isinstance(err, KeyboardInterrupt) else RunStatus.FAILED, error=repr(err),
+                                   dashboard_data_lost=lost)
         raise
-    timing = {"checkpoints": run.recorder.checkpoints, "checkpoint_seconds": run.recorder.checkpoint_seconds}  # every process's
+    ending = {"checkpoints": run.recorder.checkpoints, "checkpoint_seconds": run.recorder.checkpoint_seconds,  # every process's
+              "dashboard_data_lost": lost}
     if status == RunStatus.INTERRUPTED:  # checkpointed at the step boundary; exit like the signal would
         log.warning("stopped by %s; checkpoint written. Continue with: python -m optqual resume %s", stop.name, run_dir)
-        run.recorder.write_metrics(status, error=f"stopped by {stop.name}; continue with: python -m optqual resume {run_dir}", **timing)
+        run.recorder.write_metrics(status, error=f"stopped by {stop.name}; continue with: python -m optqual resume {run_dir}", **ending)
         sys.exit(128 + stop.signum)
     if status == RunStatus.DIVERGED:  # a result, not a crash: a sweep goes on
-        run.recorder.write_metrics(status, diverged_epoch=run.training.epochs_done, **timing)
+        run.recorder.write_metrics(status, diverged_epoch=run.training.epochs_done, **ending)
         log.warning("diverged in epoch %d -> %s", run.training.epochs_done, run_dir)
         return status
     if status == RunStatus.STOPPED_EARLY:
-        timing["stopped_epoch"] = run.training.epochs_done
+        ending["stopped_epoch"] = run.training.epochs_done
         log.info("early stopping after epoch %d (best: epoch %s)", run.training.epochs_done, results.get("best_epoch"))
     profile = static_profile(cfg.model, run.training.data.facts(), run.training.model, run_dir / FINAL_MODEL)
-    metrics = run.recorder.write_metrics(status, **results, **timing, profile=profile)
+    metrics = run.recorder.write_metrics(status, **results, **ending, profile=profile)
     log.info("test_acc %.4f  train_loss %.4f  -> %s", metrics["test_acc"], metrics["train_loss"], run_dir)
     return status
 

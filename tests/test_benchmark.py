@@ -48,3 +48,11 @@ def test_model_profiles_prints_a_row_per_model():
     rows = json.loads(result.stdout.strip().splitlines()[-1])
     assert sorted(rows) == ["mlp", "resnet8"] and rows["resnet8"]["params"] == 78_042
     assert "| `resnet8` | 78,042 |" in result.stdout
+
+
+def test_trackio_sync_reports_the_bookkeeping_and_the_read_back():
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "trackio_sync.py"), "--epochs", "5"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"log_seconds_plain", "log_seconds_with_bookkeeping", "read_back_seconds"} <= figures.keys()

@@ -2,6 +2,8 @@
 
 import csv
 import json
+import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -55,6 +57,56 @@ def resume(directory: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "optqual", "resume", str(directory)], cwd=REPO, capture_output=True, text=True)
 
 
+# launch.py in a process with a fault: SIGKILL after its Nth checkpoint is on disk (`checkpoint N`),
+# or at a step of an epoch, after waiting for Trackio's writer to catch up (`step EPOCH STEP`);
+# or Trackio's database refusing every write after the Nth (`store N`: a full disk)
+FAULTY_LAUNCH = """
+import os, signal, sys, time
+mode, *when = sys.argv[1].split()
+sys.argv = [{launch!r}, *sys.argv[2:]]
+os.environ["HYDRA_MAIN_MODULE"] = "__main__"
+os.environ["TRACKIO_DIR"] = os.path.abspath("outputs/trackio")  # trackio.dir: Trackio reads it once, when imported
+sys.path.insert(0, {repo!r})
+import launch
+from optqual.engine.loop import Training
+from trackio.sqlite_storage import SQLiteStorage
+
+save, step, saved = launch.save_training_state, Training.step, []
+store, stored = SQLiteStorage.bulk_log, []
+def store_until_full(*args, **kwargs):
+    stored.append(1)
+    if mode == "store" and len(stored) > int(when[0]):
+        raise OSError(28, "No space left on device")
+    return store(*args, **kwargs)
+SQLiteStorage.bulk_log = staticmethod(store_until_full)
+def save_then_die(*args):
+    save(*args)
+    saved.append(1)
+    if mode == "checkpoint" and len(saved) == int(when[0]):
+        os.kill(os.getpid(), signal.SIGKILL)
+def step_then_die(self, images, labels, progress):
+    step(self, images, labels, progress)
+    if mode == "step" and (progress.epoch, progress.step + 1) == tuple(map(int, when)):
+        time.sleep(1.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+launch.save_training_state, Training.step = save_then_die, step_then_die
+launch.main()
+""".format(launch=str(REPO / "launch.py"), repo=str(REPO))
+
+
+def faulty_run(workdir: Path, fault: str, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", FAULTY_LAUNCH, fault, *overrides], cwd=workdir, capture_output=True, text=True, timeout=600)
+
+
+def trackio_logs(trackio_dir: Path, project: str, run: str) -> list[dict]:
+    """The run's rows, read back through Trackio's own storage API, in a fresh process."""
+    read = ("import json, sys; from trackio.sqlite_storage import SQLiteStorage; "
+            "print(json.dumps(SQLiteStorage.get_logs(sys.argv[1], run=sys.argv[2])))")
+    result = subprocess.run([sys.executable, "-c", read, project, run], env={**os.environ, "TRACKIO_DIR": str(trackio_dir)},
+                            capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_npz) -> Path:
     """The run never interrupted."""
@@ -78,6 +130,38 @@ def test_sigkill_after_the_second_checkpoint_then_resume_is_bit_identical(tmp_pa
     assert_same_run(reference, run)
     # one checkpoint per epoch, counted over both processes, as in the uninterrupted run
     assert metrics(run)["checkpoints"] == metrics(reference)["checkpoints"] == metrics(reference)["epochs"]
+
+
+@pytest.mark.parametrize("when, every", [
+    ("checkpoint 3", 1),  # killed as checkpoint 3 is on disk: Trackio's writer had not caught up with epoch 3
+    ("step 5 2", 3),  # killed in epoch 5, Trackio up to date: epoch 4 is in it but not in checkpoint 3, and is trained again
+])
+def test_trackio_holds_every_epoch_exactly_once_after_sigkill_and_resume(tmp_path, tiny_npz, reference, when, every):
+    killed = faulty_run(tmp_path, when, *run_overrides(tiny_npz), "hydra.run.dir=run", f"checkpoint_every={every}")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    run, trackio_dir = tmp_path / "run", tmp_path / "outputs" / "trackio"
+    before = {row["step"] for row in trackio_logs(trackio_dir, "resnet8_cifar10_baseline", "run")}
+
+    result = resume(run)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_run(reference, run)
+    rows = trackio_logs(trackio_dir, "resnet8_cifar10_baseline", "run")
+    charts = {chart: [row["step"] for row in rows if chart in row] for chart in ("accuracy/train", "loss/train", "accuracy/val", "accuracy/test")}
+    assert charts == {"accuracy/train": list(range(1, 9)), "loss/train": list(range(1, 9)), "accuracy/val": list(range(1, 9)),
+                      "accuracy/test": [8]}, f"Trackio held epochs {sorted(before)} when the run was killed"
+    assert [row["accuracy/train"] for row in rows if "accuracy/train" in row] == [float(r["train_acc"]) for r in history(run)]
+    assert metrics(run)["dashboard_data_lost"] == {}
+
+
+def test_a_dashboard_that_fails_to_store_is_recorded_as_lost_data(tmp_path, tiny_npz):
+    """Trackio only warns when its database refuses a write; the run reads back what it logged."""
+    result = faulty_run(tmp_path, "store 1", *run_overrides(tiny_npz), "hydra.run.dir=run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    recorded = metrics(tmp_path / "run")
+    assert recorded["status"] == "completed"
+    assert re.match(r"\d+ of \d+ values logged are not in .*trackio \(project resnet8_cifar10_baseline, run run; the first: epoch \d+ ",
+                    recorded["dashboard_data_lost"]["trackio"]), recorded["dashboard_data_lost"]
+    assert "Trackio lost data: " in (tmp_path / "run" / "launch.log").read_text()
 
 
 def test_sigterm_mid_epoch_checkpoints_and_resume_completes(tmp_path, tiny_npz, reference):

@@ -10,6 +10,7 @@ history.csv keep their flat keys (`test_acc`, `grad_norm.<layer>`).
 """
 
 import contextlib
+import logging
 import math
 import os
 from pathlib import Path
@@ -22,6 +23,7 @@ from optqual.runs.naming import MULTIRUN
 
 TENSORBOARD_DIR = "tensorboard"  # inside the run directory
 Log = Callable[[dict], None]
+logger = logging.getLogger("optqual")
 
 
 def dashboard_name(key: str) -> str:
@@ -46,14 +48,30 @@ def sweep_of(run_dir: Path) -> str | None:
     return run_dir.parent.name if (run_dir.parent / MULTIRUN).is_file() else None
 
 
+def trackio_held(project: str, name: str) -> set[tuple[int, str]]:
+    """(step, chart) of every value Trackio's database holds for the run, read through Trackio's storage API."""
+    from trackio.sqlite_storage import SQLiteStorage
+
+    return {(row["step"], chart) for row in SQLiteStorage.get_logs(project, run=name)
+            for chart in row if chart not in ("step", "timestamp")}
+
+
 @contextlib.contextmanager
-def trackio_run(cfg: DictConfig, group: str, run_dir: Path, resume: bool) -> Iterator[Log]:
+def trackio_run(cfg: DictConfig, group: str, run_dir: Path, resume: bool, history: list[dict], lost: dict[str, str]) -> Iterator[Log]:
     """Open a Trackio run and yield its `log(record)`; the run is finished even if training fails.
 
     The run is named after its directory (`<sweep>/<job>` in a sweep), so every run has its
     own name and a resumed run (`resume`) appends to the one it started. Its config is the
     composed config plus `run_dir` (absolute) and `sweep` (the sweep's name, None for a
     single run), so the dashboard can filter one sweep's runs.
+
+    Trackio writes in the background, half a second behind: a process killed just after a
+    checkpoint dies with epochs the checkpoint holds but Trackio's database does not. So a
+    resumed run reads back what the database holds, logs what `history` (restored from the
+    checkpoint) has beyond it, and logs each (epoch, chart) once: an epoch trained again
+    after the checkpoint is not logged twice (resume is bit-identical: its values are the
+    ones already there). At the end, what was logged is read back; anything missing goes
+    into `lost["trackio"]` (metrics.json) and the log, never silently.
     """
     # Trackio reads its data directory from the environment once, when it is imported
     wanted = Path(cfg.trackio.dir).resolve()
@@ -69,12 +87,31 @@ def trackio_run(cfg: DictConfig, group: str, run_dir: Path, resume: bool) -> Ite
     sweep = sweep_of(run_dir)
     config.update(run_dir=str(run_dir.resolve()), sweep=sweep)
     name = run_dir.name if sweep is None else f"{sweep}/{run_dir.name}"
-    trackio.init(project=cfg.experiment_name, name=name, group=group, config=config, resume="allow" if resume else "never",
+    project = cfg.experiment_name
+    trackio.init(project=project, name=name, group=group, config=config, resume="allow" if resume else "never",
                  auto_log_cpu=False, auto_log_gpu=False)
+    logged = trackio_held(project, name) if resume else set()  # what the stopped process's Trackio wrote
+    sent: set[tuple[int, str]] = set()
+
+    def log(record: dict) -> None:
+        step = record["epoch"]
+        values = {chart: value for chart, value in scalars(record).items() if (step, chart) not in logged}
+        if values:
+            trackio.log(values, step=step)
+            logged.update((step, chart) for chart in values)
+            sent.update((step, chart) for chart in values)
+
     try:
-        yield lambda record: trackio.log(scalars(record), step=record["epoch"])
+        for record in history:
+            log(record)
+        yield log
     finally:
-        trackio.finish()
+        trackio.finish()  # waits for Trackio's writer
+        missing = sorted(sent - trackio_held(project, name))
+        if missing:
+            lost["trackio"] = (f"{len(missing)} of {len(sent)} values logged are not in {wanted} "
+                               f"(project {project}, run {name}; the first: epoch {missing[0][0]} {missing[0][1]})")
+            logger.warning("Trackio lost data: %s", lost["trackio"])
 
 
 @contextlib.contextmanager
@@ -97,14 +134,16 @@ def tensorboard_run(run_dir: Path, resume: bool, epochs_done: int) -> Iterator[L
 
 
 @contextlib.contextmanager
-def tracking(cfg: DictConfig, group: str, run_dir: Path, resume: bool, epochs_done: int) -> Iterator[Log]:
-    """`log(record)` to every dashboard the config turns on (Trackio, TensorBoard, both, neither)."""
+def tracking(cfg: DictConfig, group: str, run_dir: Path, resume: bool, history: list[dict], lost: dict[str, str]) -> Iterator[Log]:
+    """`log(record)` to every dashboard the config turns on (Trackio, TensorBoard, both, neither),
+    for a run that starts, or resumes with `history` restored from its checkpoint. Once they are
+    closed, `lost` says what a dashboard failed to store."""
     with contextlib.ExitStack() as stack:
         logs = []
         if cfg.trackio.enabled:
-            logs.append(stack.enter_context(trackio_run(cfg, group, run_dir, resume)))
-        if cfg.tensorboard.enabled:
-            logs.append(stack.enter_context(tensorboard_run(run_dir, resume, epochs_done)))
+            logs.append(stack.enter_context(trackio_run(cfg, group, run_dir, resume, history, lost)))
+        if cfg.tensorboard.enabled:  # its writer flushes every epoch: nothing to catch up
+            logs.append(stack.enter_context(tensorboard_run(run_dir, resume, len(history))))
 
         def log_everywhere(record: dict) -> None:
             for log in logs:
