@@ -26,6 +26,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from optqual import config_dir
 from optqual.analysis import activations, calibration, comparison, features, interpolation, sharpness, similarity, weights
 from optqual.analysis.solution import WEIGHTS, NotAnalyzable, Solution
 from optqual.config import resolve_device
@@ -38,7 +39,6 @@ from optqual.system.allocator import keep_freed_memory
 from optqual.system.reproducibility import make_deterministic
 
 log = logging.getLogger(__name__)
-CONF = Path(__file__).resolve().parents[2] / "conf"
 ANALYSIS = "analysis"  # the directory beside a run's (or a sweep's) own files
 PER_RUN = {"weights": weights, "activations": activations, "sharpness": sharpness, "calibration": calibration, "features": features}
 PAIRWISE = {"interpolation": interpolation, "similarity": similarity}
@@ -68,7 +68,7 @@ def register_schemas() -> None:
 def compose_config(overrides: list[str]) -> DictConfig:
     """conf/analyze.yaml with `overrides`, its values checked."""
     register_schemas()
-    with initialize_config_dir(str(CONF), version_base="1.3"):
+    with initialize_config_dir(str(config_dir().resolve()), version_base="1.3"):
         cfg = compose("analyze", overrides=list(overrides))
     require(cfg.weights in WEIGHTS, "weights", cfg.weights, f"must be one of {', '.join(WEIGHTS)}")
     require(cfg.pairs in ("default", "all"), "pairs", cfg.pairs, "must be default or all")

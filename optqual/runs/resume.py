@@ -1,6 +1,8 @@
 """`python -m optqual resume RUN_DIR | SWEEP_DIR`: finish what was stopped.
 
-A run is continued by running launch.py again, in the directory it was started from, with
+A run is continued by running the launch.py that started it (the checkout whose conf/ is
+its Hydra config source: the code and configs it was made with, whatever optqual this
+command runs from), in the directory it was started from, with
 its own command-line overrides and `hydra.run.dir` pointing at the run: the job finds its
 checkpoint.pt, checks that the config is the one the checkpoint was written with, and
 continues from it (optqual/checkpoint.py). `hydra.output_subdir=null` keeps the run's
@@ -13,13 +15,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from optqual.errors import ConfigError
 from optqual.runs.summary import terminal_text, write_summary
 from optqual.runs.naming import MULTIRUN
 from optqual.runs.sweep import Job, is_run_dir, read_jobs
 
-LAUNCH = Path(__file__).resolve().parents[2] / "launch.py"
 STOPPED_BY_SIGNAL = {130, 143}  # 128 + SIGINT, 128 + SIGTERM: the user wants everything to stop
 
 
@@ -28,11 +30,21 @@ def quoted(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def launch(overrides: list[str], run_dir: Path, cwd: str, keep_hydra_files: bool) -> int:
-    command = [sys.executable, str(LAUNCH), *overrides, f"hydra.run.dir={quoted(str(run_dir.resolve()))}"]
+def launch_script(hydra_cfg: DictConfig) -> Path:
+    """The launch.py that made a run or sweep: the one beside its main config source (conf/)."""
+    (main,) = [source for source in hydra_cfg.runtime.config_sources if source.provider == "main"]
+    script = Path(main.path).parent / "launch.py"
+    if not script.is_file():
+        raise ConfigError(f"{script} is gone: resume trains with the checkout that started the run ({main.path})")
+    return script
+
+
+def launch(hydra_cfg: DictConfig, overrides: list[str], run_dir: Path, keep_hydra_files: bool) -> int:
+    """Run the launch.py that made `hydra_cfg`'s run or sweep, where it was run, on `run_dir`."""
+    command = [sys.executable, str(launch_script(hydra_cfg)), *overrides, f"hydra.run.dir={quoted(str(run_dir.resolve()))}"]
     if keep_hydra_files:
         command.append("hydra.output_subdir=null")
-    return subprocess.run(command, cwd=cwd).returncode
+    return subprocess.run(command, cwd=hydra_cfg.runtime.cwd).returncode
 
 
 def resume_job(job: Job, sweep_dir: Path | None) -> int:
@@ -42,11 +54,10 @@ def resume_job(job: Job, sweep_dir: Path | None) -> int:
         return 0
     if job.path is None:  # never started: start it where the sweep would have put it
         print(f"{job.name}: not started, starting it", flush=True)
-        cwd = OmegaConf.load(sweep_dir / MULTIRUN).hydra.runtime.cwd
-        return launch(job.overrides, sweep_dir / job.name, cwd, keep_hydra_files=False)
+        return launch(OmegaConf.load(sweep_dir / MULTIRUN).hydra, job.overrides, sweep_dir / job.name, keep_hydra_files=False)
     print(f"{job.name}: {job.status}, resuming", flush=True)
     hydra_cfg = OmegaConf.load(job.path / ".hydra" / "hydra.yaml").hydra
-    return launch(list(hydra_cfg.overrides.task), job.path, hydra_cfg.runtime.cwd, keep_hydra_files=True)
+    return launch(hydra_cfg, list(hydra_cfg.overrides.task), job.path, keep_hydra_files=True)
 
 
 def resume(directory: str | Path) -> int:

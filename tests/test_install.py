@@ -1,0 +1,70 @@
+"""optqual's tools from a regular (not editable) install, run from another directory."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import venv
+from pathlib import Path
+
+from conftest import REPO, launch_here, launched, stopped_after, tiny_overrides
+
+OFFLINE = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
+def installed_environment(tmp_path: Path) -> Path:
+    """A fresh virtual environment holding optqual as `pip install .` installs it (a wheel, from a
+    copy of the project's files) and borrowing this environment's dependencies (torch and the
+    rest) through a .pth file: no download, no editable link back to the checkout. Its python."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for part in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / part, source / part)
+    for part in ("optqual", "conf"):
+        shutil.copytree(REPO / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "wheel"),
+                    str(source)], env=OFFLINE, check=True, capture_output=True)
+    (wheel,) = (tmp_path / "wheel").glob("optqual-*.whl")
+    environment = tmp_path / "env"
+    venv.create(environment, with_pip=False)
+    python = environment / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # a plain path: its editable link stays off
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
+                   env=OFFLINE, check=True, capture_output=True)
+    return python
+
+
+def test_the_tools_work_from_a_regular_install_and_any_directory(tmp_path, tiny_npz):
+    work = tmp_path / "work"
+    work.mkdir()
+    launched(work, "-m", *tiny_overrides(tiny_npz), "epochs=1", "seed=0,1", "hydra.sweep.dir=sweep", "trackio.enabled=false")
+    shutil.rmtree(work / "sweep" / "seed=1")  # a job the sweep never started
+    with stopped_after(2, 1, "kill"):  # a run killed in its second epoch
+        assert launch_here(work, *tiny_overrides(tiny_npz), "hydra.run.dir=run", "trackio.enabled=false").returncode < 0
+
+    python = installed_environment(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def optqual(*args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run([str(python), "-m", "optqual", *args], cwd=elsewhere, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    where = subprocess.run([str(python), "-c", "import optqual; print(optqual.__file__); print(optqual.config_dir())"],
+                           cwd=elsewhere, capture_output=True, text=True, check=True).stdout.split()
+    assert all(path.startswith(str(tmp_path / "env")) for path in where), where  # the installed copy, conf/ inside it
+
+    assert "2 jobs: 1 completed, 1 pending" in optqual("summarize", str(work / "sweep")).stdout
+    assert "seed" in optqual("diff", str(work / "sweep" / "seed=0"), str(work / "run")).stdout
+    assert "seed=1: not started, starting it" in optqual("resume", str(work / "sweep")).stdout
+    assert "2 jobs: 2 completed" in (work / "sweep" / "summary.md").read_text()
+    optqual("resume", str(work / "run"))  # the checkout's launch.py, where the run was started
+    assert json.loads((work / "run" / "metrics.json").read_text())["status"] == "completed"
+    optqual("analyze", str(work / "run"), "analysis=[weights]", "probe_size=32", "train_subset=64")  # conf/analyze.yaml from the install
+    assert (work / "run" / "analysis" / "weights.json").is_file()
+    assert not list(elsewhere.iterdir()), "the tools write into the directories they are given, not the working directory"
