@@ -87,7 +87,7 @@ def prepare(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, started: floa
     model.to(device, memory_format=torch.channels_last)  # the layout convolutions run fastest in
     if cfg.compile:
         model.compile()  # in place: state_dict keys stay those of the plain model
-    optimizer = build_optimizer(model, cfg.optimizer)
+    optimizer = build_optimizer(model, cfg.optimizer, cfg.lr_scale)
     generator = data_generator(cfg.seed, device)
     parts = extensions(cfg, model, optimizer, data)
     training = Training(model, optimizer, data, generator, Hooks(parts), cfg.epochs, cfg.eval_every, cfg.precision,
@@ -128,8 +128,9 @@ def evaluate_on_test(run: Run, run_dir: Path, precision: str) -> dict:
     return results
 
 
-def train(cfg: DictConfig) -> RunStatus:
-    """One run in the directory Hydra made for it; exits with a one-line error on bad config."""
+def train(cfg: DictConfig) -> dict:
+    """One run in the directory Hydra made for it, and its metrics.json; exits with a one-line
+    error on bad config."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     started = time.perf_counter()
@@ -146,8 +147,8 @@ def train(cfg: DictConfig) -> RunStatus:
         sys.exit(f"optqual: error: {err}")
 
 
-def fit_and_save(cfg: DictConfig, run: Run, run_dir: Path, resumed: bool) -> RunStatus:
-    """Train the remaining epochs, checkpointing as configured; record how the run ended."""
+def fit_and_save(cfg: DictConfig, run: Run, run_dir: Path, resumed: bool) -> dict:
+    """Train the remaining epochs, checkpointing as configured; record how the run ended in metrics.json."""
     save_split(run_dir, run.training.data.train_indices, run.training.data.val_indices)
     if not resumed:
         save_weights(run_dir / INITIAL_MODEL, run.training.model.state_dict())  # what the analysis measures distance from
@@ -185,21 +186,22 @@ def fit_and_save(cfg: DictConfig, run: Run, run_dir: Path, resumed: bool) -> Run
         run.recorder.write_metrics(status, error=f"stopped by {stop.name}; continue with: python -m optqual resume {run_dir}", **ending)
         sys.exit(128 + stop.signum)
     if status == RunStatus.DIVERGED:  # a result, not a crash: a sweep goes on
-        run.recorder.write_metrics(status, diverged_epoch=run.training.epochs_done, **ending)
         log.warning("diverged in epoch %d -> %s", run.training.epochs_done, run_dir)
-        return status
+        return run.recorder.write_metrics(status, diverged_epoch=run.training.epochs_done, **ending)
     if status == RunStatus.STOPPED_EARLY:
         ending["stopped_epoch"] = run.training.epochs_done
         log.info("early stopping after epoch %d (best: epoch %s)", run.training.epochs_done, results.get("best_epoch"))
     profile = static_profile(cfg.model, run.training.data.facts(), run.training.model, run_dir / FINAL_MODEL)
     metrics = run.recorder.write_metrics(status, **results, **ending, profile=profile)
     log.info("test_acc %.4f  train_loss %.4f  -> %s", metrics["test_acc"], metrics["train_loss"], run_dir)
-    return status
+    return metrics
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> None:
-    train(cfg)
+def main(cfg: DictConfig) -> float:
+    """Returns the last validation accuracy: the objective a sampling sweeper maximizes
+    (hydra/sweeper=optuna; a diverged or unvalidated run counts as 0)."""
+    return train(cfg).get("val_acc") or 0.0
 
 
 if __name__ == "__main__":

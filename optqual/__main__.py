@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     summarize.add_argument("directory")
     summarize.add_argument("--metric", choices=sorted(RANKED_BY), default="test_acc",
                            help="rank groups by the test accuracy of the last weights (default) or of the best weights")
+    summarize.add_argument("--tune", type=lambda keys: keys.split(","), default=None, metavar="KEY[,KEY]",
+                           help="select each group's value of these keys (e.g. optimizer.lr) by mean validation accuracy "
+                                "over seeds, then compare the groups at it (default: the sweep's summary.tune)")
     resume_parser = commands.add_parser("resume", help="continue a stopped run, or every unfinished job of a sweep")
     resume_parser.add_argument("directory")
     profile = commands.add_parser("profile", help="parameters, MACs, checkpoint size, latency and throughput of a run's model")
@@ -56,9 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "resume":
             return resume(args.directory)
         elif args.command == "summarize":
-            summary = write_summary(args.directory, args.metric)
+            summary = write_summary(args.directory, args.metric, args.tune)
             print(terminal_text(summary))
-            print(f"wrote summary.csv, summary.md, curves.png in {args.directory}")
+            written = "summary.csv, summary.md, curves.png" + (", sensitivity.png" if summary.tune else "")
+            print(f"wrote {written} in {args.directory}")
         elif args.run_b is None:
             print(format_sweep_diff(args.run_or_sweep))
         else:

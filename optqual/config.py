@@ -12,7 +12,7 @@ followed by `resolve_device`.
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import torch
 from hydra.core.config_store import ConfigStore
@@ -48,6 +48,11 @@ class LossSchema:
 
 
 @dataclass
+class SummarySchema:
+    tune: List[str] = field(default_factory=list)  # keys a sweep's summary tunes on validation (optqual/runs/summary.py)
+
+
+@dataclass
 class RunSchema:
     seed: int = 42
     epochs: int = 200
@@ -59,6 +64,7 @@ class RunSchema:
     precision: str = "fp32"
     compile: bool = False
     clip_grad_norm: Optional[float] = None
+    lr_scale: float = 1.0
     optimizer: Any = MISSING
     scheduler: Any = MISSING
     model: Any = MISSING
@@ -70,6 +76,7 @@ class RunSchema:
     early_stopping: EarlyStoppingSchema = field(default_factory=EarlyStoppingSchema)
     trackio: TrackioSchema = field(default_factory=TrackioSchema)
     tensorboard: TensorBoardSchema = field(default_factory=TensorBoardSchema)
+    summary: SummarySchema = field(default_factory=SummarySchema)
 
 
 def config_groups() -> str:
@@ -139,6 +146,7 @@ def check_run(cfg: DictConfig) -> None:
     require(bool(cfg.experiment_name.strip()), "experiment_name", "''", "must not be empty")
     require("/" not in cfg.experiment_name and "\\" not in cfg.experiment_name, "experiment_name", cfg.experiment_name,
             "must not hold '/' or '\\': it names the sweep directory and the Trackio project")
+    require(cfg.lr_scale > 0, "lr_scale", cfg.lr_scale, "must be > 0")
     require(0 <= cfg.loss.label_smoothing < 1, "loss.label_smoothing", cfg.loss.label_smoothing, "must lie in [0, 1)")
     # numpy's global generator takes 32-bit seeds (torch's and the derived streams take more)
     require(0 <= cfg.seed < 2**32, "seed", cfg.seed, "must lie in [0, 2**32)")

@@ -138,13 +138,24 @@ def without_grouping_keys(node: Any) -> Any:
     return node
 
 
-def build_optimizer(model: nn.Module, node: DictConfig) -> Optimizer:
-    """The optimizer `node` describes, over `model`'s parameter groups.
+def with_lr_scaled(spec: dict, factor: float) -> dict:
+    """`spec` with its lr, and that of the optimizers nested in it (SAM's base, Muon's rest), times `factor`."""
+    scaled = {key: with_lr_scaled(value, factor) if key in ("base", "rest") and isinstance(value, dict) else value
+              for key, value in spec.items()}
+    if "lr" in scaled:
+        scaled["lr"] *= factor
+    return scaled
+
+
+def build_optimizer(model: nn.Module, node: DictConfig, lr_scale: float = 1.0) -> Optimizer:
+    """The optimizer `node` describes, over `model`'s parameter groups, every learning rate times
+    `lr_scale` (the run's `lr_scale`: a grid over it is a grid around each optimizer's own lr).
 
     Raises ConfigError for what the constructors refuse: torch's own range checks (betas,
     momentum, eps, ...) and arguments an option does not take.
     """
-    factory = instantiate(without_grouping_keys(OmegaConf.to_container(node, resolve=True)), _convert_="all")
+    spec = with_lr_scaled(OmegaConf.to_container(node, resolve=True), lr_scale)
+    factory = instantiate(without_grouping_keys(spec), _convert_="all")
     try:
         return factory(parameter_groups(model, node))
     except (ValueError, TypeError) as err:
@@ -176,4 +187,4 @@ def check(cfg: DictConfig) -> None:
         if node._target_ == MUON_TARGET:
             require(node.rest._target_ not in (SAM_TARGET, MUON_TARGET), f"{key}.rest", node.rest._target_,
                     "must be a plain optimizer (sgd, adamw, ...) for the stem, head, norms and biases")
-    build_optimizer(stand_in(), cfg.optimizer)
+    build_optimizer(stand_in(), cfg.optimizer, cfg.lr_scale)

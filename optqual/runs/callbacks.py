@@ -28,9 +28,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from optqual.config import check_config
 from optqual.errors import ConfigError
-from optqual.runs.rundir import check_writable, make_dirs, start_claiming
+from optqual.runs.rundir import check_writable, make_dirs, start_claiming, write_text
 from optqual.runs.summary import Summary, terminal_text, write_summary
-from optqual.runs.naming import job_overrides, knows_jobs_up_front, save_jobs
+from optqual.runs.sweep import override_values
+from optqual.runs.naming import MULTIRUN, job_overrides, knows_jobs_up_front, save_jobs
 from optqual.status import RunStatus
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,10 @@ def checked_jobs(config: DictConfig) -> list[list[str]]:
             check_config(job)
         except (ConfigError, HydraException, OmegaConfBaseException) as err:
             sys.exit(f"optqual: error: job #{num} ({' '.join(overrides)}): {one_line(err)}")
+    values = [override_values(overrides) for overrides in jobs]
+    for key in config.summary.tune:  # a summary that cannot be written would surface only at the first job's end
+        if len({job.get(key) for job in values}) < 2:
+            sys.exit(f"optqual: error: summary.tune: {key} does not vary across the sweep's jobs, so nothing selects it")
     return jobs
 
 
@@ -87,6 +92,8 @@ class LaunchCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         jobs = checked_jobs(config) if knows_jobs_up_front(config.hydra) else None
         sweep_dir = output_dir(config, "sweep.dir")  # the first thing written
+        # the basic sweeper saves it too, Optuna's does not: job names, summary.tune and resume read it
+        write_text(sweep_dir / MULTIRUN, OmegaConf.to_yaml(config))
         if jobs is not None:
             save_jobs(sweep_dir, jobs)
 

@@ -1,11 +1,16 @@
-"""curves.png: train loss and validation accuracy per group, mean over seeds with a min-max band."""
+"""curves.png: train loss and validation accuracy per group, mean over seeds with a min-max band;
+sensitivity.png: validation accuracy and final train loss against a tuned value."""
 
 import math
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from optqual.runs.rundir import atomic_write
-from optqual.runs.sweep import Job
+from optqual.runs.sweep import Job, override_values
+
+if TYPE_CHECKING:
+    from optqual.runs.summary import Group
 
 PANELS = (("train_loss", "train loss (log scale)", "log"), ("val_acc", "validation accuracy", "linear"))
 
@@ -24,14 +29,20 @@ def band(histories: list[list[dict]], column: str) -> tuple[list[float], list[fl
     return epochs, [sum(v) / len(v) for v in values], [min(v) for v in values], [max(v) for v in values]
 
 
-def plot_curves(groups: dict[str, list[Job]], path: Path) -> None:
-    """One colour per group; the line is the mean over the group's runs, the band their min-max."""
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on a cluster node
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(groups: dict[str, list[Job]], path: Path) -> None:
+    """One colour per group; the line is the mean over the group's runs, the band their min-max."""
     from matplotlib import ticker
 
+    plt = pyplot()
     figure, axes = plt.subplots(1, len(PANELS), figsize=(12, 4.5), layout="constrained", sharex=True)
     colours = plt.get_cmap("tab10").colors
     for index, (label, jobs) in enumerate(groups.items()):
@@ -53,5 +64,47 @@ def plot_curves(groups: dict[str, list[Job]], path: Path) -> None:
         if axis.has_data():
             axis.legend(fontsize="small")
     figure.suptitle(f"{path.parent.name}: mean over seeds, band = min-max over seeds")
+    atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=120))
+    plt.close(figure)
+
+
+def plot_sensitivity(groups: list["Group"], tune: list[str], selected_on: str, path: Path) -> None:
+    """Validation accuracy (`selected_on`) and final train loss against the first tuned key, one
+    line per group (and per value of the other tuned keys), mean over seeds with a min-max band,
+    the selected setting circled. A log x axis when every value is positive."""
+    plt = pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained", sharex=True)
+    colours = plt.get_cmap("tab10").colors
+    key, others = tune[0], tune[1:]
+    lines: dict[str, list[tuple[float, list[Job], bool]]] = defaultdict(list)
+    for group in groups:
+        for setting, jobs in group.settings.items():
+            values = override_values(jobs[0].overrides)
+            label = ",".join([group.label, *(f"{other}={values.get(other)}" for other in others)])
+            lines[label].append((float(values[key]), jobs, setting == group.selected))
+    all_x = [x for points in lines.values() for x, _, _ in points]
+    for index, (label, points) in enumerate(lines.items()):
+        colour = colours[index % len(colours)]
+        for axis, column in zip(axes, (selected_on, "train_loss")):
+            curve = []
+            for x, jobs, selected in sorted(points, key=lambda point: point[0]):
+                ys = [job.metrics[column] for job in jobs if job.status.has_results and job.metrics.get(column) is not None]
+                ys = [y for y in ys if math.isfinite(y)]
+                if ys:
+                    curve.append((x, sum(ys) / len(ys), min(ys), max(ys), selected))
+            if not curve:
+                continue
+            xs, mean, low, high, selected = zip(*curve)
+            axis.plot(xs, mean, color=colour, marker="o", label=label)
+            axis.fill_between(xs, low, high, color=colour, alpha=0.2, linewidth=0)
+            for x, y, chosen in zip(xs, mean, selected):
+                if chosen:
+                    axis.plot([x], [y], marker="o", markersize=14, markerfacecolor="none", markeredgecolor=colour, markeredgewidth=2)
+    for axis, title in zip(axes, (f"{selected_on} (selects the setting)", "final train loss")):
+        axis.set(xlabel=key, ylabel=title, xscale="log" if all_x and min(all_x) > 0 else "linear")
+        axis.grid(alpha=0.3)
+        if axis.has_data():
+            axis.legend(fontsize="small")
+    figure.suptitle(f"{path.parent.name}: mean over seeds, band = min-max over seeds, circle = selected on validation")
     atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=120))
     plt.close(figure)

@@ -1,30 +1,43 @@
-"""What a sweep found: a row per job, seeds grouped into mean and spread, and a plain verdict.
+"""What a sweep found: a row per job, seeds grouped into mean and spread, and a verdict.
 
 `write_summary(directory)` writes summary.csv, summary.md and curves.png into a sweep (or
 single-run) directory. It reads only what the jobs wrote, so it works while a sweep is
 still running (a partial summary) and after some jobs failed: they are listed with their
 status, and the group statistics use the completed jobs only.
+
+With `tune` (keys such as `optimizer.lr`), a group is every override but the seed and the
+tuned keys, and its setting of the tuned keys is selected by mean validation accuracy over
+seeds, never by test accuracy, as the optimizer benchmarks of the field do (DeepOBS,
+AlgoPerf); the group's statistics are those of its selected setting, a selection at the
+edge of the grid is said to be one, and sensitivity.png shows every setting tried.
+The verdict compares the two best groups with Welch's t-test (optqual/runs/significance.py).
 """
 
 import csv
 import io
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from optqual.runs.curves import plot_curves
+from omegaconf import OmegaConf
+
+from optqual.errors import ConfigError
+from optqual.runs.curves import plot_curves, plot_sensitivity
+from optqual.runs.naming import MULTIRUN
 from optqual.runs.rundir import write_text
+from optqual.runs.significance import compare
 from optqual.runs.sweep import Job, override_values, read_jobs, varying_keys
 from optqual.status import RunStatus
 
 SEED = "seed"  # the override that repeats an experiment rather than changing it
 RESULTS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 BEST = ("best_epoch", "best_val_acc", "best_test_loss", "best_test_acc")  # of the best weights (optqual/early_stopping.py)
-CSV_COLUMNS = ("job", "group", "status", "epochs", *RESULTS, *BEST, "wall_seconds", "overrides", "error")
+CSV_COLUMNS = ("job", "group", "setting", "selected", "status", "epochs", *RESULTS, *BEST, "wall_seconds", "overrides", "error")
 # what a summary can rank groups by: (column title, in words)
 RANKED_BY = {"test_acc": ("test acc %", "test accuracy"), "best_test_acc": ("best-weights test acc %", "test accuracy of the best weights")}
+SELECTED_ON = {"test_acc": "val_acc", "best_test_acc": "best_val_acc"}  # tuning selects on the validation of the same weights
 OTHER_STATS = {"val_acc": "val acc %", "train_loss": "final train loss"}
 
 
@@ -46,16 +59,30 @@ class Stats:
 
 @dataclass
 class Group:
-    label: str  # the overrides its jobs share, seed aside
+    label: str  # the overrides its jobs share, seed (and tuned keys) aside
     jobs: list[Job]
+    settings: dict[str, list[Job]] = field(default_factory=dict)  # tuned: the jobs of each setting tried
+    selected: str | None = None  # tuned: the setting with the best mean validation accuracy
 
     @property
     def completed(self) -> list[Job]:
-        """The jobs with results (completed, or stopped early): the ones the statistics use."""
-        return [job for job in self.jobs if job.status.has_results]
+        """The jobs with results (completed, or stopped early) that the statistics use: of the
+        selected setting when the group is tuned."""
+        jobs = self.settings.get(self.selected, []) if self.settings else self.jobs
+        return [job for job in jobs if job.status.has_results]
+
+    def values(self, key: str, jobs: list[Job] | None = None) -> list[float]:
+        return [job.metrics[key] for job in (self.completed if jobs is None else jobs)
+                if job.status.has_results and job.metrics.get(key) is not None]
 
     def stats(self, key: str) -> Stats | None:
-        return Stats.of([job.metrics[key] for job in self.completed if job.metrics.get(key) is not None])
+        return Stats.of(self.values(key))
+
+    def select(self, metric: str) -> None:
+        """The setting with the best mean validation accuracy of the weights `metric` tests."""
+        means = {setting: statistics.fmean(values) for setting, jobs in self.settings.items()
+                 if (values := self.values(SELECTED_ON[metric], jobs))}
+        self.selected = max(means, key=means.get) if means else None  # a tie: the first in directory order
 
 
 @dataclass
@@ -64,6 +91,7 @@ class Summary:
     jobs: list[Job]
     groups: list[Group]  # best mean of `metric` first
     metric: str = "test_acc"  # a key of RANKED_BY
+    tune: list[str] = field(default_factory=list)  # keys tuned on validation within each group
 
     @property
     def finished(self) -> bool:
@@ -75,13 +103,23 @@ def group_label(job: Job, keys: list[str]) -> str:
     return ",".join(f"{key}={values.get(key, '(default)')}" for key in keys) or "all jobs"
 
 
-def group_jobs(jobs: list[Job], metric: str = "test_acc") -> list[Group]:
-    """Jobs that differ only in their seed form a group; groups are sorted best mean `metric` first."""
-    keys = [key for key in varying_keys(jobs) if key != SEED]
+def group_jobs(jobs: list[Job], metric: str = "test_acc", tune: list[str] = ()) -> list[Group]:
+    """Jobs that differ only in their seed (and in the `tune` keys) form a group; a tuned group
+    selects its setting on validation. Groups are sorted best mean `metric` first."""
+    varying = varying_keys(jobs)
+    for key in tune:
+        if key not in varying:
+            raise ConfigError(f"--tune {key}: it does not vary across the jobs (keys that do: {', '.join(varying) or 'none'})")
+    keys = [key for key in varying if key != SEED and key not in tune]
     groups: dict[str, Group] = {}
     for job in jobs:
-        label = group_label(job, keys)
-        groups.setdefault(label, Group(label, [])).jobs.append(job)
+        group = groups.setdefault(group_label(job, keys), Group(group_label(job, keys), []))
+        group.jobs.append(job)
+        if tune:
+            group.settings.setdefault(group_label(job, list(tune)), []).append(job)
+    for group in groups.values():
+        if tune:
+            group.select(metric)
 
     def rank(group: Group) -> float:
         test = group.stats(metric)
@@ -90,26 +128,59 @@ def group_jobs(jobs: list[Job], metric: str = "test_acc") -> list[Group]:
     return sorted(groups.values(), key=rank)
 
 
+def edge_warnings(groups: list[Group], tune: list[str]) -> list[str]:
+    """A selected value that is the smallest or largest number tried: the best may lie beyond the grid."""
+    warnings = []
+    for group in groups:
+        if group.selected is None:
+            continue
+        chosen = override_values(group.settings[group.selected][0].overrides)
+        for key in tune:
+            tried = {float(value) for jobs in group.settings.values() for value in [override_values(jobs[0].overrides).get(key)]
+                     if is_number(value)}
+            if len(tried) < 2 or not is_number(chosen.get(key)):
+                continue
+            value = float(chosen[key])
+            side = "smallest" if value == min(tried) else "largest" if value == max(tried) else None
+            if side:
+                warnings.append(f"{group.label}: the selected {key}={chosen[key]} is the {side} value tried, so the tuning is "
+                                f"incomplete: extend the grid {'down' if side == 'smallest' else 'up'}wards.")
+    return warnings
+
+
+def is_number(value: str | None) -> bool:
+    try:
+        return value is not None and math.isfinite(float(value))
+    except ValueError:
+        return False
+
+
 def verdict(groups: list[Group], metric: str = "test_acc") -> str:
-    """Whether the best group's lead over the second exceeds the seed-to-seed spread, in words."""
+    """The best group against the second (each at its selected setting when tuned), with
+    Welch's t-test over seeds, in words that respect the number of seeds."""
     if len(groups) < 2:
-        return "One group (only the seed varies): nothing to compare."
-    ranked = [(group, group.stats(metric)) for group in groups if group.stats(metric)]
+        return f"One group{'' if groups and groups[0].settings else ' (only the seed varies)'}: nothing to compare."
+    ranked = [(group, group.values(metric)) for group in groups if group.values(metric)]
     if len(ranked) < 2:
         return "Fewer than two groups have completed jobs: nothing to compare yet."
     (best, a), (second, b) = ranked[:2]
-    lead = 100 * (a.mean - b.mean)
-    head = f"**{best.label}** leads **{second.label}** by {lead:.2f} points of mean {RANKED_BY[metric][1]} (n={a.n} vs n={b.n})."
-    if min(a.n, b.n) < 2:
+    at = " at their selected settings" if best.settings else ""
+    lead = 100 * (statistics.fmean(a) - statistics.fmean(b))
+    head = f"**{best.label}** leads **{second.label}** by {lead:.2f} points of mean {RANKED_BY[metric][1]}{at} (n={len(a)} vs n={len(b)})."
+    if min(len(a), len(b)) < 2:
         return f"{head} With a single seed in a group the seed-to-seed spread is unknown: run more seeds."
-    spread = 100 * max(a.std, b.std)
-    ratio = f"{lead / spread:.1f}x" if spread > 0 else "infinitely"
-    detail = f"The seed-to-seed spread (std) is {100 * a.std:.2f} and {100 * b.std:.2f} points; the lead is {ratio} the larger"
-    if lead <= spread:
-        return f"{head} {detail}: within seed noise, not a real difference at this number of seeds."
-    if a.low > b.high:
-        return f"{head} {detail}, and every seed of {best.label} beats every seed of {second.label}: more than seed noise."
-    return f"{head} {detail}, but their seeds overlap: suggestive, not conclusive; run more seeds."
+    difference = compare(a, b)
+    if math.isnan(difference.p):
+        return f"{head} Every seed of each group gives the same value: there is no spread to test the difference against."
+    test = (f"Welch's t-test over seeds: the difference is {lead:.2f} points, 95% confidence interval "
+            f"[{100 * difference.low:.2f}, {100 * difference.high:.2f}], p = {difference.p:.2g}.")
+    n = min(len(a), len(b))
+    if difference.resolved:
+        caution = f" With {n} seeds per group it rests on few runs: a repeat with more seeds would confirm it." if n < 5 else ""
+        return f"{head} {test} More than seed noise at the 5% level.{caution}"
+    needed = (f"at the observed spread, about {difference.seeds_needed} seeds per group would resolve a difference this size "
+              "(80% power, 5% level)" if difference.seeds_needed else "the difference is zero")
+    return f"{head} {test} Not resolved with {n} seeds per group: {needed}."
 
 
 def format_table(header: list[str], rows: list[list[str]]) -> str:
@@ -125,25 +196,34 @@ def number(value: float | None, percent: bool = False) -> str:
     return f"{100 * value:.2f}" if percent else f"{value:.4f}"
 
 
+def not_completed(jobs: list[Job]) -> str:
+    others = [str(job.status) for job in jobs if not job.status.has_results]
+    return ", ".join(f"{others.count(s)} {s}" for s in sorted(set(others))) or "-"
+
+
+def stats_cells(stats: Stats | None, percent: bool) -> list[str]:
+    if stats is None:
+        return ["-", "-", "-"]
+    return [f"{number(stats.mean, percent)} ± {number(stats.std, percent)}", number(stats.low, percent), number(stats.high, percent)]
+
+
 def groups_table(groups: list[Group], metric: str = "test_acc") -> str:
+    """One row per group; for a tuned group, the statistics of its selected setting."""
     columns = {metric: RANKED_BY[metric][0], **OTHER_STATS}
-    header = ["group", "n"]
+    tuned = any(group.settings for group in groups)
+    header = ["group", *(["selected (on validation)", "tried"] if tuned else []), "n"]
     for title in columns.values():
         header += [f"{title} mean ± std", "min", "max"]
     header.append("not completed")
     rows = []
     for group in groups:
-        all_stats = {key: group.stats(key) for key in columns}
-        row = [group.label, str(len(group.completed))]
-        for key, stats in all_stats.items():
-            percent = key.endswith("acc")
-            if stats is None:
-                row += ["-", "-", "-"]
-            else:
-                row += [f"{number(stats.mean, percent)} ± {number(stats.std, percent)}", number(stats.low, percent), number(stats.high, percent)]
-        others = [str(job.status) for job in group.jobs if not job.status.has_results]
-        row.append(", ".join(f"{others.count(s)} {s}" for s in sorted(set(others))) or "-")
-        rows.append(row)
+        row = [group.label]
+        if tuned:
+            row += [group.selected or "-", "; ".join(group.settings)]
+        row.append(str(len(group.completed)))
+        for key in columns:
+            row += stats_cells(group.stats(key), key.endswith("acc"))
+        rows.append(row + [not_completed(group.jobs)])
     return format_table(header, rows)
 
 
@@ -165,22 +245,36 @@ def progress(jobs: list[Job]) -> str:
     return f"{len(jobs)} jobs: {counts}{partial}{stopped}"
 
 
+def tuning_text(summary: Summary) -> str:
+    if not summary.tune:
+        return ""
+    selected_on = SELECTED_ON[summary.metric]
+    lines = [f"Tuned: {', '.join(summary.tune)}, selected per group by the mean {selected_on} over seeds (never by test "
+             f"accuracy); the group's statistics are its selected setting's. sensitivity.png shows every setting tried."]
+    return "\n\n".join(lines + edge_warnings(summary.groups, summary.tune))
+
+
 def markdown(summary: Summary) -> str:
-    return "\n\n".join([
+    figures = ["![train loss and val accuracy per group: mean over seeds, min-max band](curves.png)"]
+    if summary.tune:
+        figures.insert(0, "![validation accuracy and final train loss against the tuned value: mean over seeds, "
+                          "min-max band, the selected setting circled](sensitivity.png)")
+    return "\n\n".join(part for part in [
         f"# Summary of {summary.directory.name}",
         f"{progress(summary.jobs)}. Written {datetime.now():%Y-%m-%d %H:%M:%S}.",
         f"## Groups, best mean {RANKED_BY[summary.metric][1]} first\n\nStatistics over the completed seeds of each group.",
+        tuning_text(summary),
         groups_table(summary.groups, summary.metric),
         verdict(summary.groups, summary.metric),
-        "![train loss and val accuracy per group: mean over seeds, min-max band](curves.png)",
+        *figures,
         "## Jobs",
         jobs_table(summary.jobs),
-    ]) + "\n"
+    ] if part) + "\n"
 
 
 def terminal_text(summary: Summary) -> str:
-    return "\n".join([f"{summary.directory}: {progress(summary.jobs)}", groups_table(summary.groups, summary.metric),
-                      verdict(summary.groups, summary.metric)])
+    return "\n".join(part for part in [f"{summary.directory}: {progress(summary.jobs)}", tuning_text(summary),
+                                        groups_table(summary.groups, summary.metric), verdict(summary.groups, summary.metric)] if part)
 
 
 def summary_csv(groups: list[Group]) -> str:
@@ -188,18 +282,34 @@ def summary_csv(groups: list[Group]) -> str:
     writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for group in groups:
+        setting_of = {job.name: setting for setting, jobs in group.settings.items() for job in jobs}
         for job in group.jobs:
             row = {key: job.metrics.get(key) for key in CSV_COLUMNS}
-            writer.writerow(row | {"job": job.name, "group": group.label, "status": job.status, "overrides": " ".join(job.overrides)})
+            setting = setting_of.get(job.name)
+            writer.writerow(row | {"job": job.name, "group": group.label, "setting": setting,
+                                   "selected": None if setting is None else setting == group.selected,
+                                   "status": job.status, "overrides": " ".join(job.overrides)})
     return text.getvalue()
 
 
-def write_summary(directory: str | Path, metric: str = "test_acc") -> Summary:
-    """Read a sweep or run directory and write summary.csv, summary.md and curves.png into it,
-    groups ranked by `metric`: the test accuracy of the last weights, or of the best (`best_test_acc`)."""
+def sweep_tune(directory: Path) -> list[str]:
+    """The keys the sweep itself asks its summary to tune (`summary.tune` in its multirun.yaml)."""
+    saved = directory / MULTIRUN
+    return list(OmegaConf.select(OmegaConf.load(saved), "summary.tune", default=None) or []) if saved.is_file() else []
+
+
+def write_summary(directory: str | Path, metric: str = "test_acc", tune: list[str] | None = None) -> Summary:
+    """Read a sweep or run directory and write summary.csv, summary.md and curves.png into it
+    (and sensitivity.png when tuning), groups ranked by `metric`: the test accuracy of the last
+    weights, or of the best (`best_test_acc`). `tune`: the keys to tune on validation (None:
+    the sweep's own `summary.tune`)."""
+    directory = Path(directory)
     jobs = read_jobs(directory)
-    summary = Summary(Path(directory), jobs, group_jobs(jobs, metric), metric)
+    tune = sweep_tune(directory) if tune is None else tune
+    summary = Summary(directory, jobs, group_jobs(jobs, metric, tune), metric, list(tune))
     write_text(summary.directory / "summary.csv", summary_csv(summary.groups))
     plot_curves({group.label: group.jobs for group in summary.groups}, summary.directory / "curves.png")
+    if summary.tune:
+        plot_sensitivity(summary.groups, summary.tune, SELECTED_ON[metric], summary.directory / "sensitivity.png")
     write_text(summary.directory / "summary.md", markdown(summary))
     return summary
