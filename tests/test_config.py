@@ -132,7 +132,11 @@ def test_presets_are_their_recipes():
     assert (randaugment.augment._target_, randaugment.augment.num_ops, randaugment.augment.magnitude, randaugment.augment.seed) == (
         "optqual.policies.RandAugment", 3, 5, 3)
     assert (randaugment.scheduler._target_, randaugment.early_stopping.patience) == ("optqual.schedule.cosine", 40)
-    for preset in ("phase0", "he2016", "cosine_sgd", "enhanced", "randaugment"):
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        fair = compose("config", overrides=["experiment=compare_optimizers"], return_hydra_config=True)
+    assert dict(fair.hydra.sweeper.params) == {"optimizer": "sgd,adamw", "lr_scale": "0.1,0.316,1,3.16,10", "seed": "0,1,2"}
+    assert list(fair.summary.tune) == ["lr_scale"]
+    for preset in ("phase0", "he2016", "cosine_sgd", "enhanced", "randaugment", "compare_optimizers", "optuna_search"):
         check_config(compose_run(f"experiment={preset}"))
 
 

@@ -213,6 +213,7 @@ def test_diff_refuses_a_directory_that_is_not_a_run(runs, tmp_path):
         (["seed=4294967296"], "optqual: error: seed=4294967296: must lie in [0, 2**32)"),
         (["+optimizer.foo=1"], "optqual: error: optimizer: SGD.__init__() got an unexpected keyword argument 'foo'"),
         (["+model.foo=1"], "optqual: error: model: CifarResNet() got an unexpected keyword argument 'foo'"),  # before the data loads
+        (["lr_scale=0"], "optqual: error: lr_scale=0.0: must be > 0"),
         (["scheduler=cosine", "+scheduler.bogus=2"], "optqual: error: scheduler: cosine() got an unexpected keyword argument 'bogus'"),
     ],
 )

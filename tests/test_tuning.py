@@ -153,3 +153,17 @@ def test_the_optuna_preset_searches_on_validation_and_its_summary_selects_the_be
     trials = [json.loads((job / "metrics.json").read_text()) for job in sweep.iterdir() if (job / "metrics.json").is_file()]
     assert len(trials) == 3 and found.best_value == max(trial["val_acc"] for trial in trials)
     assert "Tuned: lr_scale, optimizer.weight_decay" in (sweep / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("option, lrs", [
+    ("sgd", {"all": 0.1}),
+    ("sam", {"all": 0.1}),  # SAM's base optimizer's lr
+    ("muon", {"muon": 0.02, "rest.all": 1e-3}),  # Muon's lr and its rest's (AdamW) lr
+])
+def test_lr_scale_multiplies_every_learning_rate_of_the_optimizer(option, lrs):
+    from conftest import compose_run
+    from optqual.optim.build import build_optimizer, stand_in
+
+    cfg = compose_run(f"optimizer={option}", "lr_scale=0.5")
+    optimizer = build_optimizer(stand_in(), cfg.optimizer, cfg.lr_scale)
+    assert {group["name"]: group["lr"] for group in optimizer.param_groups} == pytest.approx({k: 0.5 * v for k, v in lrs.items()})

@@ -72,6 +72,8 @@ def plot_sensitivity(groups: list["Group"], tune: list[str], selected_on: str, p
     """Validation accuracy (`selected_on`) and final train loss against the first tuned key, one
     line per group (and per value of the other tuned keys), mean over seeds with a min-max band,
     the selected setting circled. A log x axis when every value is positive."""
+    from matplotlib import ticker
+
     plt = pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained", sharex=True)
     colours = plt.get_cmap("tab10").colors
@@ -102,6 +104,9 @@ def plot_sensitivity(groups: list["Group"], tune: list[str], selected_on: str, p
                     axis.plot([x], [y], marker="o", markersize=14, markerfacecolor="none", markeredgecolor=colour, markeredgewidth=2)
     for axis, title in zip(axes, (f"{selected_on} (selects the setting)", "final train loss")):
         axis.set(xlabel=key, ylabel=title, xscale="log" if all_x and min(all_x) > 0 else "linear")
+        if len(set(all_x)) <= 12:  # a grid: a tick at every value tried, written as given (0.3, not 3x10^-1)
+            axis.set_xticks(sorted(set(all_x)), [f"{x:g}" for x in sorted(set(all_x))])
+            axis.xaxis.set_minor_formatter(ticker.NullFormatter())
         axis.grid(alpha=0.3)
         if axis.has_data():
             axis.legend(fontsize="small")

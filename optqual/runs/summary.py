@@ -118,7 +118,8 @@ def group_jobs(jobs: list[Job], metric: str = "test_acc", tune: list[str] = ()) 
         if tune:
             group.settings.setdefault(group_label(job, list(tune)), []).append(job)
     for group in groups.values():
-        if tune:
+        if tune:  # the settings in grid order (0.3, 1, 3, 10; not as the directories sort), then the selection
+            group.settings = dict(sorted(group.settings.items(), key=lambda item: grid_order(item[1][0], tune)))
             group.select(metric)
 
     def rank(group: Group) -> float:
@@ -146,6 +147,11 @@ def edge_warnings(groups: list[Group], tune: list[str]) -> list[str]:
                 warnings.append(f"{group.label}: the selected {key}={chosen[key]} is the {side} value tried, so the tuning is "
                                 f"incomplete: extend the grid {'down' if side == 'smallest' else 'up'}wards.")
     return warnings
+
+
+def grid_order(job: Job, keys: list[str]) -> tuple:
+    values = override_values(job.overrides)
+    return tuple((0, float(values[key]), "") if is_number(values.get(key)) else (1, 0.0, str(values.get(key))) for key in keys)
 
 
 def is_number(value: str | None) -> bool:
