@@ -167,3 +167,20 @@ def test_lr_scale_multiplies_every_learning_rate_of_the_optimizer(option, lrs):
     cfg = compose_run(f"optimizer={option}", "lr_scale=0.5")
     optimizer = build_optimizer(stand_in(), cfg.optimizer, cfg.lr_scale)
     assert {group["name"]: group["lr"] for group in optimizer.param_groups} == pytest.approx({k: 0.5 * v for k, v in lrs.items()})
+
+
+def test_two_tuned_keys_select_the_best_combination(tmp_path):
+    """Not each key's best value on its own: lr 0.1 is best with weight decay 1e-4, but lr 0.3 with 5e-4 is best overall."""
+    val = {("0.1", "0.0001"): 0.70, ("0.1", "0.0005"): 0.60, ("0.3", "0.0001"): 0.50, ("0.3", "0.0005"): 0.75}
+    for (lr, wd), val_acc in val.items():
+        for seed in (0, 1):
+            job = tmp_path / f"optimizer.lr={lr},optimizer.weight_decay={wd},seed={seed}"
+            (job / ".hydra").mkdir(parents=True)
+            OmegaConf.save({"seed": seed}, job / ".hydra" / "config.yaml")
+            OmegaConf.save([f"optimizer.lr={lr}", f"optimizer.weight_decay={wd}", f"seed={seed}"], job / ".hydra" / "overrides.yaml")
+            (job / "metrics.json").write_text(json.dumps({"status": "completed", "val_acc": val_acc + seed / 100, "test_acc": 1 - val_acc,
+                                                          "train_loss": 1.0, "epochs": 1, "wall_seconds": 1.0}))
+    (group,) = write_summary(tmp_path, tune=["optimizer.lr", "optimizer.weight_decay"]).groups
+    assert group.selected == "optimizer.lr=0.3,optimizer.weight_decay=0.0005"
+    assert list(group.settings) == ["optimizer.lr=0.1,optimizer.weight_decay=0.0001", "optimizer.lr=0.1,optimizer.weight_decay=0.0005",
+                                    "optimizer.lr=0.3,optimizer.weight_decay=0.0001", "optimizer.lr=0.3,optimizer.weight_decay=0.0005"]
