@@ -246,6 +246,13 @@ def test_an_output_location_that_cannot_be_written_is_one_line_before_any_work(t
     assert [p.name for p in tmp_path.rglob("*")] == ["blocker"], "nothing may be written"
 
 
+def test_a_run_whose_directory_name_is_taken_gets_the_next_one(tmp_path, tiny_npz):
+    """The name is claimed when the run starts (the callback), with an atomic mkdir: never a shared directory."""
+    (tmp_path / "run").mkdir()
+    launched(tmp_path, *tiny_overrides(tiny_npz), "epochs=1", "hydra.run.dir=${optqual_fresh_dir:run}", "trackio.enabled=false")
+    assert (tmp_path / "run_2" / "metrics.json").is_file() and not list((tmp_path / "run").iterdir())
+
+
 def test_a_working_directory_without_room_for_outputs_is_one_line(tmp_path, tiny_npz):
     (tmp_path / "outputs").write_text("a file where outputs/ would go")
     result = launch_here(tmp_path, *tiny_overrides(tiny_npz), "trackio.enabled=false")
