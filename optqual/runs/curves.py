@@ -38,6 +38,17 @@ def pyplot():
     return plt
 
 
+def save_figure(figure, axes, title: str, path: Path) -> None:
+    """A grid and a legend on every panel, the title; the PNG written atomically."""
+    for axis in axes:
+        axis.grid(alpha=0.3)
+        if axis.has_data():
+            axis.legend(fontsize="small")
+    figure.suptitle(title)
+    atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=120))
+    pyplot().close(figure)
+
+
 def plot_curves(groups: dict[str, list[Job]], path: Path) -> None:
     """One colour per group; the line is the mean over the group's runs, the band their min-max."""
     from matplotlib import ticker
@@ -60,12 +71,7 @@ def plot_curves(groups: dict[str, list[Job]], path: Path) -> None:
         if scale == "log":  # plain numbers (0.3, 2), not 3x10^-1
             for set_formatter in (axis.yaxis.set_major_formatter, axis.yaxis.set_minor_formatter):
                 set_formatter(ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
-        axis.grid(alpha=0.3)
-        if axis.has_data():
-            axis.legend(fontsize="small")
-    figure.suptitle(f"{path.parent.name}: mean over seeds, band = min-max over seeds")
-    atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=120))
-    plt.close(figure)
+    save_figure(figure, axes, f"{path.parent.name}: mean over seeds, band = min-max over seeds", path)
 
 
 def plot_sensitivity(groups: list["Group"], tune: list[str], selected_on: str, path: Path) -> None:
@@ -107,9 +113,4 @@ def plot_sensitivity(groups: list["Group"], tune: list[str], selected_on: str, p
         if len(set(all_x)) <= 12:  # a grid: a tick at every value tried, written as given (0.3, not 3x10^-1)
             axis.set_xticks(sorted(set(all_x)), [f"{x:g}" for x in sorted(set(all_x))])
             axis.xaxis.set_minor_formatter(ticker.NullFormatter())
-        axis.grid(alpha=0.3)
-        if axis.has_data():
-            axis.legend(fontsize="small")
-    figure.suptitle(f"{path.parent.name}: mean over seeds, band = min-max over seeds, circle = selected on validation")
-    atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=120))
-    plt.close(figure)
+    save_figure(figure, axes, f"{path.parent.name}: mean over seeds, band = min-max over seeds, circle = selected on validation", path)
