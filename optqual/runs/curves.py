@@ -84,20 +84,19 @@ def plot_sensitivity(groups: list["Group"], tune: list[str], selected_on: str, p
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained", sharex=True)
     colours = plt.get_cmap("tab10").colors
     key, others = tune[0], tune[1:]
-    lines: dict[str, list[tuple[float, list[Job], bool]]] = defaultdict(list)
+    lines: dict[str, list[tuple[float, "Group", list[Job], bool]]] = defaultdict(list)  # in grid order (summary.py)
     for group in groups:
         for setting, jobs in group.settings.items():
             values = override_values(jobs[0].overrides)
             label = ",".join([group.label, *(f"{other}={values.get(other)}" for other in others)])
-            lines[label].append((float(values[key]), jobs, setting == group.selected))
-    all_x = [x for points in lines.values() for x, _, _ in points]
+            lines[label].append((float(values[key]), group, jobs, setting == group.selected))
+    all_x = [x for points in lines.values() for x, *_ in points]
     for index, (label, points) in enumerate(lines.items()):
         colour = colours[index % len(colours)]
         for axis, column in zip(axes, (selected_on, "train_loss")):
             curve = []
-            for x, jobs, selected in sorted(points, key=lambda point: point[0]):
-                ys = [job.metrics[column] for job in jobs if job.status.has_results and job.metrics.get(column) is not None]
-                ys = [y for y in ys if math.isfinite(y)]
+            for x, group, jobs, selected in points:
+                ys = [y for y in group.values(column, jobs) if math.isfinite(y)]
                 if ys:
                     curve.append((x, sum(ys) / len(ys), min(ys), max(ys), selected))
             if not curve:

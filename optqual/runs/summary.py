@@ -137,8 +137,8 @@ def edge_warnings(groups: list[Group], tune: list[str]) -> list[str]:
             continue
         chosen = override_values(group.settings[group.selected][0].overrides)
         for key in tune:
-            tried = {float(value) for jobs in group.settings.values() for value in [override_values(jobs[0].overrides).get(key)]
-                     if is_number(value)}
+            values = [override_values(jobs[0].overrides).get(key) for jobs in group.settings.values()]
+            tried = {float(value) for value in values if is_number(value)}
             if len(tried) < 2 or not is_number(chosen.get(key)):
                 continue
             value = float(chosen[key])
