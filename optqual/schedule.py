@@ -9,10 +9,20 @@ start of the run, warmup included. `warmup_epochs` > 0 puts torch's `LinearLR` (
 with `SequentialLR`; cosine and onecycle then span the updates after the warmup. `plateau`
 (`ReduceLROnPlateau`) is stepped with a validation metric after each validation past the
 warmup; the others after every update.
+
+The same file holds the shapes of a *coefficient* that follows the update count (the
+regularizer's weight, `regularizer/schedule`): `constant(value)`, `linear_warmup(delay,
+ramp)` and `cosine_anneal(delay)`, closed-form factors in [0, 1] of the update about to be
+taken, on the same `Timeline` (so epochs mean the same updates under a batch-size schedule).
+Where a coefficient shape and an LR shape coincide they are the same curve: cosine_anneal
+is CosineAnnealingLR's cosine run from 0 up to 1, linear_warmup's ramp is LinearLR's line
+(tests/test_sparsity.py compares them with torch's schedulers update by update).
 """
 
+import math
+
 from dataclasses import dataclass, field
-from typing import List
+from typing import Callable, List
 
 import torch
 from hydra.utils import instantiate
@@ -193,6 +203,67 @@ def build_schedule(node: DictConfig, optimizer: Optimizer, epoch_steps: list[int
         warmup = LinearLR(optimizer, start_factor=node.warmup_start_factor, total_iters=timeline.warmup_steps)
         per_update = SequentialLR(optimizer, [warmup, per_update], milestones=[timeline.warmup_steps]) if per_update else warmup
     return LRSchedule(optimizer, per_update, on_validation, timeline, node.get("monitor"))
+
+
+@dataclass
+class CoefficientSchema:
+    _target_: str = MISSING
+    _partial_: bool = True
+
+
+@dataclass
+class ConstantCoefficientSchema(CoefficientSchema):
+    _target_: str = "optqual.schedule.constant_coefficient"
+    value: float = 1.0
+
+
+@dataclass
+class LinearWarmupSchema(CoefficientSchema):
+    _target_: str = "optqual.schedule.linear_warmup"
+    delay: float = 0.0  # epochs at 0
+    ramp: float = 1.0  # epochs from 0 to 1, then 1
+
+
+@dataclass
+class CosineAnnealSchema(CoefficientSchema):
+    _target_: str = "optqual.schedule.cosine_anneal"
+    delay: float = 0.0  # epochs at 0, then a cosine from 0 to 1 over the rest of the run
+
+
+COEFFICIENT_SCHEMAS = {"constant": ConstantCoefficientSchema, "linear_warmup": LinearWarmupSchema, "cosine_anneal": CosineAnnealSchema}
+
+
+def constant_coefficient(update: int, timeline: Timeline, value: float) -> float:
+    return value
+
+
+def linear_warmup(update: int, timeline: Timeline, delay: float, ramp: float) -> float:
+    """0 for `delay` epochs, then a line to 1 over `ramp` epochs, then 1."""
+    start, end = timeline.updates(delay, "epoch"), timeline.updates(delay + ramp, "epoch")
+    if update >= end:
+        return 1.0
+    return 0.0 if update <= start else (update - start) / (end - start)
+
+
+def cosine_anneal(update: int, timeline: Timeline, delay: float) -> float:
+    """0 for `delay` epochs, then (1 - cos(pi t)) / 2 with t from 0 to 1 over the rest of the run."""
+    start = timeline.updates(delay, "epoch")
+    progress = min(max(update - start, 0) / (timeline.total_steps - start), 1.0)
+    return (1 - math.cos(math.pi * progress)) / 2
+
+
+def build_coefficient(node: DictConfig, epoch_steps: list[int]) -> Callable[[int], float]:
+    """The factor (in [0, 1] except constant's value) that `node` gives to each update, counted from 0."""
+    shape = instantiate(node)
+    timeline = Timeline(tuple(epoch_steps))
+    return lambda update: shape(update, timeline)
+
+
+def check_coefficient(node: DictConfig, key: str, epochs: int) -> None:
+    for name in ("delay", "ramp"):
+        if name in node:
+            require(0 <= node[name] < epochs if name == "delay" else node[name] > 0, f"{key}.{name}", node[name],
+                    f"must lie in [0, epochs={epochs})" if name == "delay" else "must be > 0")
 
 
 def check(cfg: DictConfig) -> None:
