@@ -43,6 +43,13 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def owner(name: str) -> str:
+    """The layer a parameter belongs to: "stage1.0.conv1.weight" -> "stage1.0.conv1"; a quantized weight
+    and its quantizer's logits ("fc.parametrizations.weight.0.theta_dz") belong to their layer."""
+    layer, marker, _ = name.partition(".parametrizations.")
+    return layer if marker else name.rpartition(".")[0]
+
+
 class LayerGradNorms:
     """L2 norm of each layer's gradient (all parameters of one module together), per step.
 
@@ -53,7 +60,7 @@ class LayerGradNorms:
     def __init__(self, model: nn.Module):
         trained = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         self.params = [p for _, p in trained]
-        owners = [name.rpartition(".")[0] for name, _ in trained]  # "stage1.0.conv1.weight" -> "stage1.0.conv1"
+        owners = [owner(name) for name, _ in trained]
         self.layers = list(dict.fromkeys(owners))
         rows = [[float(owner == layer) for owner in owners] for layer in self.layers]
         self.membership = torch.tensor(rows, device=self.params[0].device)

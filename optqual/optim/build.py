@@ -10,7 +10,10 @@ which are made here from the model (timm's `create_optimizer_v2` also sees the m
 - `muon` gets `muon`, the hidden weight matrices, and `rest.*`, everything else grouped
   by its `rest` option's rule.
 
-Each group has a `name`; history.csv has its learning rate as `lr.<name>`.
+Groups the model's other parts bring (the quantizer's logits, optqual/sparsity/quantizer.py)
+come last with their own lr and weight decay; a quantized weight is grouped under its plain
+name (`conv.weight`, not `conv.parametrizations.weight.original`). Each group has a `name`;
+history.csv has its learning rate as `lr.<name>`.
 """
 
 from dataclasses import dataclass, field
@@ -24,6 +27,7 @@ from torch.optim import Optimizer
 from optqual.errors import ConfigError, require
 from optqual.optim.muon import Muon
 from optqual.optim.sam import sam
+from optqual.sparsity.layers import plain_name
 
 SAM_TARGET = f"{sam.__module__}.{sam.__qualname__}"
 MUON_TARGET = f"{Muon.__module__}.{Muon.__qualname__}"
@@ -127,9 +131,12 @@ def groups_for(node: DictConfig, model: nn.Module, named: list[tuple[str, nn.Par
     return plain_groups(named, node.get("no_weight_decay", False))
 
 
-def parameter_groups(model: nn.Module, node: DictConfig) -> list[dict]:
-    """The trainable parameters of `model`, grouped as the option `node` (and its base or rest) asks."""
-    return groups_for(node, model, [(name, p) for name, p in model.named_parameters() if p.requires_grad])
+def parameter_groups(model: nn.Module, node: DictConfig, own_groups: list[dict] = ()) -> list[dict]:
+    """The trainable parameters of `model`, grouped as the option `node` (and its base or rest) asks,
+    except those of `own_groups`, which follow as they are (Muon leaves them to its rest optimizer)."""
+    taken = {id(p) for group in own_groups for p in group["params"]}
+    named = [(plain_name(name), p) for name, p in model.named_parameters() if p.requires_grad and id(p) not in taken]
+    return groups_for(node, model, named) + list(own_groups)
 
 
 def without_grouping_keys(node: Any) -> Any:
@@ -147,9 +154,10 @@ def with_lr_scaled(spec: dict, factor: float) -> dict:
     return scaled
 
 
-def build_optimizer(model: nn.Module, node: DictConfig, lr_scale: float = 1.0) -> Optimizer:
+def build_optimizer(model: nn.Module, node: DictConfig, lr_scale: float = 1.0, own_groups: list[dict] = ()) -> Optimizer:
     """The optimizer `node` describes, over `model`'s parameter groups, every learning rate times
-    `lr_scale` (the run's `lr_scale`: a grid over it is a grid around each optimizer's own lr).
+    `lr_scale` (the run's `lr_scale`: a grid over it is a grid around each optimizer's own lr),
+    plus `own_groups` with the lr and weight decay they carry.
 
     Raises ConfigError for what the constructors refuse: torch's own range checks (betas,
     momentum, eps, ...) and arguments an option does not take.
@@ -157,7 +165,7 @@ def build_optimizer(model: nn.Module, node: DictConfig, lr_scale: float = 1.0) -
     spec = with_lr_scaled(OmegaConf.to_container(node, resolve=True), lr_scale)
     factory = instantiate(without_grouping_keys(spec), _convert_="all")
     try:
-        return factory(parameter_groups(model, node))
+        return factory(parameter_groups(model, node, own_groups))
     except (ValueError, TypeError) as err:
         raise ConfigError(f"optimizer: {err}") from err
 

@@ -1,0 +1,151 @@
+"""The `quantizer` group: CoDeQ's dead-zone quantizer (Wenshoj et al. 2025, arXiv:2512.12981),
+as its reference code saintslab/CoDeQ `src/quantizer.py` computes it.
+
+Per layer, on every forward pass, from the full-precision weight w:
+
+    absmax = the 99th percentile of |w|              (no gradient)
+    b      = round(2 + 6 |tanh(theta_bit)|)           bits, in [2, 8]
+    d      = 2 absmax (1 - |tanh(theta_dz)|)          the dead zone's width
+    Q      = 2^(b-1) - 1                              the largest level
+    s      = (absmax - d/2) / (Q - 0.5) + 1e-8        the step (the reference's 1e-8 keeps d = 2 absmax finite)
+    shift  = d/2 - s/2
+    q      = clamp(round(sign(w) relu(|w| - shift) / s), -Q, Q)
+    w_hat  = s q + shift sign(q)
+
+so |w| < d/2 gives exactly 0. round, clamp and relu pass the gradient straight through; the
+gradient reaches theta_bit through b and s and theta_dz through d. Both logits start at 3.0:
+8 bits and a dead zone 1% of absmax wide. They are trained in their own optimizer parameter
+groups (`quantizer.dz`, `quantizer.bit`) with their own lr and weight decay, and decay is
+what prunes: it pulls the logits toward 0, which widens the dead zone and lowers the bits.
+
+The quantizer is attached with `torch.nn.utils.parametrize` to the weight of every conv and
+linear layer not excluded: `module.weight` is the quantized weight, the optimizer trains
+`module.parametrizations.weight.original`. Weight files (initial/final/best_model.pt) hold the
+quantized weights under the plain model's names (`deployed_state_dict`), so every tool loads
+them into the model without the quantizer; checkpoint.pt holds the originals and the logits.
+"""
+
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from torch.nn.utils import parametrize
+
+from optqual.errors import require
+from optqual.sparsity.layers import WEIGHTED, check_patterns, layer_names, select_layers
+
+MIN_BITS, MAX_BITS = 2, 8
+PERCENTILE = 0.99
+
+
+@dataclass
+class QuantizerSchema:
+    kind: Optional[str] = None  # deadzone, or null (quantizer=none)
+    exclude: List[str] = field(default_factory=list)  # conv/linear layer name patterns left in full precision
+    init_logit: float = 3.0  # theta_dz and theta_bit at the start
+    lr_dz: float = 1e-3
+    lr_bit: float = 1e-3
+    weight_decay_dz: float = 0.01
+    weight_decay_bit: float = 0.01
+
+
+SCHEMAS = {"quantizer": QuantizerSchema}
+
+
+class StraightThrough(torch.autograd.Function):
+    """`op(x)` forward, the identity backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, op: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        return op(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
+def straight_through(op: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    return StraightThrough.apply(x, op)
+
+
+class DeadZoneQuantizer(nn.Module):
+    """One layer's quantizer: a parametrization of its weight (see the module docstring)."""
+
+    def __init__(self, init_logit: float = 3.0):
+        super().__init__()
+        self.theta_dz = nn.Parameter(torch.tensor(float(init_logit)))
+        self.theta_bit = nn.Parameter(torch.tensor(float(init_logit)))
+
+    def bits(self) -> torch.Tensor:
+        return straight_through(torch.round, MIN_BITS + (MAX_BITS - MIN_BITS) * torch.tanh(self.theta_bit).abs())
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            absmax = torch.quantile(w.abs().flatten(), PERCENTILE)
+        levels = 2 ** (self.bits() - 1) - 1
+        dead_zone = 2 * absmax * (1 - torch.tanh(self.theta_dz).abs())
+        step = (absmax - dead_zone / 2) / (levels - 0.5) + 1e-8
+        shift = dead_zone / 2 - step / 2
+        compressed = torch.sign(w) * straight_through(torch.relu, w.abs() - shift)
+        bound = levels.detach()
+        q = straight_through(lambda x: x.clamp(-bound, bound), straight_through(torch.round, compressed / step))
+        return step * q + shift * torch.sign(q)
+
+
+def quantizers(model: nn.Module) -> dict[str, DeadZoneQuantizer]:
+    """Layer name: its quantizer, for every quantized layer of `model`."""
+    return {name: module.parametrizations.weight[0] for name, module in model.named_modules()
+            if parametrize.is_parametrized(module, "weight") and isinstance(module.parametrizations.weight[0], DeadZoneQuantizer)}
+
+
+def attach_quantizers(node: DictConfig, model: nn.Module) -> None:
+    """Quantize the weight of every conv and linear layer of `model` that `node.exclude` leaves in (quantizer=deadzone)."""
+    if node.kind is None:
+        return
+    for _, module in select_layers(model, WEIGHTED, node.exclude):
+        parametrize.register_parametrization(module, "weight", DeadZoneQuantizer(node.init_logit))
+
+
+def quantizer_groups(node: DictConfig, model: nn.Module) -> list[dict]:
+    """The logits' own optimizer parameter groups (none without a quantizer)."""
+    found = quantizers(model).values()
+    if not found:
+        return []
+    return [{"name": "quantizer.dz", "params": [q.theta_dz for q in found], "lr": node.lr_dz, "weight_decay": node.weight_decay_dz},
+            {"name": "quantizer.bit", "params": [q.theta_bit for q in found], "lr": node.lr_bit, "weight_decay": node.weight_decay_bit}]
+
+
+def deployed_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """`model.state_dict()`, with each quantized weight as the quantizer outputs it, under the plain model's names.
+
+    Not a deepcopy with the parametrizations removed: a parametrized module's class is shared
+    by its copies, and removing one copy's parametrization removes the original's `weight`.
+    """
+    found = quantizers(model)
+    if not found:
+        return model.state_dict()
+    with torch.no_grad():
+        quantized = {f"{name}.parametrizations.weight.original": (f"{name}.weight", model.get_submodule(name).weight.detach().clone())
+                     for name in found}
+    plain = {}
+    for key, value in model.state_dict().items():
+        if key in quantized:
+            plain.__setitem__(*quantized[key])
+        elif ".parametrizations." not in key:  # the quantizers' logits stay in checkpoint.pt
+            plain[key] = value
+    return plain
+
+
+def check(cfg: DictConfig) -> None:
+    node = cfg.quantizer
+    if node.kind is None:
+        return
+    require(node.kind == "deadzone", "quantizer.kind", node.kind, "must be deadzone (or null: quantizer=none)")
+    for key in ("lr_dz", "lr_bit"):
+        require(node[key] > 0, f"quantizer.{key}", node[key], "must be > 0")
+    for key in ("weight_decay_dz", "weight_decay_bit"):
+        require(node[key] >= 0, f"quantizer.{key}", node[key], "must be >= 0")
+    names = layer_names(cfg, WEIGHTED)
+    check_patterns(node.exclude, names, "quantizer.exclude")
