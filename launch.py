@@ -34,9 +34,12 @@ from optqual.models.profile import static_profile
 from optqual.optim.build import build_optimizer
 from optqual.policies import build_policy, with_policy
 from optqual.runs.naming import register_resolvers
-from optqual.runs.rundir import BEST_MODEL, FINAL_MODEL, INITIAL_MODEL, RunRecorder, claimed, discard_unstarted, save_split, save_weights
+from optqual.runs.rundir import BEST_MODEL, FINAL_MODEL, INITIAL_MODEL, SPARSITY_DIR, RunRecorder, claimed, discard_unstarted, save_split, save_weights
 from optqual.runs.tracking import tracking
 from optqual.schedule import build_schedule
+from optqual.sparsity.penalties import build_penalty
+from optqual.sparsity.quantizer import attach_quantizers, deployed_state_dict, quantizer_groups
+from optqual.sparsity.report import SparsityReport
 from optqual.status import RunStatus
 from optqual.system.allocator import keep_freed_memory
 from optqual.system.hardware import hardware
@@ -57,7 +60,8 @@ class Run:
     early_stopping: EarlyStopping  # also keeps the best weights
 
 
-def extensions(cfg: DictConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: ImageData) -> dict[str, Extension]:
+def extensions(cfg: DictConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: ImageData,
+               run_dir: Path) -> dict[str, Extension]:
     """The components that take part in every step and epoch, in the order they are called."""
     parts: dict[str, Extension] = {}
     if cfg.random_erasing.p > 0:  # on each image, before images are mixed
@@ -68,9 +72,25 @@ def extensions(cfg: DictConfig, model: torch.nn.Module, optimizer: torch.optim.O
         parts["batch_mix"] = mixing
     if cfg.clip_grad_norm is not None:
         parts["clipping"] = GradClipping([p for p in model.parameters() if p.requires_grad], cfg.clip_grad_norm)
+    penalty = build_penalty(cfg.regularizer, model, data.epoch_steps(cfg.epochs))  # its coefficient follows the updates
+    if penalty is not None:
+        parts["regularizer"] = penalty
     parts["lr_schedule"] = build_schedule(cfg.scheduler, optimizer, data.epoch_steps(cfg.epochs))  # told every update
     parts["early_stopping"] = EarlyStopping(model, **cfg.early_stopping)
+    if reports_sparsity(cfg):  # after every validation, on the weights validation saw
+        def test_accuracy() -> float:
+            return evaluate(model, data.eval_batches("test", EVAL_BATCH_SIZE), cfg.precision)["acc"]
+
+        image = torch.zeros(1, data.channels, data.image_size, data.image_size, device=data.train_labels.device)
+        parts["sparsity_report"] = SparsityReport(model, image.contiguous(memory_format=torch.channels_last), cfg.sparsity.zero_threshold,
+                                                  cfg.sparsity.pictures_every, run_dir / SPARSITY_DIR, test_accuracy, cfg.epochs)
     return parts
+
+
+def reports_sparsity(cfg: DictConfig) -> bool:
+    if cfg.sparsity.enabled is not None:
+        return cfg.sparsity.enabled
+    return cfg.regularizer.penalty is not None or cfg.quantizer.kind is not None
 
 
 def prepare(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, started: float) -> Run:
@@ -84,12 +104,13 @@ def prepare(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, started: floa
     policy = build_policy(cfg.augment)  # None for augment=crop_flip
     data = with_policy(build(cfg.data, "data", device=device), policy)  # draws nothing from torch's generator
     model = build_model(cfg.model, data.facts())  # the first draw from the seeded generator: the initial weights
+    attach_quantizers(cfg.quantizer, model)  # quantizer=deadzone: module.weight is then the quantized weight
     model.to(device, memory_format=torch.channels_last)  # the layout convolutions run fastest in
     if cfg.compile:
         model.compile()  # in place: state_dict keys stay those of the plain model
-    optimizer = build_optimizer(model, cfg.optimizer, cfg.lr_scale)
+    optimizer = build_optimizer(model, cfg.optimizer, cfg.lr_scale, quantizer_groups(cfg.quantizer, model))
     generator = data_generator(cfg.seed, device)
-    parts = extensions(cfg, model, optimizer, data)
+    parts = extensions(cfg, model, optimizer, data, run_dir)
     training = Training(model, optimizer, data, generator, Hooks(parts), cfg.epochs, cfg.eval_every, cfg.precision,
                         cfg.loss.label_smoothing)
     recorder = RunRecorder(run_dir, {
@@ -117,12 +138,12 @@ def evaluate_on_test(run: Run, run_dir: Path, precision: str) -> dict:
     """Test loss and accuracy of the last weights (final_model.pt) and, when validation chose
     some, of the best weights (best_model.pt)."""
     model, data = run.training.model, run.training.data
-    save_weights(run_dir / FINAL_MODEL, model.state_dict())
+    save_weights(run_dir / FINAL_MODEL, deployed_state_dict(model))  # quantized weights, under the plain model's names
     last = evaluate(model, data.eval_batches("test", EVAL_BATCH_SIZE), precision)
     results = {"test_loss": last["loss"], "test_acc": last["acc"]}
     if run.early_stopping.best_weights is not None:
-        save_weights(run_dir / BEST_MODEL, run.early_stopping.best_weights)
         model.load_state_dict(run.early_stopping.best_weights)
+        save_weights(run_dir / BEST_MODEL, deployed_state_dict(model))
         best = evaluate(model, data.eval_batches("test", EVAL_BATCH_SIZE), precision)
         results.update(run.early_stopping.results(), best_test_loss=best["loss"], best_test_acc=best["acc"])
     return results
@@ -151,7 +172,7 @@ def fit_and_save(cfg: DictConfig, run: Run, run_dir: Path, resumed: bool) -> dic
     """Train the remaining epochs, checkpointing as configured; record how the run ended in metrics.json."""
     save_split(run_dir, run.training.data.train_indices, run.training.data.val_indices)
     if not resumed:
-        save_weights(run_dir / INITIAL_MODEL, run.training.model.state_dict())  # what the analysis measures distance from
+        save_weights(run_dir / INITIAL_MODEL, deployed_state_dict(run.training.model))  # what the analysis measures distance from
     run.recorder.start()
     log.info("run directory %s (%s, %d parameters, %d train images)", run_dir, run.recorder.facts["device"],
              run.recorder.facts["params"], run.recorder.facts["train_images"])
@@ -168,8 +189,9 @@ def fit_and_save(cfg: DictConfig, run: Run, run_dir: Path, resumed: bool) -> dic
         with tracking(cfg, run.recorder.facts["optimizer"], run_dir, resumed, run.recorder.history, lost) as track, \
                 stop_on_signals() as stop:
             def on_epoch(record: dict) -> None:
+                pictures = record.pop("pictures", {})  # files, not history columns
                 run.recorder.add_epoch(record)
-                track(record)
+                track(record, pictures)
 
             status = run.training.fit(on_epoch, checkpoint, cfg.checkpoint_every, stop)
             if status.has_results:
@@ -192,6 +214,9 @@ def fit_and_save(cfg: DictConfig, run: Run, run_dir: Path, resumed: bool) -> dic
         ending["stopped_epoch"] = run.training.epochs_done
         log.info("early stopping after epoch %d (best: epoch %s)", run.training.epochs_done, results.get("best_epoch"))
     profile = static_profile(cfg.model, run.training.data.facts(), run.training.model, run_dir / FINAL_MODEL)
+    report = run.training.hooks.extensions.get("sparsity_report")
+    if report is not None:
+        ending["sparsity"] = report.last  # the last epoch's weights, whatever best_model.pt holds
     metrics = run.recorder.write_metrics(status, **results, **ending, profile=profile)
     log.info("test_acc %.4f  train_loss %.4f  -> %s", metrics["test_acc"], metrics["train_loss"], run_dir)
     return metrics

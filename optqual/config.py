@@ -27,6 +27,8 @@ from optqual.erasing import RandomErasingSchema
 from optqual.errors import ConfigError, require
 from optqual.optim import build as optim
 from optqual.runs.rundir import check_writable
+from optqual.sparsity import penalties, quantizer, report
+from optqual.sparsity.report import SparsityReportSchema
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -71,6 +73,9 @@ class RunSchema:
     data: Any = MISSING
     batch_mix: Any = MISSING
     augment: Any = MISSING
+    regularizer: Any = MISSING
+    quantizer: Any = MISSING
+    sparsity: SparsityReportSchema = field(default_factory=SparsityReportSchema)
     loss: LossSchema = field(default_factory=LossSchema)
     random_erasing: RandomErasingSchema = field(default_factory=RandomErasingSchema)
     early_stopping: EarlyStoppingSchema = field(default_factory=EarlyStoppingSchema)
@@ -100,6 +105,9 @@ def register_with_hydra() -> None:
         "data": sources.SCHEMAS,
         "batch_mix": batch_mix.SCHEMAS,
         "augment": policies.SCHEMAS,
+        "regularizer": penalties.SCHEMAS,
+        "regularizer/schedule": schedule.COEFFICIENT_SCHEMAS,
+        "quantizer": quantizer.SCHEMAS,
     }
     for group, schemas in groups.items():
         for name, schema in schemas.items():
@@ -163,7 +171,8 @@ def check_config(cfg: DictConfig) -> None:
     checks = {"run": check_run, "data": lambda c: sources.check(c.data), "model": models.check}
     checks.update({name: module.check for name, module in (("optimizer", optim), ("scheduler", schedule),
                    ("early_stopping", early_stopping), ("clip_grad_norm", clipping), ("batch_mix", batch_mix),
-                   ("augment", policies), ("random_erasing", erasing))})
+                   ("augment", policies), ("random_erasing", erasing), ("regularizer", penalties), ("quantizer", quantizer),
+                   ("sparsity", report))})
     for name, check in checks.items():
         try:
             check(cfg)

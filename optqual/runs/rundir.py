@@ -35,6 +35,7 @@ INITIAL_MODEL = "initial_model.pt"  # the weights training started from (optqual
 FINAL_MODEL = "final_model.pt"  # the last weights
 BEST_MODEL = "best_model.pt"  # the weights at the best validation (optqual/early_stopping.py)
 SPLIT = "split_indices.npz"
+SPARSITY_DIR = "sparsity"  # the pruning report's per-layer tables and pictures (optqual/sparsity/report.py)
 LOCK = ".lock"
 HYDRA_FILES = {".hydra", "launch.log"}  # what Hydra writes before the job's code starts
 _UMASK = os.umask(0o022)  # read once: mkstemp creates 0600 files, run files should be as readable as any

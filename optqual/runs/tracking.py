@@ -4,9 +4,11 @@ both or neither, each getting the same scalars.
 
 Dashboards group charts into sections by the name's first `/` part and order sections
 alphabetically, so the names put what a researcher reads first on top: `accuracy/` (train,
-val, test side by side), `loss/` (train, train_ce, val, test), `lr/<group>`, then
-`per_layer_grad_norm/<layer>` and `run/` (batch size, epoch seconds, ...). metrics.json and
-history.csv keep their flat keys (`test_acc`, `grad_norm.<layer>`).
+val, test side by side), `loss/` (train, train_ce, reg, val, test), `lr/<group>`, then
+`per_layer_grad_norm/<layer>`, `regularizer/` (penalty, coefficient), `run/` (batch size,
+epoch seconds, ...) and `sparsity/` (the pruning report's ratios, and its pictures as images;
+TensorBoard gets the pictures too). metrics.json and history.csv keep their flat keys
+(`test_acc`, `grad_norm.<layer>`, `sparsity.mac_ratio_structured`).
 """
 
 import contextlib
@@ -14,21 +16,22 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
 from optqual.errors import ConfigError
+from optqual.runs.curves import pyplot
 from optqual.runs.naming import MULTIRUN
 
 TENSORBOARD_DIR = "tensorboard"  # inside the run directory
-Log = Callable[[dict], None]
+Log = Callable[[dict, Mapping[str, Path]], None]  # an epoch's record, and its pictures: chart name -> PNG
 logger = logging.getLogger("optqual")
 
 
 def dashboard_name(key: str) -> str:
     """A history key's chart name: `val_acc` -> `accuracy/val`, `lr.decay` -> `lr/decay`, ..."""
-    for flat, section in (("lr.", "lr"), ("grad_norm.", "per_layer_grad_norm")):
+    for flat, section in (("lr.", "lr"), ("grad_norm.", "per_layer_grad_norm"), ("reg.", "regularizer"), ("sparsity.", "sparsity")):
         if key.startswith(flat):
             return f"{section}/{key[len(flat):]}"
     split, _, metric = key.rpartition("_")
@@ -93,9 +96,10 @@ def trackio_run(cfg: DictConfig, group: str, run_dir: Path, resume: bool, histor
     logged = trackio_held(project, name) if resume else set()  # what the stopped process's Trackio wrote
     sent: set[tuple[int, str]] = set()
 
-    def log(record: dict) -> None:
+    def log(record: dict, pictures: Mapping[str, Path] = {}) -> None:
         step = record["epoch"]
         values = {chart: value for chart, value in scalars(record).items() if (step, chart) not in logged}
+        values.update({chart: trackio.Image(path, caption=path.name) for chart, path in pictures.items() if (step, chart) not in logged})
         if values:
             trackio.log(values, step=step)
             logged.update((step, chart) for chart in values)
@@ -122,9 +126,11 @@ def tensorboard_run(run_dir: Path, resume: bool, epochs_done: int) -> Iterator[L
 
     writer = SummaryWriter(str(run_dir / TENSORBOARD_DIR), purge_step=epochs_done + 1 if resume else None)
 
-    def log(record: dict) -> None:
+    def log(record: dict, pictures: Mapping[str, Path] = {}) -> None:
         for name, value in scalars(record).items():
             writer.add_scalar(name, value, global_step=record["epoch"])
+        for name, path in pictures.items():
+            writer.add_image(name, pyplot().imread(path), global_step=record["epoch"], dataformats="HWC")
         writer.flush()
 
     try:
@@ -145,8 +151,8 @@ def tracking(cfg: DictConfig, group: str, run_dir: Path, resume: bool, history: 
         if cfg.tensorboard.enabled:  # its writer flushes every epoch: nothing to catch up
             logs.append(stack.enter_context(tensorboard_run(run_dir, resume, len(history))))
 
-        def log_everywhere(record: dict) -> None:
+        def log_everywhere(record: dict, pictures: Mapping[str, Path] = {}) -> None:
             for log in logs:
-                log(record)
+                log(record, pictures)
 
         yield log_everywhere

@@ -1,0 +1,279 @@
+"""What the network would cost after pruning: dead channels, sparsity, bit-widths, MACs and BOPs.
+
+Measured on the weights the network computes with (`module.weight`: the quantized weights
+under a quantizer), for every conv and linear layer, excluded ones included (they still run):
+
+- a weight is zero when |w| <= `sparsity.zero_threshold` (default 0: exact zeros, which the
+  quantizer's dead zone makes; group lasso under gradient descent leaves a pruned filter tiny
+  but not exactly zero, so a run without a quantizer sets a threshold such as 1e-3);
+- a layer's dead output channels are its all-zero filters (rows of a linear layer); the
+  channel then carries a constant (its bias, or batch norm's shift) that the next layer
+  can fold into its bias, so that layer's input channel is useless too. Which input channels
+  a dead channel reaches is traced through the model's graph (torch.fx): through batch norm,
+  activations, pooling, dropout, channel-keeping indexing and flatten, through a residual
+  sum only where every operand is dead, and zero-padded channels (the option-A shortcut)
+  are dead. Any other operation ends the trace (its outputs count as live), so the pruned
+  count is never overstated; a model fx cannot trace counts only dead output channels;
+- MACs per image: dense = out x in/groups x kernel x output positions; structured = live
+  outputs x live inputs x kernel x positions (the network with dead channels removed);
+  nonzero = non-zero weights x positions. Batch norm, activations, pooling and the residual
+  sums are not counted (they are < 1% of a ResNet's MACs);
+- BOPs = MACs x b_w x b_a, with b_w the layer's quantizer bits (32 without one) and
+  b_a = 32: the quantizer here quantizes weights, not activations. Ratios are to the dense
+  network at 32 x 32 bits.
+
+`SparsityReport` runs this after every validation and the last epoch: the ratios go into the
+history (`sparsity.*`, beside `sparsity.test_acc`, the test accuracy of those weights, as
+pruning papers plot it; never used to select anything), the per-layer table into the run's
+`sparsity/report_eNNNN.json`, and every `pictures_every` reports the pictures
+(optqual/sparsity/pictures.py) into `sparsity/` and the dashboards. metrics.json holds the
+last report.
+"""
+
+import logging
+import math
+import operator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.fx
+from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from optqual.engine.hooks import Extension
+from optqual.errors import require
+from optqual.models.pooling import GlobalAvgPool
+from optqual.runs.rundir import write_json
+from optqual.sparsity import pictures
+from optqual.sparsity.layers import WEIGHTED, select_layers
+from optqual.sparsity.quantizer import quantizers
+
+log = logging.getLogger(__name__)
+FULL_PRECISION = 32  # bits of an unquantized weight, and of every activation
+CHANNEL_KEEPING = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU,
+                   nn.Hardswish, nn.Sigmoid, nn.Tanh, nn.Identity, nn.Dropout, nn.MaxPool2d, nn.AvgPool2d,
+                   nn.AdaptiveAvgPool2d, GlobalAvgPool)
+ELEMENTWISE = {"relu", "relu_", "relu6", "leaky_relu", "gelu", "silu", "hardswish", "sigmoid", "tanh", "dropout",
+               "contiguous", "clone", "mean", "avg_pool2d", "max_pool2d", "adaptive_avg_pool2d"}
+SUMS = {"add", "add_", "iadd", "__add__"}
+
+
+@dataclass
+class SparsityReportSchema:
+    enabled: Optional[bool] = None  # null: when a regularizer or a quantizer is on
+    zero_threshold: float = 0.0
+    pictures_every: int = 1  # reports between pictures (the last report always has them)
+
+
+class KeepPools(torch.fx.Tracer):
+    def is_leaf_module(self, module: nn.Module, name: str) -> bool:
+        return isinstance(module, GlobalAvgPool) or super().is_leaf_module(module, name)
+
+
+def op_name(node: torch.fx.Node) -> str:
+    return node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+
+
+def output_positions(module: nn.Module, out: torch.Tensor) -> int:
+    """Where a layer's filters are applied per image: a conv's output pixels, a linear layer's tokens (1 for (N, F))."""
+    return out[0].numel() // (module.out_features if isinstance(module, nn.Linear) else module.out_channels)
+
+
+class Structure:
+    """What the weights do not say: each layer's output positions per image, and the model's graph
+    (None when fx cannot trace it), found once from one example image."""
+
+    def __init__(self, model: nn.Module, example: torch.Tensor):
+        self.layers = select_layers(model, WEIGHTED)
+        positions: dict[str, int] = {}
+
+        def note(name: str, module: nn.Module, out: torch.Tensor) -> None:
+            positions[name] = output_positions(module, out)
+
+        hooks = [module.register_forward_hook(lambda m, args, out, name=name: note(name, m, out)) for name, module in self.layers]
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                model(example)
+                self.graph = self.trace(model, example)
+        finally:
+            for hook in hooks:
+                hook.remove()
+            model.train(was_training)
+        self.positions = positions
+
+    @staticmethod
+    def trace(model: nn.Module, example: torch.Tensor) -> Optional[torch.fx.GraphModule]:
+        try:
+            graph = torch.fx.GraphModule(model, KeepPools().trace(model))
+            ShapeProp(graph).propagate(example)
+            return graph
+        except Exception as err:  # noqa: BLE001 -- fx refuses many models in many ways; the report still counts filters
+            log.warning("sparsity report: torch.fx cannot trace the model (%s): dead output channels are counted, "
+                        "the input channels they make useless are not", str(err).splitlines()[0])
+            return None
+
+    def dead_inputs(self, dead_outputs: dict[str, torch.Tensor]) -> dict[str, Optional[torch.Tensor]]:
+        """Per layer, which of its input channels carry a constant (True), or None where the trace cannot tell."""
+        if self.graph is None:
+            return {}
+        dead: dict[torch.fx.Node, Optional[torch.Tensor]] = {}
+        inputs: dict[str, Optional[torch.Tensor]] = {}
+        for node in self.graph.graph.nodes:
+            first = node.args[0] if node.args and isinstance(node.args[0], torch.fx.Node) else None
+            through = dead.get(first)
+            if node.op == "call_module":
+                module = self.graph.get_submodule(node.target)
+                if node.target in dead_outputs:
+                    inputs[node.target] = through
+                    dead[node] = dead_outputs[node.target]
+                elif isinstance(module, CHANNEL_KEEPING):
+                    dead[node] = through
+                elif isinstance(module, nn.Flatten):
+                    dead[node] = flattened(through, first, node)
+            elif node.op in ("call_function", "call_method"):
+                name = op_name(node)
+                if name in SUMS:
+                    operands = [dead.get(arg) for arg in node.args if isinstance(arg, torch.fx.Node)]
+                    dead[node] = None if any(o is None for o in operands) else torch.stack(operands).all(0)
+                elif name in ELEMENTWISE and keeps_channels(first, node):
+                    dead[node] = through
+                elif name == "flatten":
+                    dead[node] = flattened(through, first, node)
+                elif name == "getitem" and keeps_all_channels(node.args[1]):
+                    dead[node] = through
+                elif name == "pad" and first is not None:
+                    dead[node] = padded(through, first, node)
+        return {name: mask for name, mask in inputs.items() if mask is not None}
+
+
+def shape(node: torch.fx.Node) -> Optional[torch.Size]:
+    meta = node.meta.get("tensor_meta") if isinstance(node, torch.fx.Node) else None
+    return getattr(meta, "shape", None)
+
+
+def keeps_channels(first: Optional[torch.fx.Node], node: torch.fx.Node) -> bool:
+    before, after = shape(first), shape(node)
+    return before is not None and after is not None and len(before) > 1 and len(after) > 1 and before[1] == after[1]
+
+
+def keeps_all_channels(index) -> bool:
+    return isinstance(index, tuple) and len(index) >= 2 and all(i == slice(None) for i in index[:2])
+
+
+def flattened(mask: Optional[torch.Tensor], first: Optional[torch.fx.Node], node: torch.fx.Node) -> Optional[torch.Tensor]:
+    """(N, C, *spatial) -> (N, C x spatial): each channel's mask repeated over its positions."""
+    before, after = shape(first), shape(node)
+    if mask is None or before is None or after is None or len(after) != 2 or after[1] != math.prod(before[1:]):
+        return None
+    return mask.repeat_interleave(math.prod(before[2:]))
+
+
+def padded(mask: Optional[torch.Tensor], first: torch.fx.Node, node: torch.fx.Node) -> Optional[torch.Tensor]:
+    """F.pad with zeros on the channel dimension: the new channels are dead."""
+    pad = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
+    value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value", 0)
+    before = shape(first)
+    mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
+    if before is None or mode != "constant" or value not in (0, None) or len(pad) != 2 * (len(before) - 1):
+        return None
+    channels = mask if mask is not None else torch.zeros(before[1], dtype=torch.bool)
+    low, high = pad[-2], pad[-1]
+    return torch.cat([torch.ones(low, dtype=torch.bool), channels.cpu(), torch.ones(high, dtype=torch.bool)])
+
+
+def measure(model: nn.Module, structure: Structure, zero_threshold: float) -> dict:
+    """The report: per-layer rows and the network's totals and ratios (see the module docstring)."""
+    bits = {name: int(q.bits().item()) for name, q in quantizers(model).items()}
+    with torch.no_grad():
+        weights = {name: module.weight.detach() for name, module in structure.layers}
+    zeros = {name: w.abs() <= zero_threshold for name, w in weights.items()}
+    dead_out = {name: z.flatten(1).all(1).cpu() for name, z in zeros.items()}
+    dead_in = structure.dead_inputs(dead_out)
+    rows = []
+    for name, module in structure.layers:
+        w, positions = weights[name], structure.positions[name]
+        groups = getattr(module, "groups", 1)
+        out_channels, in_per_group = w.shape[0], w.shape[1]
+        kernel = math.prod(w.shape[2:])
+        useless = dead_in.get(name)
+        if useless is not None and len(useless) != in_per_group * groups:
+            useless = None
+        live_out = out_channels - int(dead_out[name].sum())
+        live_in = in_per_group if groups > 1 or useless is None else in_per_group - int(useless.sum())
+        width = bits.get(name, FULL_PRECISION)
+        rows.append({
+            "layer": name, "out_channels": out_channels, "in_channels": in_per_group * groups,
+            "dead_out": int(dead_out[name].sum()), "dead_in": 0 if useless is None else int(useless.sum()),
+            "dead_channels": dead_out[name].nonzero().flatten().tolist(),
+            "weights": w.numel(), "zero_weights": int(zeros[name].sum()), "bits": width,
+            "macs_dense": out_channels * in_per_group * kernel * positions,
+            "macs_structured": live_out * live_in * kernel * positions,
+            "macs_nonzero": (w.numel() - int(zeros[name].sum())) * positions,
+        })
+    return {"layers": rows, **totals(rows)}
+
+
+def totals(rows: list[dict]) -> dict:
+    dense = sum(row["macs_dense"] for row in rows)
+    bops = {kind: sum(row[f"macs_{kind}"] * row["bits"] * FULL_PRECISION for row in rows) for kind in ("structured", "nonzero")}
+    weights = sum(row["weights"] for row in rows)
+    return {
+        "macs_dense": dense,
+        "macs_structured": sum(row["macs_structured"] for row in rows),
+        "macs_nonzero": sum(row["macs_nonzero"] for row in rows),
+        "bops_dense": dense * FULL_PRECISION * FULL_PRECISION,
+        "bops_structured": bops["structured"], "bops_nonzero": bops["nonzero"],
+        "mac_ratio_structured": sum(row["macs_structured"] for row in rows) / dense,
+        "mac_ratio_nonzero": sum(row["macs_nonzero"] for row in rows) / dense,
+        "bop_ratio_structured": bops["structured"] / (dense * FULL_PRECISION ** 2),
+        "bop_ratio_nonzero": bops["nonzero"] / (dense * FULL_PRECISION ** 2),
+        "dead_channels": sum(row["dead_out"] for row in rows),
+        "unstructured_sparsity": sum(row["zero_weights"] for row in rows) / weights,
+        "mean_bits": sum(row["bits"] * row["weights"] for row in rows) / weights,
+    }
+
+
+HISTORY_KEYS = ("mac_ratio_structured", "mac_ratio_nonzero", "bop_ratio_structured", "bop_ratio_nonzero", "dead_channels",
+                "unstructured_sparsity", "mean_bits")
+
+
+class SparsityReport(Extension):
+    """The report after every validation and after the last epoch (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, example: torch.Tensor, zero_threshold: float, pictures_every: int,
+                 directory: Path, test_accuracy: Callable[[], float], epochs: int):
+        self.model, self.zero_threshold, self.pictures_every = model, zero_threshold, pictures_every
+        self.directory, self.test_accuracy, self.epochs = directory, test_accuracy, epochs
+        self.structure = Structure(model, example)
+        self.reports = 0
+        self.last: dict | None = None
+
+    def on_epoch_end(self, record: dict) -> bool:
+        epoch = record["epoch"]
+        if "val_acc" not in record and epoch != self.epochs:
+            return False
+        self.directory.mkdir(exist_ok=True)
+        report = {"epoch": epoch, **measure(self.model, self.structure, self.zero_threshold), "test_acc": self.test_accuracy()}
+        record.update({f"sparsity.{key}": report[key] for key in HISTORY_KEYS + ("test_acc",)})
+        write_json(self.directory / f"report_e{epoch:04d}.json", report)
+        self.reports += 1
+        if self.reports % self.pictures_every == 0 or epoch == self.epochs:
+            record["pictures"] = pictures.draw(report, self.directory, quantized=bool(quantizers(self.model)))
+        self.last = {key: value for key, value in report.items() if key != "layers"}
+        return False
+
+    def state_dict(self) -> dict:
+        return {"reports": self.reports, "last": self.last}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.reports, self.last = state["reports"], state["last"]
+
+
+def check(cfg) -> None:
+    node = cfg.sparsity
+    require(node.zero_threshold >= 0, "sparsity.zero_threshold", node.zero_threshold, "must be >= 0")
+    require(node.pictures_every > 0, "sparsity.pictures_every", node.pictures_every, "must be a positive integer")
