@@ -23,16 +23,17 @@ under a quantizer), for every conv and linear layer, excluded ones included (the
   network at 32 x 32 bits.
 
 `SparsityReport` runs this after every validation and the last epoch: the ratios go into the
-history (`sparsity.*`, beside `sparsity.test_acc`, the test accuracy of those weights, as
-pruning papers plot it; never used to select anything), the per-layer table into the run's
+history (`sparsity.*`), beside `sparsity.test_acc`, the test accuracy of the network the report
+counts: with a threshold, every weight at or below it set to zero for the measurement (as
+pruning papers plot accuracy against cost; never used to select anything), the per-layer table into the run's
 `sparsity/report_eNNNN.json`, and every `pictures_every` reports the pictures
 (optqual/sparsity/pictures.py) into `sparsity/` and the dashboards. metrics.json holds the
 last report.
 """
 
+import contextlib
 import logging
 import math
-import operator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -41,6 +42,7 @@ import torch
 import torch.fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
+from torch.nn.utils import parametrize
 
 from optqual.engine.hooks import Extension
 from optqual.errors import require
@@ -237,6 +239,24 @@ def totals(rows: list[dict]) -> dict:
     }
 
 
+@contextlib.contextmanager
+def thresholded(layers: list[tuple[str, nn.Module]], zero_threshold: float):
+    """Within: every weight the report counts as zero is zero (the trained weights of unquantized
+    layers; a quantizer's zeros are exact already). The weights are restored after."""
+    kept = []
+    with torch.no_grad():
+        for _, module in layers:
+            if zero_threshold > 0 and not parametrize.is_parametrized(module, "weight"):
+                kept.append((module.weight, module.weight.clone()))
+                module.weight[module.weight.abs() <= zero_threshold] = 0
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for weight, original in kept:
+                weight.copy_(original)
+
+
 HISTORY_KEYS = ("mac_ratio_structured", "mac_ratio_nonzero", "bop_ratio_structured", "bop_ratio_nonzero", "dead_channels",
                 "unstructured_sparsity", "mean_bits")
 
@@ -257,7 +277,8 @@ class SparsityReport(Extension):
         if "val_acc" not in record and epoch != self.epochs:
             return False
         self.directory.mkdir(exist_ok=True)
-        report = {"epoch": epoch, **measure(self.model, self.structure, self.zero_threshold), "test_acc": self.test_accuracy()}
+        with thresholded(self.structure.layers, self.zero_threshold):
+            report = {"epoch": epoch, **measure(self.model, self.structure, self.zero_threshold), "test_acc": self.test_accuracy()}
         record.update({f"sparsity.{key}": report[key] for key in HISTORY_KEYS + ("test_acc",)})
         write_json(self.directory / f"report_e{epoch:04d}.json", report)
         self.reports += 1
