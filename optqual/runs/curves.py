@@ -6,7 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from optqual.runs.rundir import atomic_write
+from optqual.runs.figures import pyplot, save_figure
 from optqual.runs.sweep import Job, override_values
 
 if TYPE_CHECKING:
@@ -27,26 +27,6 @@ def band(histories: list[list[dict]], column: str) -> tuple[list[float], list[fl
     epochs = sorted(by_epoch)
     values = [by_epoch[epoch] for epoch in epochs]
     return epochs, [sum(v) / len(v) for v in values], [min(v) for v in values], [max(v) for v in values]
-
-
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on a cluster node
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(figure, axes, title: str, path: Path) -> None:
-    """A grid and a legend on every panel, the title; the PNG written atomically."""
-    for axis in axes:
-        axis.grid(alpha=0.3)
-        if axis.has_data():
-            axis.legend(fontsize="small")
-    figure.suptitle(title)
-    atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=120))
-    pyplot().close(figure)
 
 
 def plot_curves(groups: dict[str, list[Job]], path: Path) -> None:

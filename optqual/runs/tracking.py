@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Mapping
 from omegaconf import DictConfig, OmegaConf
 
 from optqual.errors import ConfigError
-from optqual.runs.curves import pyplot
+from optqual.runs.figures import pyplot
 from optqual.runs.naming import MULTIRUN
 
 TENSORBOARD_DIR = "tensorboard"  # inside the run directory

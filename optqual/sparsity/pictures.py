@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from optqual.runs.curves import pyplot, save_figure
+from optqual.runs.figures import pyplot, save_figure
 
 DASHBOARD = "sparsity"  # the dashboards' section for the pictures
 
@@ -21,8 +21,7 @@ def liveness(report: dict, path: Path) -> None:
         grid[index, row["dead_channels"]] = 0.0
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(max(6.0, widest / 8), 1.5 + 0.28 * len(rows)), layout="constrained")
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("white")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="white")
     axis.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
     axis.set_yticks(range(len(rows)), [f"{row['layer']} ({row['dead_out']}/{row['out_channels']} dead)" for row in rows],
                     fontsize="small")
