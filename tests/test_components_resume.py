@@ -36,6 +36,10 @@ COMPONENTS = {
     "autoaugment": ["augment=autoaugment"],
     "trivialaugment": ["augment=trivialaugment"],
     "random_erasing": ["random_erasing.p=0.5"],
+    "sparsity_penalty": ["regularizer=group_lasso_blocks", "regularizer/schedule=linear_warmup", "regularizer.schedule.delay=1",
+                         "regularizer.schedule.ramp=1", "regularizer.strength=0.01"],
+    "quantizer": ["quantizer=deadzone", "optimizer=adamw", "quantizer.weight_decay_dz=1", "regularizer=l1_kernel",
+                  "regularizer/schedule=cosine_anneal"],
     "batch_size_schedule": ["data.batch_size_schedule={0:32,1:16,2:48}", "scheduler=cosine", "scheduler.warmup_epochs=1.5"],
 }
 

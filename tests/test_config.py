@@ -136,7 +136,12 @@ def test_presets_are_their_recipes():
         fair = compose("config", overrides=["experiment=compare_optimizers"], return_hydra_config=True)
     assert dict(fair.hydra.sweeper.params) == {"optimizer": "sgd,adamw", "lr_scale": "0.1,0.316,1,3.16,10", "seed": "0,1,2"}
     assert list(fair.summary.tune) == ["lr_scale"]
-    for preset in ("phase0", "he2016", "cosine_sgd", "enhanced", "randaugment", "compare_optimizers", "optuna_search"):
+    codeq = compose_run("experiment=codeq_resnet20")
+    assert (codeq.model.blocks_per_stage, codeq.model.shortcut, codeq.optimizer._target_, codeq.optimizer.lr, codeq.optimizer.weight_decay) == (
+        3, "A", "torch.optim.AdamW", 1e-3, 0.0)
+    assert (codeq.epochs, codeq.data.batch_size, codeq.scheduler._target_, codeq.quantizer.kind) == (300, 512, "optqual.schedule.cosine", "deadzone")
+    assert [codeq.quantizer[key] for key in ("lr_dz", "lr_bit", "weight_decay_dz", "weight_decay_bit")] == [1e-3, 1e-3, 0.01, 0.01]
+    for preset in ("phase0", "he2016", "cosine_sgd", "enhanced", "randaugment", "compare_optimizers", "optuna_search", "codeq_resnet20"):
         check_config(compose_run(f"experiment={preset}"))
 
 
