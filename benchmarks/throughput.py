@@ -9,6 +9,7 @@
     python benchmarks/throughput.py --precisions fp32 --no-textbook clip_grad_norm=1.0     # any override of the run's config
     python benchmarks/throughput.py --precisions fp32 --no-textbook --variants optimizer=sam "scheduler=cosine clip_grad_norm=1"
     python benchmarks/throughput.py --precisions fp32 --no-textbook --variants loss.label_smoothing=0.1 batch_mix=cutmix augment=randaugment
+    python benchmarks/throughput.py --model resnet20 --precisions fp32 --no-textbook --variants regularizer=group_lasso_channels quantizer=deadzone
 
 Everything runs in one process on the same data (random uint8 images of the `--data` option's
 shape, classes and augmentation, default cifar10: speed does not depend on content), the
@@ -41,6 +42,7 @@ import json
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -66,6 +68,7 @@ from optqual.engine.loop import EVAL_BATCH_SIZE, EpochProgress, Training, autoca
 from optqual.models import build_model  # noqa: E402
 from optqual.models.profile import synchronize  # noqa: E402
 from optqual.optim.build import build_optimizer  # noqa: E402
+from optqual.sparsity.quantizer import attach_quantizers, quantizer_groups  # noqa: E402
 from optqual.optim.sam import running_stats_frozen, two_pass  # noqa: E402
 from optqual.policies import build_policy, with_policy  # noqa: E402
 from optqual.system.allocator import keep_freed_memory  # noqa: E402
@@ -126,6 +129,7 @@ def run_config(optimizer: str, scheduler: str, epochs: int, overrides: list[str]
 def make_model(cfg: DictConfig, data: ImageData, device: torch.device, channels_last: bool, compile_model: bool) -> torch.nn.Module:
     torch.manual_seed(0)
     model = build_model(cfg.model, data.facts())
+    attach_quantizers(cfg.quantizer, model)
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     if compile_model:
         model.compile()
@@ -172,11 +176,12 @@ def ceiling(data: ImageData, device: torch.device, precision: str, compile_model
 def optqual_epoch(data: ImageData, device: torch.device, precision: str, compile_model: bool, cfg: DictConfig) -> Work:
     """optqual's own training epoch over the whole (benchmark) training set, with a run's extensions."""
     model = make_model(cfg, data, device, True, compile_model)
-    optimizer = build_optimizer(model, cfg.optimizer)
+    optimizer = build_optimizer(model, cfg.optimizer, cfg.lr_scale, quantizer_groups(cfg.quantizer, model))
 
     def training(images: ImageData) -> Training:
         images = with_policy(images, build_policy(cfg.augment))
-        return Training(model, optimizer, images, data_generator(0, device), Hooks(extensions(cfg, model, optimizer, images)),
+        parts = extensions(cfg, model, optimizer, images, Path(tempfile.gettempdir()))  # the report writes only after an epoch
+        return Training(model, optimizer, images, data_generator(0, device), Hooks(parts),
                         cfg.epochs, cfg.eval_every, precision, cfg.loss.label_smoothing)
 
     def epoch(loop: Training) -> None:
