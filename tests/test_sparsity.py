@@ -22,7 +22,7 @@ from optqual.models.profile import macs_per_image
 from optqual.optim.build import build_optimizer
 from optqual.schedule import build_coefficient
 from optqual.sparsity.penalties import build_penalty
-from optqual.sparsity.quantizer import DeadZoneQuantizer, attach_quantizers, deployed_state_dict, quantizer_groups
+from optqual.sparsity.quantizer import DeadZoneQuantizer, percentile, attach_quantizers, deployed_state_dict, quantizer_groups
 from optqual.sparsity.report import SparsityReport, Structure, measure
 
 FACTS = {"channels": 3, "num_classes": 10, "image_size": 32}
@@ -165,6 +165,13 @@ def test_quantizer_forward_follows_the_formulas(theta_dz, theta_bit):
     assert np.abs(out - expected).max() < 1e-5
     dead = np.abs(w.numpy()) < d / 2 - 1e-6  # away from the edge, where float32 and float64 may round apart
     assert (out[dead] == 0).all() and len(np.unique(out)) <= 2 ** bits - 1
+
+
+@pytest.mark.parametrize("shape", [(16, 3, 3, 3), (64, 64, 3, 3), (10, 64), (7,)])
+def test_the_quantizers_percentile_is_torchs_quantile(shape):
+    values = torch.randn(shape, generator=torch.Generator().manual_seed(3)).abs().flatten()
+    for q in (0.99, 0.5, 0.0, 1.0):
+        assert percentile(values, q).item() == pytest.approx(torch.quantile(values, q).item(), rel=1e-6, abs=0)
 
 
 def test_quantizer_gradients_reach_both_logits():

@@ -25,6 +25,7 @@ quantized weights under the plain model's names (`deployed_state_dict`), so ever
 them into the model without the quantizer; checkpoint.pt holds the originals and the logits.
 """
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
@@ -66,6 +67,18 @@ class StraightThrough(torch.autograd.Function):
         return grad, None
 
 
+def percentile(values: torch.Tensor, q: float) -> torch.Tensor:
+    """`torch.quantile(values, q)` of a flat tensor (linear interpolation), from two `kthvalue`
+    selections as the reference code does: quantile sorts the whole tensor, and on a 64x64x3x3
+    conv weight that took 0.47 ms of the quantizer's 0.63 ms forward pass (kthvalue: 0.07 ms)."""
+    position = q * (values.numel() - 1)
+    low = math.floor(position)
+    lower = torch.kthvalue(values, low + 1).values
+    if position == low:
+        return lower
+    return lower.lerp(torch.kthvalue(values, low + 2).values, position - low)
+
+
 def straight_through(op: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     return StraightThrough.apply(x, op)
 
@@ -83,7 +96,7 @@ class DeadZoneQuantizer(nn.Module):
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            absmax = torch.quantile(w.abs().flatten(), PERCENTILE)
+            absmax = percentile(w.abs().flatten(), PERCENTILE)
         levels = 2 ** (self.bits() - 1) - 1
         dead_zone = 2 * absmax * (1 - torch.tanh(self.theta_dz).abs())
         step = (absmax - dead_zone / 2) / (levels - 0.5) + 1e-8
