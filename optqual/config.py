@@ -88,7 +88,7 @@ def config_groups() -> str:
     """The groups a run composes, each with its options, for `--help`: not the schema groups they
     build on, nor the analysis groups of conf/analyze.yaml, which Hydra's own list shows too."""
     loader = GlobalHydra.instance().config_loader()
-    groups = sorted(group for group in HydraConfig.get().runtime.choices if "/" not in group)
+    groups = sorted(group for group in HydraConfig.get().runtime.choices if not group.startswith(("schema/", "hydra/")))
     return "\n".join(f"{group}: {', '.join(sorted(loader.get_group_options(group)))}" for group in groups)
 
 

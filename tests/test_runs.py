@@ -276,7 +276,9 @@ def test_help_lists_the_groups_a_run_composes_and_cfg_resolve_writes_nothing(tmp
     result = launch_here(tmp_path, "--help")
     groups = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
     listed = [line.split(":")[0] for line in groups.splitlines() if ": " in line]
-    assert listed == ["augment", "batch_mix", "data", "experiment", "model", "optimizer", "scheduler"]  # no schema/..., no analysis
+    assert listed == ["augment", "batch_mix", "data", "experiment", "model", "optimizer", "quantizer", "regularizer",
+                      "regularizer/schedule", "scheduler"]  # no schema/..., no hydra/..., no analysis
+    assert "regularizer/schedule: constant, cosine_anneal, linear_warmup" in groups
     assert "optimizer: adam, adamw, lion, muon, nesterov, rmsprop, sam, sgd" in groups
 
     shown = launch_here(tmp_path, "optimizer=adamw", "seed=3", "--cfg", "hydra", "--resolve")
