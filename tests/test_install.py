@@ -1,6 +1,5 @@
 """optqual's tools from a regular (not editable) install, run from another directory."""
 
-import json
 import os
 import shutil
 import subprocess
@@ -9,7 +8,7 @@ import sysconfig
 import venv
 from pathlib import Path
 
-from conftest import REPO, launch_here, launched, stopped_after, tiny_overrides
+from conftest import REPO, launch_here, stopped_after, tiny_overrides
 
 OFFLINE = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
@@ -41,10 +40,8 @@ def installed_environment(tmp_path: Path) -> Path:
 def test_the_tools_work_from_a_regular_install_and_any_directory(tmp_path, tiny_npz):
     work = tmp_path / "work"
     work.mkdir()
-    launched(work, "-m", *tiny_overrides(tiny_npz), "epochs=1", "seed=0,1", "hydra.sweep.dir=sweep", "trackio.enabled=false")
-    shutil.rmtree(work / "sweep" / "seed=1")  # a job the sweep never started
-    with stopped_after(2, 1, "kill"):  # a run killed in its second epoch
-        assert launch_here(work, *tiny_overrides(tiny_npz), "hydra.run.dir=run", "trackio.enabled=false").returncode < 0
+    with stopped_after(2, 1, "kill"):  # the sweep's first job killed in its second epoch; the second never started
+        assert launch_here(work, "-m", *tiny_overrides(tiny_npz), "seed=0,1", "hydra.sweep.dir=sweep", "trackio.enabled=false").returncode < 0
 
     python = installed_environment(tmp_path)
     elsewhere = tmp_path / "elsewhere"
@@ -59,12 +56,12 @@ def test_the_tools_work_from_a_regular_install_and_any_directory(tmp_path, tiny_
                            cwd=elsewhere, capture_output=True, text=True, check=True).stdout.split()
     assert all(path.startswith(str(tmp_path / "env")) for path in where), where  # the installed copy, conf/ inside it
 
-    assert "2 jobs: 1 completed, 1 pending" in optqual("summarize", str(work / "sweep")).stdout
-    assert "seed" in optqual("diff", str(work / "sweep" / "seed=0"), str(work / "run")).stdout
-    assert "seed=1: not started, starting it" in optqual("resume", str(work / "sweep")).stdout
+    assert "2 jobs: 1 failed, 1 pending" in optqual("summarize", str(work / "sweep")).stdout  # killed here: failed
+    resumed = optqual("resume", str(work / "sweep")).stdout  # the checkout's launch.py, where the sweep was started
+    assert "seed=0: failed, resuming" in resumed and "seed=1: not started, starting it" in resumed, resumed
     assert "2 jobs: 2 completed" in (work / "sweep" / "summary.md").read_text()
-    optqual("resume", str(work / "run"))  # the checkout's launch.py, where the run was started
-    assert json.loads((work / "run" / "metrics.json").read_text())["status"] == "completed"
-    optqual("analyze", str(work / "run"), "analysis=[weights]", "probe_size=32", "train_subset=64")  # conf/analyze.yaml from the install
-    assert (work / "run" / "analysis" / "weights.json").is_file()
+    assert "seed" in optqual("diff", str(work / "sweep" / "seed=0"), str(work / "sweep" / "seed=1")).stdout
+    run = work / "sweep" / "seed=0"
+    optqual("analyze", str(run), "analysis=[weights]", "probe_size=32", "train_subset=64")  # conf/analyze.yaml from the install
+    assert (run / "analysis" / "weights.json").is_file()
     assert not list(elsewhere.iterdir()), "the tools write into the directories they are given, not the working directory"
