@@ -260,10 +260,10 @@ def build_coefficient(node: DictConfig, epoch_steps: list[int]) -> Callable[[int
 
 
 def check_coefficient(node: DictConfig, key: str, epochs: int) -> None:
-    for name in ("delay", "ramp"):
-        if name in node:
-            require(0 <= node[name] < epochs if name == "delay" else node[name] > 0, f"{key}.{name}", node[name],
-                    f"must lie in [0, epochs={epochs})" if name == "delay" else "must be > 0")
+    if "delay" in node:
+        require(0 <= node.delay < epochs, f"{key}.delay", node.delay, f"must lie in [0, epochs={epochs})")
+    if "ramp" in node:
+        require(node.ramp > 0, f"{key}.ramp", node.ramp, "must be > 0")
 
 
 def check(cfg: DictConfig) -> None:

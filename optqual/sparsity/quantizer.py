@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from optqual.errors import require
-from optqual.sparsity.layers import WEIGHTED, check_patterns, layer_names, select_layers
+from optqual.sparsity.layers import WEIGHTED, check_patterns, layer_names, plain_name, select_layers
 
 MIN_BITS, MAX_BITS = 2, 8
 PERCENTILE = 0.99
@@ -136,18 +136,15 @@ def deployed_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     Not a deepcopy with the parametrizations removed: a parametrized module's class is shared
     by its copies, and removing one copy's parametrization removes the original's `weight`.
     """
-    found = quantizers(model)
-    if not found:
+    if not quantizers(model):
         return model.state_dict()
-    with torch.no_grad():
-        quantized = {f"{name}.parametrizations.weight.original": (f"{name}.weight", model.get_submodule(name).weight.detach().clone())
-                     for name in found}
     plain = {}
-    for key, value in model.state_dict().items():
-        if key in quantized:
-            plain.__setitem__(*quantized[key])
-        elif ".parametrizations." not in key:  # the quantizers' logits stay in checkpoint.pt
-            plain[key] = value
+    with torch.no_grad():
+        for key, value in model.state_dict().items():
+            if key.endswith(".parametrizations.weight.original"):
+                plain[plain_name(key)] = model.get_submodule(key.partition(".parametrizations.")[0]).weight.detach().clone()
+            elif ".parametrizations." not in key:  # the quantizers' logits stay in checkpoint.pt
+                plain[key] = value
     return plain
 
 

@@ -202,37 +202,32 @@ def measure(model: nn.Module, structure: Structure, zero_threshold: float) -> di
         out_channels, in_per_group = w.shape[0], w.shape[1]
         kernel = math.prod(w.shape[2:])
         useless = dead_in.get(name)
-        if useless is not None and len(useless) != in_per_group * groups:
-            useless = None
-        live_out = out_channels - int(dead_out[name].sum())
-        live_in = in_per_group if groups > 1 or useless is None else in_per_group - int(useless.sum())
-        width = bits.get(name, FULL_PRECISION)
+        dead_inputs = 0 if useless is None or len(useless) != in_per_group * groups else int(useless.sum())
+        dead_outputs, zero_weights = int(dead_out[name].sum()), int(zeros[name].sum())
+        live_in = in_per_group if groups > 1 else in_per_group - dead_inputs
         rows.append({
             "layer": name, "out_channels": out_channels, "in_channels": in_per_group * groups,
-            "dead_out": int(dead_out[name].sum()), "dead_in": 0 if useless is None else int(useless.sum()),
-            "dead_channels": dead_out[name].nonzero().flatten().tolist(),
-            "weights": w.numel(), "zero_weights": int(zeros[name].sum()), "bits": width,
+            "dead_out": dead_outputs, "dead_in": dead_inputs, "dead_channels": dead_out[name].nonzero().flatten().tolist(),
+            "weights": w.numel(), "zero_weights": zero_weights, "bits": bits.get(name, FULL_PRECISION),
             "macs_dense": out_channels * in_per_group * kernel * positions,
-            "macs_structured": live_out * live_in * kernel * positions,
-            "macs_nonzero": (w.numel() - int(zeros[name].sum())) * positions,
+            "macs_structured": (out_channels - dead_outputs) * live_in * kernel * positions,
+            "macs_nonzero": (w.numel() - zero_weights) * positions,
         })
     return {"layers": rows, **totals(rows)}
 
 
 def totals(rows: list[dict]) -> dict:
-    dense = sum(row["macs_dense"] for row in rows)
-    bops = {kind: sum(row[f"macs_{kind}"] * row["bits"] * FULL_PRECISION for row in rows) for kind in ("structured", "nonzero")}
+    kinds = ("dense", "structured", "nonzero")
+    macs = {kind: sum(row[f"macs_{kind}"] for row in rows) for kind in kinds}
+    bops = {kind: sum(row[f"macs_{kind}"] * row["bits"] * FULL_PRECISION for row in rows) for kind in kinds[1:]}
+    dense_bops = macs["dense"] * FULL_PRECISION ** 2  # the dense network at 32 x 32 bits
     weights = sum(row["weights"] for row in rows)
     return {
-        "macs_dense": dense,
-        "macs_structured": sum(row["macs_structured"] for row in rows),
-        "macs_nonzero": sum(row["macs_nonzero"] for row in rows),
-        "bops_dense": dense * FULL_PRECISION * FULL_PRECISION,
-        "bops_structured": bops["structured"], "bops_nonzero": bops["nonzero"],
-        "mac_ratio_structured": sum(row["macs_structured"] for row in rows) / dense,
-        "mac_ratio_nonzero": sum(row["macs_nonzero"] for row in rows) / dense,
-        "bop_ratio_structured": bops["structured"] / (dense * FULL_PRECISION ** 2),
-        "bop_ratio_nonzero": bops["nonzero"] / (dense * FULL_PRECISION ** 2),
+        **{f"macs_{kind}": macs[kind] for kind in kinds},
+        "bops_dense": dense_bops,
+        **{f"bops_{kind}": bops[kind] for kind in kinds[1:]},
+        **{f"mac_ratio_{kind}": macs[kind] / macs["dense"] for kind in kinds[1:]},
+        **{f"bop_ratio_{kind}": bops[kind] / dense_bops for kind in kinds[1:]},
         "dead_channels": sum(row["dead_out"] for row in rows),
         "unstructured_sparsity": sum(row["zero_weights"] for row in rows) / weights,
         "mean_bits": sum(row["bits"] * row["weights"] for row in rows) / weights,
