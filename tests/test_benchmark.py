@@ -15,6 +15,7 @@ def test_benchmark_runs_and_reports_every_figure():
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     for precision in ("fp32", "bf16"):
         assert {"ceiling_img_s", "optqual_img_s", "eval_img_s", "projected_baseline_s"} <= figures[precision].keys()
+        assert len(figures[precision]["optqual_over_ceiling_rounds"]) == 1  # one ratio per round, their median the figure
     assert {"optqual_over_textbook", "bf16_over_fp32", "peak_rss_mb", "dataset_resident_mb"} <= figures.keys()
     assert "optqual epoch (bf16)" in figures["windows_img_s"]  # every window kept, not just the medians
 
