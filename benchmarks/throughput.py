@@ -6,6 +6,7 @@
     python benchmarks/throughput.py --optimizer sam --precisions fp32 --no-textbook   # any option of conf/optimizer/
     python benchmarks/throughput.py --model resnet20 --precisions fp32 --no-textbook  # any option of conf/model/
     python benchmarks/throughput.py --model mlp --data mnist --precisions fp32 --no-textbook  # and of conf/data/
+    python benchmarks/throughput.py --model mlp --data mnist --precisions fp32 --no-textbook --ablate  # where the epoch's time goes
     python benchmarks/throughput.py --precisions fp32 --no-textbook clip_grad_norm=1.0     # any override of the run's config
     python benchmarks/throughput.py --precisions fp32 --no-textbook --variants optimizer=sam "scheduler=cosine clip_grad_norm=1"
     python benchmarks/throughput.py --precisions fp32 --no-textbook --variants loss.label_smoothing=0.1 batch_mix=cutmix augment=randaugment
@@ -28,7 +29,10 @@ conf/optimizer/ (default sgd) and the `--scheduler` option, the textbook SGD:
               optqual's `keep_freed_memory()`, to show how much of the lead that alone makes;
 4. eval       optqual's evaluation (val + test) throughput;
 5. variants   with --variants, optqual's epoch with other overrides (an option's cost per
-              epoch), taking turns with the rest, and its ratio to optqual's epoch round by round.
+              epoch), taking turns with the rest, and its ratio to optqual's epoch round by round;
+6. ablations  with --ablate, optqual's epoch without a part of its step, over the ceiling: on
+              one batch fetched once (what fetching, augmenting and normalizing every batch
+              costs) and without the per-layer gradient norms (what they cost).
 
 Each figure is the median of --repeats timed windows. The measurements take turns, window by
 window, and each ratio (optqual over the ceiling, a variant over the epoch) is the median of
@@ -65,7 +69,7 @@ from launch import extensions  # noqa: E402  (registers the config schemas too)
 from optqual.config import resolve_device  # noqa: E402
 from optqual.data.images import ImageData, to_device  # noqa: E402
 from optqual.engine.hooks import Hooks  # noqa: E402
-from optqual.engine.loop import EVAL_BATCH_SIZE, EpochProgress, Training, autocast, evaluate  # noqa: E402
+from optqual.engine.loop import EVAL_BATCH_SIZE, EpochProgress, LayerGradNorms, Training, autocast, evaluate  # noqa: E402
 from optqual.models import build_model  # noqa: E402
 from optqual.models.profile import synchronize  # noqa: E402
 from optqual.optim.build import build_optimizer  # noqa: E402
@@ -174,16 +178,48 @@ def ceiling(data: ImageData, device: torch.device, precision: str, compile_model
     return steps * BATCH, lambda: run(steps)
 
 
-def optqual_epoch(data: ImageData, device: torch.device, precision: str, compile_model: bool, cfg: DictConfig) -> Work:
-    """optqual's own training epoch over the whole (benchmark) training set, with a run's extensions."""
+@dataclasses.dataclass
+class OneBatch(ImageData):
+    """Every step gets the epoch's first batch, fetched once: the epoch without its data fetch."""
+
+    batch: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def train_batch(self, order: torch.Tensor, step: int, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.batch is None:
+            self.batch = super().train_batch(order, step, batch_size, generator)
+        return self.batch
+
+
+class NoGradNorms:
+    """Zeros in place of the per-layer gradient norms: the epoch without taking them."""
+
+    def __init__(self, norms: LayerGradNorms):
+        self.layers, self.zeros = norms.layers, torch.zeros_like(norms.membership[:, 0])
+
+    def __call__(self) -> torch.Tensor:
+        return self.zeros
+
+
+ABLATIONS = ("on one batch", "without grad norms")
+
+
+def optqual_epoch(data: ImageData, device: torch.device, precision: str, compile_model: bool, cfg: DictConfig,
+                  ablation: str | None = None) -> Work:
+    """optqual's own training epoch over the whole (benchmark) training set, with a run's extensions
+    (and without a part of its step, with one of ABLATIONS)."""
     model = make_model(cfg, data, device, True, compile_model)
     optimizer = build_optimizer(model, cfg.optimizer, cfg.lr_scale, quantizer_groups(cfg.quantizer, model))
+    if ablation == "on one batch":
+        data = OneBatch(**{field.name: getattr(data, field.name) for field in dataclasses.fields(ImageData)})
 
     def training(images: ImageData) -> Training:
         images = with_policy(images, build_policy(cfg.augment))
         parts = extensions(cfg, model, optimizer, images, Path(tempfile.gettempdir()))  # the report writes only after an epoch
-        return Training(model, optimizer, images, data_generator(0, device), Hooks(parts),
+        loop = Training(model, optimizer, images, data_generator(0, device), Hooks(parts),
                         cfg.epochs, cfg.eval_every, precision, cfg.loss.label_smoothing)
+        if ablation == "without grad norms":
+            loop.grad_norms = NoGradNorms(loop.grad_norms)
+        return loop
 
     def epoch(loop: Training) -> None:
         progress = EpochProgress.begin(1, loop.data, loop.generator, len(loop.grad_norms.layers))
@@ -263,6 +299,7 @@ def main() -> None:
     parser.add_argument("--workers", default="0,1,2", help="textbook DataLoader worker counts to try")
     parser.add_argument("--no-textbook", action="store_true", help="time optqual only (an option's cost, in a minute)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions per figure; the median is reported")
+    parser.add_argument("--ablate", action="store_true", help="also time the epoch on one batch and without the gradient norms")
     parser.add_argument("--variants", nargs="*", default=[],
                         help="configs whose epoch to time beside the run's: each a space-separated list of overrides")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the run's config, e.g. clip_grad_norm=1.0")
@@ -300,6 +337,8 @@ def main() -> None:
         works["ceiling", precision] = ceiling(data, device, precision, args.compile, args.ceiling_steps, cfg)
         works["optqual epoch", precision] = optqual_epoch(data, device, precision, args.compile, cfg)
         works["eval val+test", precision] = evaluation(data, device, precision, args.compile, cfg)
+        for ablation in ABLATIONS if args.ablate else ():
+            works[f"epoch {ablation}", precision] = optqual_epoch(data, device, precision, args.compile, cfg, ablation)
         for variant in args.variants:
             variant_cfg = run_config(args.optimizer, args.scheduler, BASELINE["epochs"], [*args.overrides, *variant.split()], args.model, args.data)
             works[f"epoch, {variant}", precision] = optqual_epoch(data, device, precision, args.compile, variant_cfg)
@@ -308,11 +347,15 @@ def main() -> None:
     rows += [(f"{what} ({precision})", window_speeds) for (what, precision), window_speeds in windows.items()]
     for precision in precisions:
         top, ours, ev = (speeds[what, precision] for what in ("ceiling", "optqual epoch", "eval val+test"))
-        # each round's epoch over the same round's ceiling: adjacent windows, so the machine's drift cancels
-        over_ceiling = [epoch / bare for epoch, bare in zip(windows["optqual epoch", precision], windows["ceiling", precision])]
+
+        def over_ceiling(what: str) -> list[float]:
+            """Each round's epoch over the same round's ceiling: adjacent windows, so the machine's drift cancels."""
+            return [epoch / bare for epoch, bare in zip(windows[what, precision], windows["ceiling", precision])]
+
         figures[precision] = {
             "ceiling_img_s": top, "optqual_img_s": ours, "eval_img_s": ev,
-            "optqual_over_ceiling": statistics.median(over_ceiling), "optqual_over_ceiling_rounds": over_ceiling,
+            "optqual_over_ceiling": statistics.median(over_ceiling("optqual epoch")), "optqual_over_ceiling_rounds": over_ceiling("optqual epoch"),
+            "ablations_over_ceiling": {ablation: statistics.median(over_ceiling(f"epoch {ablation}")) for ablation in ABLATIONS if args.ablate},
             "projected_baseline_s": projected_baseline_seconds(ours, ev),
             # each variant's epoch time over the run's, round by round (taken in turns, so drift cancels)
             "variants": {variant: {"img_s": speeds[f"epoch, {variant}", precision], "cost_rounds": [
@@ -343,6 +386,8 @@ def main() -> None:
         print(f"{precision}: optqual / ceiling {f['optqual_over_ceiling']:.2f} (rounds {', '.join(f'{r:.2f}' for r in f['optqual_over_ceiling_rounds'])});"
               f" projected 200-epoch baseline {f['projected_baseline_s'] / 60:.1f} min")
     for precision in precisions:
+        for ablation, ratio in figures[precision]["ablations_over_ceiling"].items():
+            print(f"{precision}: optqual epoch {ablation} / ceiling {ratio:.2f}")
         for variant, stats in figures[precision]["variants"].items():
             print(f"{precision}: {variant}: {stats['cost']:.2f}x the epoch's time (rounds {', '.join(f'{c:.2f}' for c in stats['cost_rounds'])})")
     if "optqual_over_textbook" in figures:

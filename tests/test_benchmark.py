@@ -29,10 +29,10 @@ def test_host_state_reports_every_round():
     assert {"fp32_img_s", "bf16_img_s", "bf16_over_fp32", "l2_gb_s", "dram_gb_s"} <= rounds[0].keys()
 
 
-def test_benchmark_times_any_optimizer_and_variants_against_it():
+def test_benchmark_times_any_optimizer_variants_and_ablations():
     command = [sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--train-images", "256", "--ceiling-steps", "2",
                "--repeats", "1", "--precisions", "fp32", "--no-textbook", "--optimizer", "sam", "--model", "resnet20",
-               "--variants", "optimizer=muon", "scheduler=cosine clip_grad_norm=1.0"]
+               "--variants", "optimizer=muon", "scheduler=cosine clip_grad_norm=1.0", "--ablate"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
@@ -40,6 +40,8 @@ def test_benchmark_times_any_optimizer_and_variants_against_it():
     variants = figures["fp32"]["variants"]
     assert sorted(variants) == ["optimizer=muon", "scheduler=cosine clip_grad_norm=1.0"]
     assert all(stats["img_s"] > 0 and len(stats["cost_rounds"]) == 1 for stats in variants.values())
+    assert sorted(figures["fp32"]["ablations_over_ceiling"]) == ["on one batch", "without grad norms"]
+    assert "optqual epoch on one batch / ceiling" in result.stdout
 
 
 def test_model_profiles_prints_a_row_per_model():
