@@ -295,6 +295,25 @@ def test_a_dense_network_has_ratio_1_and_flop_counters_dense_macs():
     assert report["dead_channels"] == 0 and report["unstructured_sparsity"] == 0.0
 
 
+def test_the_report_traces_a_timm_model_and_follows_its_dead_filters():
+    """A model the project did not write: timm's ResNet-18 traces (no fallback to dead outputs only), a dead
+    conv1 filter makes its block's conv2 input useless, and the dense count is FlopCounterMode's."""
+    cfg = compose_run("model=timm", "model.name=resnet18")
+    torch.manual_seed(0)
+    model = build_model(cfg.model, FACTS)
+    with torch.no_grad():
+        model.layer1[0].conv1.weight[[3, 9]] = 0
+    structure = Structure(model, EXAMPLE)
+    assert structure.graph is not None
+    report = measure(model, structure, 0.0)
+    rows = {row["layer"]: row for row in report["layers"]}
+    assert (rows["layer1.0.conv1"]["dead_out"], rows["layer1.0.conv2"]["dead_in"]) == (2, 2)
+    assert sum(row["dead_in"] for row in rows.values()) == 2  # the residual stream behind conv2 stays live
+    assert report["macs_dense"] == macs_per_image(cfg.model, FACTS)
+    conv2 = rows["layer1.0.conv2"]
+    assert conv2["macs_structured"] == 64 * 62 * 9 * 8 * 8  # layer1 sees 8x8 after the ImageNet stem (stride 2, max-pool)
+
+
 def test_bops_use_the_quantizers_bits():
     model, _ = quantized_resnet20("quantizer.exclude=[fc]")
     with torch.no_grad():
