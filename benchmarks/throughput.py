@@ -348,19 +348,19 @@ def main() -> None:
     for precision in precisions:
         top, ours, ev = (speeds[what, precision] for what in ("ceiling", "optqual epoch", "eval val+test"))
 
-        def over_ceiling(what: str) -> list[float]:
-            """Each round's epoch over the same round's ceiling: adjacent windows, so the machine's drift cancels."""
-            return [epoch / bare for epoch, bare in zip(windows[what, precision], windows["ceiling", precision])]
+        def per_round(what: str, base: str) -> list[float]:
+            """`what`'s rate over `base`'s, round by round: adjacent windows, so the machine's drift cancels."""
+            return [a / b for a, b in zip(windows[what, precision], windows[base, precision])]
 
+        over_ceiling = per_round("optqual epoch", "ceiling")
         figures[precision] = {
             "ceiling_img_s": top, "optqual_img_s": ours, "eval_img_s": ev,
-            "optqual_over_ceiling": statistics.median(over_ceiling("optqual epoch")), "optqual_over_ceiling_rounds": over_ceiling("optqual epoch"),
-            "ablations_over_ceiling": {ablation: statistics.median(over_ceiling(f"epoch {ablation}")) for ablation in ABLATIONS if args.ablate},
+            "optqual_over_ceiling": statistics.median(over_ceiling), "optqual_over_ceiling_rounds": over_ceiling,
+            "ablations_over_ceiling": {ablation: statistics.median(per_round(f"epoch {ablation}", "ceiling")) for ablation in ABLATIONS if args.ablate},
             "projected_baseline_s": projected_baseline_seconds(ours, ev),
-            # each variant's epoch time over the run's, round by round (taken in turns, so drift cancels)
-            "variants": {variant: {"img_s": speeds[f"epoch, {variant}", precision], "cost_rounds": [
-                base / other for base, other in zip(windows["optqual epoch", precision], windows[f"epoch, {variant}", precision])]}
-                for variant in args.variants},
+            # each variant's epoch time over the run's
+            "variants": {variant: {"img_s": speeds[f"epoch, {variant}", precision], "cost_rounds": per_round("optqual epoch", f"epoch, {variant}")}
+                         for variant in args.variants},
         }
         for stats in figures[precision]["variants"].values():
             stats["cost"] = statistics.median(stats["cost_rounds"])
