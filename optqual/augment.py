@@ -153,6 +153,7 @@ def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> to
 
     The same operations in the same order as torchvision's to_tensor + normalize, so the
     floats match exactly; channels_last is the layout the convolutions run fastest in.
+    `mean` and `std` broadcast against HWC: per channel, or repeated to every pixel (faster).
     """
     # in place after the first op: one float buffer, not four, stays warm in the cache
     return images.float().div_(255).sub_(mean).div_(std).permute(0, 3, 1, 2)

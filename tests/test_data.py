@@ -13,12 +13,13 @@ from typing import Iterator
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms.functional as TF
 from torchvision.datasets import CIFAR10
 
 from conftest import launch_here, loopback_server, write_npz
 from optqual.augment import CropFlip
 from optqual.errors import ConfigError
-from optqual.data.images import split_indices
+from optqual.data.images import split_indices, to_device
 from optqual.data.sources import cifar10, npz, read_cifar
 
 BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
@@ -167,6 +168,22 @@ def test_npz_lands_on_the_device_as_uint8(tmp_path):
     batches = [data.train_batch(order, step, data.batch_size(1), generator)[1] for step in range(data.steps(1))]
     assert [len(y) for y in batches] == [32, 32, 16]
     assert torch.equal(torch.cat(batches).sort().values, data.train_labels[order].sort().values)
+
+
+@pytest.mark.parametrize("channels, mean, std", [(3, [0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]), (1, [0.1307], [0.3081])])
+def test_batches_are_normalized_as_torchvision_does_bit_for_bit(channels, mean, std):
+    """The per-pixel repeated statistics that make normalizing fast change no float."""
+    rng = np.random.default_rng(0)
+    images = {"x_train": rng.integers(0, 256, (40, 8, 8, channels), dtype=np.uint8), "y_train": np.arange(40) % 10,
+              "x_test": rng.integers(0, 256, (12, 8, 8, channels), dtype=np.uint8), "y_test": np.arange(12) % 10}
+    data = to_device(images, torch.device("cpu"), val_fraction=0.25, mean=mean, std=std, augment=CropFlip(padding=0, flip=False))
+    batch, _ = next(data.eval_batches("test", 12))
+    for image, ours in zip(images["x_test"], batch):
+        assert torch.equal(ours, TF.normalize(TF.to_tensor(image), mean, std))
+    order = data.epoch_order(torch.Generator().manual_seed(0))
+    train, _ = data.train_batch(order, 0, 8, torch.Generator())
+    for row, ours in zip(order[:8], train):
+        assert torch.equal(ours, TF.normalize(TF.to_tensor(images["x_train"][data.train_indices[row]]), mean, std))
 
 
 def arrays(**changes) -> dict[str, np.ndarray]:

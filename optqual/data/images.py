@@ -55,8 +55,15 @@ class ImageData:
         return {"num_classes": self.num_classes, "channels": self.channels, "image_size": self.image_size,
                 "mean": [round(v, 6) for v in self.mean.tolist()], "std": [round(v, 6) for v in self.std.tolist()]}
 
+    @functools.cached_property
+    def pixel_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean and std repeated to every pixel of an HWC image. Broadcast from a length-3 innermost
+        dimension, the elementwise kernels do not vectorize: normalizing a CIFAR batch took 4x longer."""
+        shape = self.train_images.shape[1:]
+        return self.mean.expand(shape).contiguous(), self.std.expand(shape).contiguous()
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        return normalize(images, self.mean, self.std)
+        return normalize(images, *self.pixel_stats)
 
     def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
         """A fresh random order of the training images, drawn at the start of each epoch."""
