@@ -112,7 +112,7 @@ def prepare(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, started: floa
     generator = data_generator(cfg.seed, device)
     parts = extensions(cfg, model, optimizer, data, run_dir)
     training = Training(model, optimizer, data, generator, Hooks(parts), cfg.epochs, cfg.eval_every, cfg.precision,
-                        cfg.loss.label_smoothing)
+                        cfg.loss.label_smoothing, cfg.grad_norm_every)
     recorder = RunRecorder(run_dir, {
         "seed": cfg.seed,
         "optimizer": hydra_cfg.runtime.choices.optimizer,

@@ -216,7 +216,7 @@ def optqual_epoch(data: ImageData, device: torch.device, precision: str, compile
         images = with_policy(images, build_policy(cfg.augment))
         parts = extensions(cfg, model, optimizer, images, Path(tempfile.gettempdir()))  # the report writes only after an epoch
         loop = Training(model, optimizer, images, data_generator(0, device), Hooks(parts),
-                        cfg.epochs, cfg.eval_every, precision, cfg.loss.label_smoothing)
+                        cfg.epochs, cfg.eval_every, precision, cfg.loss.label_smoothing, cfg.grad_norm_every)
         if ablation == "without grad norms":
             loop.grad_norms = NoGradNorms(loop.grad_norms)
         return loop
@@ -224,7 +224,7 @@ def optqual_epoch(data: ImageData, device: torch.device, precision: str, compile
     def epoch(loop: Training) -> None:
         progress = EpochProgress.begin(1, loop.data, loop.generator, len(loop.grad_norms.layers))
         loop.train_epoch(progress, on_step=lambda: None, should_stop=lambda: False)
-        progress.record(len(loop.data.train_labels), BATCH, loop.grad_norms.layers)  # the epoch's one read of its metrics
+        progress.record(len(loop.data.train_labels), BATCH, loop.grad_norms.layers, loop.grad_norm_every)  # the epoch's one read of its metrics
 
     epoch(training(dataclasses.replace(data, train_images=data.train_images[: 5 * BATCH], train_labels=data.train_labels[: 5 * BATCH])))
     loop = training(data)

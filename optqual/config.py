@@ -60,6 +60,7 @@ class RunSchema:
     epochs: int = 200
     eval_every: Optional[int] = 10  # null: never validate
     checkpoint_every: int = 1
+    grad_norm_every: int = 8  # per-layer gradient norms on steps 0, N, 2N, ... of each epoch
     experiment_name: str = "resnet8_cifar10_baseline"
     device: str = "auto"
     threads: Optional[int] = None
@@ -135,7 +136,7 @@ def resolve_device(name: str) -> torch.device:
 
 def check_run(cfg: DictConfig) -> None:
     """The run-level values: counts, ranges, names."""
-    for key in ("epochs", "checkpoint_every", "data.batch_size"):
+    for key in ("epochs", "checkpoint_every", "grad_norm_every", "data.batch_size"):
         value = OmegaConf.select(cfg, key)
         require(value > 0, key, value, "must be a positive integer")
     if cfg.eval_every is not None:

@@ -82,6 +82,7 @@ def test_npz_requires_a_path(tmp_path):
         ("optimizer.lr=0", "optimizer.lr=0.0: must be > 0"),
         ("epochs=-3", "epochs=-3: must be a positive integer"),
         ("eval_every=0", "eval_every=0: must be a positive integer"),
+        ("grad_norm_every=0", "grad_norm_every=0: must be a positive integer"),
         ("data.batch_size=0", "data.batch_size=0: must be a positive integer"),
         ("data.val_fraction=0", "data.val_fraction=0.0: must lie strictly between 0 and 1"),
         ("data.val_fraction=1", "data.val_fraction=1.0: must lie strictly between 0 and 1"),

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import compose_run
+from optqual.augment import CropFlip
 from optqual.config import check_config
 from optqual.data.images import to_device
 from optqual.engine.hooks import Extension, Hooks
@@ -230,6 +231,35 @@ def test_loss_terms_reach_the_gradient():
         reference.step(*batch(seed), reference_progress)
     for (name, p), (_, q) in zip(with_term.named_parameters(), plain.named_parameters()):
         torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("every, sampled", [(1, [0, 1, 2, 3]), (3, [0, 3])])
+def test_grad_norms_are_each_layers_mean_norm_over_the_sampled_steps(every, sampled):
+    """History's grad_norm.<layer> against gradients taken here with plain autograd: a layer's
+    weight and bias together, averaged over steps 0, N, 2N, ... of the epoch (N = grad_norm_every)."""
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8), "y_train": rng.integers(0, 10, 40),
+              "x_test": rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8), "y_test": rng.integers(0, 10, 4)}
+    data = to_device(arrays, torch.device("cpu"), batch_size=8, val_fraction=0.2, augment=CropFlip(padding=0, flip=False))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(192, 16), nn.ReLU(), nn.Linear(16, 10))
+    frozen = torch.optim.SGD(model.parameters(), lr=0.0)  # every step's gradient is at the same weights
+    loop = Training(model, frozen, data, torch.Generator().manual_seed(0), Hooks({}), epochs=1, eval_every=None, grad_norm_every=every)
+    progress = EpochProgress.begin(1, data, loop.generator, len(loop.grad_norms.layers))
+    order = progress.order.clone()
+    loop.train_epoch(progress, on_step=lambda: None, should_stop=lambda: False)
+    record = progress.record(len(data.train_labels), 8, loop.grad_norms.layers, every)
+    expected = {"1": [], "3": []}
+    for step in sampled:  # 32 training images: 4 steps of 8
+        rows = order[step * 8 : (step + 1) * 8]
+        loss = F.cross_entropy(model(data.normalize(data.train_images[rows])), data.train_labels[rows])
+        w1, b1, w2, b2 = (g.double() for g in torch.autograd.grad(loss, list(model.parameters())))
+        expected["1"].append(((w1 ** 2).sum() + (b1 ** 2).sum()).sqrt().item())
+        expected["3"].append(((w2 ** 2).sum() + (b2 ** 2).sum()).sqrt().item())
+    assert progress.step == 4 and [key for key in record if key.startswith("grad_norm.")] == ["grad_norm.1", "grad_norm.3"]
+    for layer, norms in expected.items():
+        assert record[f"grad_norm.{layer}"] == pytest.approx(np.mean(norms), rel=1e-6)
+    assert record["grad_norm.1"] != pytest.approx(np.mean(expected["1"][:1]), rel=1e-3)  # more than step 0 counts
 
 
 @pytest.mark.parametrize("overrides, message", [

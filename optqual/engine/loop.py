@@ -1,7 +1,7 @@
 """The training loop: a step that reads top to bottom, five hook points, metrics summed on the device.
 
 The hot loop never asks the device for a number: losses, correct counts and per-layer
-gradient norms are summed into device tensors and read once per epoch. The training loss is
+gradient norms (on every `grad_norm_every`-th step) are summed into device tensors and read once per epoch. The training loss is
 the one differentiated (label smoothing included); `train_ce` beside it is the plain
 cross-entropy, so runs with and without smoothing compare. Targets are class indices, or
 class probabilities when a batch was mixed (MixUp/CutMix): then a prediction counts as
@@ -96,7 +96,7 @@ class EpochProgress:
     loss_sum: torch.Tensor
     ce_sum: torch.Tensor  # the plain cross-entropy: without label smoothing
     correct: torch.Tensor
-    norm_sum: torch.Tensor  # per-layer gradient norms, summed over steps
+    norm_sum: torch.Tensor  # per-layer gradient norms, summed over the sampled steps
     step: int = 0  # batches done
     seconds: float = 0.0  # training time spent in this epoch
 
@@ -106,11 +106,12 @@ class EpochProgress:
         zero = torch.zeros((), device=device)
         return cls(epoch, data.epoch_order(generator), zero.clone(), zero.clone(), zero.long(), torch.zeros(layers, device=device))
 
-    def record(self, count: int, batch_size: int, layers: list[str]) -> dict[str, float]:
+    def record(self, count: int, batch_size: int, layers: list[str], grad_norm_every: int) -> dict[str, float]:
         """The finished epoch's history row: batch size, mean loss, accuracy and per-layer grad norms, time."""
+        sampled = -(-self.step // grad_norm_every)  # steps 0, N, 2N, ...
         record = {"epoch": self.epoch, "batch_size": batch_size, "train_loss": self.loss_sum.item() / count, "train_ce": self.ce_sum.item() / count,
                   "train_acc": self.correct.item() / count}
-        record.update({f"grad_norm.{layer}": value / self.step for layer, value in zip(layers, self.norm_sum.tolist())})
+        record.update({f"grad_norm.{layer}": value / sampled for layer, value in zip(layers, self.norm_sum.tolist())})
         record["seconds"] = self.seconds
         return record
 
@@ -128,6 +129,7 @@ class Training:
     eval_every: int | None  # None: never validate
     precision: str = "fp32"
     label_smoothing: float = 0.0
+    grad_norm_every: int = 1  # per-layer gradient norms on steps 0, N, 2N, ... of each epoch
     epochs_done: int = 0
     current: EpochProgress | None = None  # the epoch in progress, when a checkpoint is taken inside one
     stopped: bool = False  # an extension ended training before `epochs` (early stopping)
@@ -158,7 +160,8 @@ class Training:
         images, targets = self.hooks.on_batch(images, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss, logits = self.forward_backward(images, targets)
-        progress.norm_sum += self.grad_norms()  # the raw gradient at the current weights
+        if progress.step % self.grad_norm_every == 0:  # one more pass over all gradients: a tiny model's step feels it
+            progress.norm_sum += self.grad_norms()  # the raw gradient at the current weights
         self.hooks.after_backward()
         if self.two_pass:
             self.optimizer.step(lambda: self.second_pass(images, targets))
@@ -219,7 +222,8 @@ class Training:
                 if not self.train_epoch(self.current, bar.update, should_stop):
                     on_checkpoint()
                     return RunStatus.INTERRUPTED
-                record = self.current.record(len(self.data.train_labels), self.data.batch_size(epoch), self.grad_norms.layers)
+                record = self.current.record(len(self.data.train_labels), self.data.batch_size(epoch), self.grad_norms.layers,
+                                             self.grad_norm_every)
                 self.current, self.epochs_done = None, epoch
                 if not math.isfinite(record["train_loss"]):
                     log.warning("epoch %d: training loss is %s: the run diverged", epoch, record["train_loss"])
