@@ -60,7 +60,7 @@ class RunSchema:
     epochs: int = 200
     eval_every: Optional[int] = 10  # null: never validate
     checkpoint_every: int = 1
-    grad_norm_every: int = 8  # per-layer gradient norms on steps 0, N, 2N, ... of each epoch
+    grad_norm_every: int = 1  # per-layer gradient norms on steps 0, N, 2N, ... of each epoch
     experiment_name: str = "resnet8_cifar10_baseline"
     device: str = "auto"
     threads: Optional[int] = None

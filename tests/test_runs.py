@@ -72,6 +72,16 @@ def test_speed_options_repeat_bit_for_bit(tmp_path, tiny_npz, runs, option):
         assert not all(torch.equal(a[k], v) for k, v in weights(runs["sgd_a"]).items())
 
 
+def test_sampled_grad_norms_change_the_norms_and_nothing_else(tmp_path, tiny_npz, runs):
+    launch_ok(tmp_path, *tiny_overrides(tiny_npz), "seed=3", "grad_norm_every=2", "hydra.run.dir=sampled", "trackio.enabled=false")
+    exact, sampled = history_without_timing(runs["sgd_a"]), history_without_timing(tmp_path / "sampled")
+    norms = [key for key in exact[0] if key.startswith("grad_norm.")]
+    assert [{k: v for k, v in row.items() if k not in norms} for row in exact] == [{k: v for k, v in row.items() if k not in norms} for row in sampled]
+    assert all(exact_row[k] != sampled_row[k] for exact_row, sampled_row in zip(exact, sampled) for k in norms)
+    a, b = weights(runs["sgd_a"]), weights(tmp_path / "sampled")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_sgd_and_adamw_find_different_solutions(runs):
     a, c = weights(runs["sgd_a"]), weights(runs["adamw"])
     assert not all(torch.equal(a[k], c[k]) for k in a)
