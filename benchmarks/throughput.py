@@ -224,7 +224,7 @@ def optqual_epoch(data: ImageData, device: torch.device, precision: str, compile
     def epoch(loop: Training) -> None:
         progress = EpochProgress.begin(1, loop.data, loop.generator, len(loop.grad_norms.layers))
         loop.train_epoch(progress, on_step=lambda: None, should_stop=lambda: False)
-        progress.record(len(loop.data.train_labels), BATCH, loop.grad_norms.layers, loop.grad_norm_every)  # the epoch's one read of its metrics
+        loop.epoch_record(progress)  # the epoch's one read of its metrics
 
     epoch(training(dataclasses.replace(data, train_images=data.train_images[: 5 * BATCH], train_labels=data.train_labels[: 5 * BATCH])))
     loop = training(data)

@@ -248,7 +248,7 @@ def test_grad_norms_are_each_layers_mean_norm_over_the_sampled_steps(every, samp
     progress = EpochProgress.begin(1, data, loop.generator, len(loop.grad_norms.layers))
     order = progress.order.clone()
     loop.train_epoch(progress, on_step=lambda: None, should_stop=lambda: False)
-    record = progress.record(len(data.train_labels), 8, loop.grad_norms.layers, every)
+    record = loop.epoch_record(progress)
     expected = {"1": [], "3": []}
     for step in sampled:  # 32 training images: 4 steps of 8
         rows = order[step * 8 : (step + 1) * 8]

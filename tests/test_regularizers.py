@@ -99,7 +99,7 @@ def test_the_epoch_records_the_smoothed_loss_and_the_plain_cross_entropy():
                         label_smoothing=0.3)
     progress = EpochProgress.begin(1, data, training.generator, len(training.grad_norms.layers))
     training.train_epoch(progress, on_step=lambda: None, should_stop=lambda: False)
-    record = progress.record(len(data.train_labels), 8, training.grad_norms.layers, training.grad_norm_every)
+    record = training.epoch_record(progress)
     with torch.no_grad():
         logits = model(data.normalize(data.train_images))
     log_p = F.log_softmax(logits, 1)

@@ -1,8 +1,8 @@
 """The training loop: a step that reads top to bottom, five hook points, metrics summed on the device.
 
 The hot loop never asks the device for a number: losses, correct counts and per-layer
-gradient norms (on every `grad_norm_every`-th step) are summed into device tensors and read once per epoch. The training loss is
-the one differentiated (label smoothing included); `train_ce` beside it is the plain
+gradient norms (on every `grad_norm_every`-th step) are summed into device tensors and read
+once per epoch. The training loss is the one differentiated (label smoothing included); `train_ce` beside it is the plain
 cross-entropy, so runs with and without smoothing compare. Targets are class indices, or
 class probabilities when a batch was mixed (MixUp/CutMix): then a prediction counts as
 correct against the label with the larger weight. The loop's position
@@ -190,6 +190,11 @@ class Training:
             progress.seconds += time.perf_counter() - started
         return True
 
+    def epoch_record(self, progress: EpochProgress) -> dict[str, float]:
+        """The history row of `progress`'s finished epoch (its one read of the device-side sums)."""
+        return progress.record(len(self.data.train_labels), self.data.batch_size(progress.epoch), self.grad_norms.layers,
+                               self.grad_norm_every)
+
     def end_epoch(self, record: dict) -> bool:
         """Validate (every `eval_every` epochs and after the last) into `record`, let the
         extensions see it, and say whether one of them asks to stop."""
@@ -222,8 +227,7 @@ class Training:
                 if not self.train_epoch(self.current, bar.update, should_stop):
                     on_checkpoint()
                     return RunStatus.INTERRUPTED
-                record = self.current.record(len(self.data.train_labels), self.data.batch_size(epoch), self.grad_norms.layers,
-                                             self.grad_norm_every)
+                record = self.epoch_record(self.current)
                 self.current, self.epochs_done = None, epoch
                 if not math.isfinite(record["train_loss"]):
                     log.warning("epoch %d: training loss is %s: the run diverged", epoch, record["train_loss"])
