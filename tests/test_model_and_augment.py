@@ -63,25 +63,33 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return normalize(CropFlip(padding=4, flip=True)(images, generator), torch.tensor(CIFAR10_MEAN), torch.tensor(CIFAR10_STD))
 
 
-def torchvision_reference(image_hwc: torch.Tensor, top: int, left: int, flip: bool) -> torch.Tensor:
-    """The textbook pipeline on a PIL image: pad 4, crop 32 at (top, left), hflip, to_tensor, normalize."""
-    pil = Image.fromarray(image_hwc.numpy())
-    pil = TF.crop(TF.pad(pil, 4), top, left, 32, 32)
+def torchvision_reference(image_hwc: torch.Tensor, top: int, left: int, flip: bool, padding: int, mean, std) -> torch.Tensor:
+    """The textbook pipeline on a PIL image: pad, crop to the image's size at (top, left), hflip, to_tensor, normalize."""
+    size = image_hwc.shape[0]
+    pil = Image.fromarray(image_hwc.squeeze(-1).numpy() if image_hwc.shape[-1] == 1 else image_hwc.numpy())
+    pil = TF.crop(TF.pad(pil, padding), top, left, size, size)
     if flip:
         pil = TF.hflip(pil)
-    return TF.normalize(TF.to_tensor(pil), CIFAR10_MEAN, CIFAR10_STD)
+    return TF.normalize(TF.to_tensor(pil), mean, std)
 
 
-def test_batched_augmentation_equals_torchvision_exactly():
+@pytest.mark.parametrize("size, channels, padding, mean, std", [
+    (32, 3, 4, CIFAR10_MEAN, CIFAR10_STD),  # CIFAR's crop and flip
+    (28, 1, 2, (0.1307,), (0.3081,)),  # a small pad-and-crop on grey MNIST-type digits
+    (20, 3, 0, CIFAR10_MEAN, CIFAR10_STD),  # flips alone
+])
+def test_batched_augmentation_equals_torchvision_exactly(size, channels, padding, mean, std):
     generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (64, 32, 32, 3), dtype=torch.uint8, generator=generator)
-    offsets, flips = draw_crops_and_flips(len(images), 4, generator)
+    images = torch.randint(0, 256, (64, size, size, channels), dtype=torch.uint8, generator=generator)
+    offsets, flips = draw_crops_and_flips(len(images), padding, generator)
     # cover the corners and both flips explicitly, the rest at random
-    offsets[:4] = torch.tensor([[0, 0], [0, 8], [8, 0], [8, 8]])
-    flips[:2] = torch.tensor([True, False])
-    ours = normalize(crop_and_flip(images, offsets, flips), torch.tensor(CIFAR10_MEAN), torch.tensor(CIFAR10_STD))
+    far = 2 * padding
+    offsets[:4] = torch.tensor([[0, 0], [0, far], [far, 0], [far, far]])
+    flips[:4] = torch.tensor([True, False, True, False])
+    flips[4:6] = torch.tensor([False, True])
+    ours = normalize(crop_and_flip(images, offsets, flips, padding), torch.tensor(mean), torch.tensor(std))
     for i in range(len(images)):
-        reference = torchvision_reference(images[i], int(offsets[i, 0]), int(offsets[i, 1]), bool(flips[i]))
+        reference = torchvision_reference(images[i], int(offsets[i, 0]), int(offsets[i, 1]), bool(flips[i]), padding, mean, std)
         assert torch.equal(ours[i], reference), f"image {i} differs"
 
 
