@@ -82,11 +82,10 @@ def test_batched_augmentation_equals_torchvision_exactly(size, channels, padding
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (64, size, size, channels), dtype=torch.uint8, generator=generator)
     offsets, flips = draw_crops_and_flips(len(images), padding, generator)
-    # cover the corners and both flips explicitly, the rest at random
+    # every corner with and without a flip explicitly, the rest at random
     far = 2 * padding
-    offsets[:4] = torch.tensor([[0, 0], [0, far], [far, 0], [far, far]])
-    flips[:4] = torch.tensor([True, False, True, False])
-    flips[4:6] = torch.tensor([False, True])
+    offsets[:8] = torch.tensor([[0, 0], [0, far], [far, 0], [far, far]]).repeat(2, 1)
+    flips[:8] = torch.arange(8) < 4
     ours = normalize(crop_and_flip(images, offsets, flips, padding), torch.tensor(mean), torch.tensor(std))
     for i in range(len(images)):
         reference = torchvision_reference(images[i], int(offsets[i, 0]), int(offsets[i, 1]), bool(flips[i]), padding, mean, std)
