@@ -194,7 +194,7 @@ class NoGradNorms:
     """Zeros in place of the per-layer gradient norms: the epoch without taking them."""
 
     def __init__(self, norms: LayerGradNorms):
-        self.layers, self.zeros = norms.layers, torch.zeros_like(norms.membership[:, 0])
+        self.layers, self.zeros = norms.layers, norms.membership.new_zeros(len(norms.layers))
 
     def __call__(self) -> torch.Tensor:
         return self.zeros

@@ -2,12 +2,12 @@
 
 The hot loop never asks the device for a number: losses, correct counts and per-layer
 gradient norms (on every `grad_norm_every`-th step) are summed into device tensors and read
-once per epoch. The training loss is the one differentiated (label smoothing included); `train_ce` beside it is the plain
-cross-entropy, so runs with and without smoothing compare. Targets are class indices, or
-class probabilities when a batch was mixed (MixUp/CutMix): then a prediction counts as
-correct against the label with the larger weight. The loop's position
-(epochs done, the epoch in progress with its order and sums) is part of the training
-state, so a checkpoint taken between two steps continues exactly.
+once per epoch. The training loss is the one differentiated (label smoothing included);
+`train_ce` beside it is the plain cross-entropy, so runs with and without smoothing compare.
+Targets are class indices, or class probabilities when a batch was mixed (MixUp/CutMix):
+then a prediction counts as correct against the label with the larger weight. The loop's
+position (epochs done, the epoch in progress with its order and sums) is part of the
+training state, so a checkpoint taken between two steps continues exactly.
 """
 
 import contextlib
