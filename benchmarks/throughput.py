@@ -190,11 +190,12 @@ class OneBatch(ImageData):
         return self.batch
 
 
-class NoGradNorms:
-    """Zeros in place of the per-layer gradient norms: the epoch without taking them."""
+class NoGradNorms(LayerGradNorms):
+    """Zeros in place of the parameters' gradient norms: the epoch without taking them."""
 
-    def __init__(self, norms: LayerGradNorms):
-        self.layers, self.zeros = norms.layers, norms.membership.new_zeros(len(norms.layers))
+    def __init__(self, model: torch.nn.Module):
+        super().__init__(model)
+        self.zeros = self.membership.new_zeros(len(self.params))
 
     def __call__(self) -> torch.Tensor:
         return self.zeros
@@ -218,11 +219,11 @@ def optqual_epoch(data: ImageData, device: torch.device, precision: str, compile
         loop = Training(model, optimizer, images, data_generator(0, device), Hooks(parts),
                         cfg.epochs, cfg.eval_every, precision, cfg.loss.label_smoothing, cfg.grad_norm_every)
         if ablation == "without grad norms":
-            loop.grad_norms = NoGradNorms(loop.grad_norms)
+            loop.grad_norms = NoGradNorms(model)
         return loop
 
     def epoch(loop: Training) -> None:
-        progress = EpochProgress.begin(1, loop.data, loop.generator, len(loop.grad_norms.layers))
+        progress = EpochProgress.begin(1, loop.data, loop.generator)
         loop.train_epoch(progress, on_step=lambda: None, should_stop=lambda: False)
         loop.epoch_record(progress)  # the epoch's one read of its metrics
 

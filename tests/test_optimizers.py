@@ -52,7 +52,7 @@ def training(model: nn.Module, optimizer: torch.optim.Optimizer, extensions: dic
               "x_test": rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8), "y_test": rng.integers(0, 10, 4)}
     data = to_device(arrays, torch.device("cpu"), batch_size=16, val_fraction=0.2)
     loop = Training(model, optimizer, data, torch.Generator(), Hooks(extensions or {}), epochs=1, eval_every=1)
-    return loop, EpochProgress.begin(1, data, loop.generator, len(loop.grad_norms.layers))
+    return loop, EpochProgress.begin(1, data, loop.generator)
 
 
 def gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -245,7 +245,7 @@ def test_grad_norms_are_each_layers_mean_norm_over_the_sampled_steps(every, samp
     model = nn.Sequential(nn.Flatten(), nn.Linear(192, 16), nn.ReLU(), nn.Linear(16, 10))
     frozen = torch.optim.SGD(model.parameters(), lr=0.0)  # every step's gradient is at the same weights
     loop = Training(model, frozen, data, torch.Generator().manual_seed(0), Hooks({}), epochs=1, eval_every=None, grad_norm_every=every)
-    progress = EpochProgress.begin(1, data, loop.generator, len(loop.grad_norms.layers))
+    progress = EpochProgress.begin(1, data, loop.generator)
     order = progress.order.clone()
     loop.train_epoch(progress, on_step=lambda: None, should_stop=lambda: False)
     record = loop.epoch_record(progress)

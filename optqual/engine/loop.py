@@ -1,13 +1,14 @@
-"""The training loop: a step that reads top to bottom, five hook points, metrics summed on the device.
+"""The training loop: a step that reads top to bottom, five hook points, metrics kept on the device.
 
-The hot loop never asks the device for a number: losses, correct counts and per-layer
-gradient norms (on every `grad_norm_every`-th step) are summed into device tensors and read
-once per epoch. The training loss is the one differentiated (label smoothing included);
-`train_ce` beside it is the plain cross-entropy, so runs with and without smoothing compare.
-Targets are class indices, or class probabilities when a batch was mixed (MixUp/CutMix):
-then a prediction counts as correct against the label with the larger weight. The loop's
-position (epochs done, the epoch in progress with its order and sums) is part of the
-training state, so a checkpoint taken between two steps continues exactly.
+The hot loop never asks the device for a number: each step's loss, correct count and
+parameter gradient norms (on every `grad_norm_every`-th step) stay on the device as the step
+made them, kept in lists, and are reduced and read once per epoch. The training loss is the
+one differentiated (label smoothing included); `train_ce` beside it is the plain
+cross-entropy, so runs with and without smoothing compare. Targets are class indices, or
+class probabilities when a batch was mixed (MixUp/CutMix): then a prediction counts as
+correct against the label with the larger weight. The loop's position (epochs done, the
+epoch in progress with its order and per-step figures) is part of the training state, so
+a checkpoint taken between two steps continues exactly.
 """
 
 import contextlib
@@ -51,10 +52,10 @@ def owner(name: str) -> str:
 
 
 class LayerGradNorms:
-    """L2 norm of each layer's gradient (all parameters of one module together), per step.
+    """L2 norm of each layer's gradient (all parameters of one module together).
 
-    One fused norm over all gradients and a tiny matmul that sums the squares of each
-    module's parameters; both stay on the device.
+    A step takes one fused norm per parameter; the epoch's end combines the sampled steps'
+    norms into layers with one tiny matmul, so the step pays two device operations.
     """
 
     def __init__(self, model: nn.Module):
@@ -66,8 +67,12 @@ class LayerGradNorms:
         self.membership = torch.tensor(rows, device=self.params[0].device)
 
     def __call__(self) -> torch.Tensor:
-        norms = torch.stack(torch._foreach_norm([p.grad for p in self.params]))
-        return (self.membership @ norms.square()).sqrt()
+        """Each parameter's gradient norm, now."""
+        return torch.stack(torch._foreach_norm([p.grad for p in self.params]))
+
+    def layer_means(self, steps: torch.Tensor) -> torch.Tensor:
+        """Each layer's norm, averaged over the steps: `steps` holds one row of parameter norms per step."""
+        return (steps.square() @ self.membership.T).sqrt().mean(0)
 
 
 @torch.inference_mode()
@@ -88,30 +93,36 @@ def evaluate(model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tenso
 class EpochProgress:
     """How far training has got inside one epoch: enough to continue it exactly.
 
-    The sums stay on the device; they are read once, when the epoch ends.
+    Each step's figures are kept as the step made them, on the device: appending one to a
+    list costs the step nothing, where adding it to a running sum would cost a device
+    operation per figure (the MLP's step feels each one). They are reduced when the epoch ends.
     """
 
     epoch: int  # the epoch being trained, from 1
     order: torch.Tensor  # this epoch's permutation of the training images
-    loss_sum: torch.Tensor
-    ce_sum: torch.Tensor  # the plain cross-entropy: without label smoothing
-    correct: torch.Tensor
-    norm_sum: torch.Tensor  # per-layer gradient norms, summed over the sampled steps
     step: int = 0  # batches done
     seconds: float = 0.0  # training time spent in this epoch
+    losses: list[torch.Tensor] = field(default_factory=list)  # per step: the batch's mean training loss
+    ces: list[torch.Tensor] = field(default_factory=list)  # per step: its plain cross-entropy (without label smoothing)
+    correct: list[torch.Tensor] = field(default_factory=list)  # per step: images classified right
+    grad_norms: list[torch.Tensor] = field(default_factory=list)  # per sampled step: each parameter's gradient norm
 
     @classmethod
-    def begin(cls, epoch: int, data: ImageData, generator: torch.Generator, layers: int) -> "EpochProgress":
-        device = data.train_labels.device
-        zero = torch.zeros((), device=device)
-        return cls(epoch, data.epoch_order(generator), zero.clone(), zero.clone(), zero.long(), torch.zeros(layers, device=device))
+    def begin(cls, epoch: int, data: ImageData, generator: torch.Generator) -> "EpochProgress":
+        return cls(epoch, data.epoch_order(generator))
 
-    def record(self, count: int, batch_size: int, layers: list[str], grad_norm_every: int) -> dict[str, float]:
+    def record(self, count: int, batch_size: int, norms: LayerGradNorms) -> dict[str, float]:
         """The finished epoch's history row: batch size, mean loss, accuracy and per-layer grad norms, time."""
-        sampled = -(-self.step // grad_norm_every)  # steps 0, N, 2N, ...
-        record = {"epoch": self.epoch, "batch_size": batch_size, "train_loss": self.loss_sum.item() / count, "train_ce": self.ce_sum.item() / count,
-                  "train_acc": self.correct.item() / count}
-        record.update({f"grad_norm.{layer}": value / sampled for layer, value in zip(layers, self.norm_sum.tolist())})
+        sizes = torch.full((self.step,), float(batch_size), dtype=torch.float64, device=self.order.device)
+        sizes[-1] = count - batch_size * (self.step - 1)  # the last batch may be smaller
+
+        def mean(values: list[torch.Tensor]) -> torch.Tensor:  # over images: each batch's mean weighted by its size
+            return torch.stack(values).double() @ sizes / count
+
+        loss, ce, correct = torch.stack([mean(self.losses), mean(self.ces), torch.stack(self.correct).sum().double()]).tolist()
+        record = {"epoch": self.epoch, "batch_size": batch_size, "train_loss": loss, "train_ce": ce, "train_acc": correct / count}
+        layer_norms = norms.layer_means(torch.stack(self.grad_norms)).tolist()
+        record.update({f"grad_norm.{layer}": value for layer, value in zip(norms.layers, layer_norms)})
         record["seconds"] = self.seconds
         return record
 
@@ -161,17 +172,17 @@ class Training:
         self.optimizer.zero_grad(set_to_none=True)
         loss, logits = self.forward_backward(images, targets)
         if progress.step % self.grad_norm_every == 0:  # one more pass over all gradients: a tiny model's step feels it
-            progress.norm_sum += self.grad_norms()  # the raw gradient at the current weights
+            progress.grad_norms.append(self.grad_norms())  # the raw gradient at the current weights
         self.hooks.after_backward()
         if self.two_pass:
             self.optimizer.step(lambda: self.second_pass(images, targets))
         else:
             self.optimizer.step()
         self.hooks.after_step()
-        progress.loss_sum.add_(loss.detach(), alpha=len(labels))
-        plain = F.cross_entropy(logits.detach().float(), targets) if self.label_smoothing else loss.detach()
-        progress.ce_sum.add_(plain, alpha=len(labels))
-        progress.correct += (logits.argmax(1) == (targets if targets.ndim == 1 else targets.argmax(1))).sum()
+        loss = loss.detach()
+        progress.losses.append(loss)
+        progress.ces.append(F.cross_entropy(logits.detach().float(), targets) if self.label_smoothing else loss)
+        progress.correct.append((logits.argmax(1) == (targets if targets.ndim == 1 else targets.argmax(1))).sum())
 
     def train_epoch(self, progress: EpochProgress, on_step: Callable[[], None], should_stop: Callable[[], bool]) -> bool:
         """Train the rest of `progress`'s epoch; False if `should_stop` said so before it ended."""
@@ -191,9 +202,8 @@ class Training:
         return True
 
     def epoch_record(self, progress: EpochProgress) -> dict[str, float]:
-        """The history row of `progress`'s finished epoch (its one read of the device-side sums)."""
-        return progress.record(len(self.data.train_labels), self.data.batch_size(progress.epoch), self.grad_norms.layers,
-                               self.grad_norm_every)
+        """The history row of `progress`'s finished epoch (its one read of the device-side figures)."""
+        return progress.record(len(self.data.train_labels), self.data.batch_size(progress.epoch), self.grad_norms)
 
     def end_epoch(self, record: dict) -> bool:
         """Validate (every `eval_every` epochs and after the last) into `record`, let the
@@ -223,7 +233,7 @@ class Training:
         with bar, logging_redirect_tqdm():
             for epoch in range(first, self.epochs + 1):
                 if self.current is None:
-                    self.current = EpochProgress.begin(epoch, self.data, self.generator, len(self.grad_norms.layers))
+                    self.current = EpochProgress.begin(epoch, self.data, self.generator)
                 if not self.train_epoch(self.current, bar.update, should_stop):
                     on_checkpoint()
                     return RunStatus.INTERRUPTED
@@ -244,16 +254,37 @@ class Training:
         return RunStatus.COMPLETED
 
     def state_dict(self) -> dict:
-        """The loop's position: epochs done, the epoch in progress (its order and sums), stopped."""
+        """The loop's position: epochs done, the epoch in progress (its order and per-step figures), stopped."""
         return {"epochs_done": self.epochs_done, "current": asdict(self.current) if self.current else None, "stopped": self.stopped}
 
     def load_state_dict(self, state: dict) -> None:
         self.epochs_done, self.stopped = state["epochs_done"], state["stopped"]
-        device = self.data.train_labels.device
         current = state["current"]
-        if current and "ce_sum" not in current:  # saved before train_ce existed, when there was no smoothing
-            current["ce_sum"] = current["loss_sum"].clone()
-        self.current = EpochProgress(**{key: value.to(device) if torch.is_tensor(value) else value for key, value in current.items()}) if current else None
+        if current and "loss_sum" in current:
+            current = steps_from_running_sums(current, self.data.batch_size(current["epoch"]), self.grad_norms, self.grad_norm_every)
+
+        def to_device(value):
+            device = self.data.train_labels.device
+            return value.to(device) if torch.is_tensor(value) else [v.to(device) for v in value] if isinstance(value, list) else value
+
+        self.current = EpochProgress(**{key: to_device(value) for key, value in current.items()}) if current else None
+
+
+def steps_from_running_sums(saved: dict, batch_size: int, norms: LayerGradNorms, grad_norm_every: int) -> dict:
+    """An epoch in progress as an optqual older than 2026-11-22 saved it, as running sums, in today's
+    form: each sum becomes the first step's figure and the other steps done add zeros, so the
+    epoch's means come out as they would have (up to rounding). Every step before a stop had a full batch."""
+    def first_then_zeros(value: torch.Tensor, count: int) -> list[torch.Tensor]:
+        return [value, *[torch.zeros_like(value)] * (count - 1)] if count else []
+
+    step, loss_sum = saved["step"], saved["loss_sum"]
+    ce_sum = saved.get("ce_sum", loss_sum)  # saved before train_ce existed, when there was no label smoothing
+    layer_firsts = norms.membership.argmax(1).cpu()  # each layer's sum goes on its first parameter
+    norm_sums = torch.zeros(len(norms.params)).index_copy(0, layer_firsts, saved["norm_sum"])
+    return {"epoch": saved["epoch"], "order": saved["order"], "step": step, "seconds": saved["seconds"],
+            "losses": first_then_zeros(loss_sum / batch_size, step), "ces": first_then_zeros(ce_sum / batch_size, step),
+            "correct": first_then_zeros(saved["correct"], step),
+            "grad_norms": first_then_zeros(norm_sums, -(-step // grad_norm_every))}
 
 
 def describe(record: dict, epochs: int) -> str:
