@@ -263,8 +263,9 @@ class Training:
         if current and "loss_sum" in current:
             current = steps_from_running_sums(current, self.data.batch_size(current["epoch"]), self.grad_norms, self.grad_norm_every)
 
-        def to_device(value):
-            device = self.data.train_labels.device
+        device = self.data.train_labels.device
+
+        def to_device(value):  # the saved tensors, alone or in the per-step lists
             return value.to(device) if torch.is_tensor(value) else [v.to(device) for v in value] if isinstance(value, list) else value
 
         self.current = EpochProgress(**{key: to_device(value) for key, value in current.items()}) if current else None
@@ -274,6 +275,7 @@ def steps_from_running_sums(saved: dict, batch_size: int, norms: LayerGradNorms,
     """An epoch in progress as an optqual older than 2026-11-22 saved it, as running sums, in today's
     form: each sum becomes the first step's figure and the other steps done add zeros, so the
     epoch's means come out as they would have (up to rounding). Every step before a stop had a full batch."""
+
     def first_then_zeros(value: torch.Tensor, count: int) -> list[torch.Tensor]:
         return [value, *[torch.zeros_like(value)] * (count - 1)] if count else []
 
