@@ -223,7 +223,7 @@ def test_an_epoch_in_progress_saved_as_running_sums_by_an_older_optqual_continue
         assert launch_here(tmp_path, *overrides, "hydra.run.dir=older").returncode == 128 + signal.SIGTERM
     saved = load_checkpoint(tmp_path / "older")
     current = saved["state"]["loop"]["current"]
-    assert current["step"] == 3 and len(current["grad_norms"]) == 2  # steps 0 and 2
+    assert current["step"] == 3 and current["losses"].shape == (3,) and len(current["grad_norms"]) == 2  # norms: steps 0 and 2
     loss_sum, ce_sum = torch.zeros(()), torch.zeros(())
     for loss, ce in zip(current["losses"], current["ces"]):
         loss_sum.add_(loss, alpha=32)

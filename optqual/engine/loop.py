@@ -15,7 +15,7 @@ import contextlib
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable, Iterator
 
 import torch
@@ -107,9 +107,22 @@ class EpochProgress:
     correct: list[torch.Tensor] = field(default_factory=list)  # per step: images classified right
     grad_norms: list[torch.Tensor] = field(default_factory=list)  # per sampled step: each parameter's gradient norm
 
+    PER_STEP = ("losses", "ces", "correct", "grad_norms")
+
     @classmethod
     def begin(cls, epoch: int, data: ImageData, generator: torch.Generator) -> "EpochProgress":
         return cls(epoch, data.epoch_order(generator))
+
+    def state_dict(self) -> dict:
+        """The fields, each per-step list stacked into one tensor: the same values, in a compact
+        checkpoint (thousands of tiny tensors would each take a record of their own)."""
+        state = {f.name: getattr(self, f.name) for f in fields(self)}
+        return state | {name: torch.stack(state[name]) if state[name] else torch.empty(0) for name in self.PER_STEP}
+
+    @classmethod
+    def from_state_dict(cls, state: dict, device: torch.device) -> "EpochProgress":
+        return cls(**{key: [*value.to(device)] if key in cls.PER_STEP else value.to(device) if torch.is_tensor(value) else value
+                      for key, value in state.items()})
 
     def record(self, count: int, batch_size: int, norms: LayerGradNorms) -> dict[str, float]:
         """The finished epoch's history row: batch size, mean loss, accuracy and per-layer grad norms, time."""
@@ -255,29 +268,26 @@ class Training:
 
     def state_dict(self) -> dict:
         """The loop's position: epochs done, the epoch in progress (its order and per-step figures), stopped."""
-        return {"epochs_done": self.epochs_done, "current": asdict(self.current) if self.current else None, "stopped": self.stopped}
+        return {"epochs_done": self.epochs_done, "current": self.current.state_dict() if self.current else None, "stopped": self.stopped}
 
     def load_state_dict(self, state: dict) -> None:
         self.epochs_done, self.stopped = state["epochs_done"], state["stopped"]
         current = state["current"]
         if current and "loss_sum" in current:
             current = steps_from_running_sums(current, self.data.batch_size(current["epoch"]), self.grad_norms, self.grad_norm_every)
-
-        device = self.data.train_labels.device
-
-        def to_device(value):  # the saved tensors, alone or in the per-step lists
-            return value.to(device) if torch.is_tensor(value) else [v.to(device) for v in value] if isinstance(value, list) else value
-
-        self.current = EpochProgress(**{key: to_device(value) for key, value in current.items()}) if current else None
+        self.current = EpochProgress.from_state_dict(current, self.data.train_labels.device) if current else None
 
 
 def steps_from_running_sums(saved: dict, batch_size: int, norms: LayerGradNorms, grad_norm_every: int) -> dict:
-    """An epoch in progress as an optqual older than 2026-11-22 saved it, as running sums, in today's
-    form: each sum becomes the first step's figure and the other steps done add zeros, so the
-    epoch's means come out as they would have (up to rounding). Every step before a stop had a full batch."""
+    """An epoch in progress as an optqual older than 2026-11-22 saved it, as running sums, in the form
+    of `EpochProgress.state_dict`: each sum becomes the first step's figure and the other steps done
+    add zeros, so the epoch's means come out as they would have (up to rounding). Every step before
+    a stop had a full batch."""
 
-    def first_then_zeros(value: torch.Tensor, count: int) -> list[torch.Tensor]:
-        return [value, *[torch.zeros_like(value)] * (count - 1)] if count else []
+    def first_then_zeros(value: torch.Tensor, count: int) -> torch.Tensor:
+        rows = value.new_zeros((count, *value.shape))
+        rows[:1] = value  # no rows when no step was done
+        return rows
 
     step, loss_sum = saved["step"], saved["loss_sum"]
     ce_sum = saved.get("ce_sum", loss_sum)  # saved before train_ce existed, when there was no label smoothing
