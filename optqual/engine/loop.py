@@ -107,7 +107,7 @@ class EpochProgress:
     correct: list[torch.Tensor] = field(default_factory=list)  # per step: images classified right
     grad_norms: list[torch.Tensor] = field(default_factory=list)  # per sampled step: each parameter's gradient norm
 
-    PER_STEP = ("losses", "ces", "correct", "grad_norms")
+    PER_STEP = ("losses", "ces", "correct", "grad_norms")  # the fields with an entry per (sampled) step
 
     @classmethod
     def begin(cls, epoch: int, data: ImageData, generator: torch.Generator) -> "EpochProgress":
