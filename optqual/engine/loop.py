@@ -121,8 +121,8 @@ class EpochProgress:
 
     @classmethod
     def from_state_dict(cls, state: dict, device: torch.device) -> "EpochProgress":
-        return cls(**{key: [*value.to(device)] if key in cls.PER_STEP else value.to(device) if torch.is_tensor(value) else value
-                      for key, value in state.items()})
+        state = {key: value.to(device) if torch.is_tensor(value) else value for key, value in state.items()}
+        return cls(**state | {name: [*state[name]] for name in cls.PER_STEP})  # a stacked tensor back into its steps
 
     def record(self, count: int, batch_size: int, norms: LayerGradNorms) -> dict[str, float]:
         """The finished epoch's history row: batch size, mean loss, accuracy and per-layer grad norms, time."""
