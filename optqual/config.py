@@ -60,7 +60,7 @@ class RunSchema:
     epochs: int = 200
     eval_every: Optional[int] = 10  # null: never validate
     checkpoint_every: int = 1
-    grad_norm_every: int = 1  # per-layer gradient norms on steps 0, N, 2N, ... of each epoch
+    grad_norm_every: Any = "auto"  # per-layer gradient norms on steps 0, N, 2N, ... of each epoch; auto: 1, or 8 for a fully connected model
     experiment_name: str = "resnet8_cifar10_baseline"
     device: str = "auto"
     threads: Optional[int] = None
@@ -136,9 +136,11 @@ def resolve_device(name: str) -> torch.device:
 
 def check_run(cfg: DictConfig) -> None:
     """The run-level values: counts, ranges, names."""
-    for key in ("epochs", "checkpoint_every", "grad_norm_every", "data.batch_size"):
+    for key in ("epochs", "checkpoint_every", "data.batch_size"):
         value = OmegaConf.select(cfg, key)
         require(value > 0, key, value, "must be a positive integer")
+    every = cfg.grad_norm_every
+    require(every == "auto" or (type(every) is int and every > 0), "grad_norm_every", every, "must be a positive integer or auto")
     if cfg.eval_every is not None:
         require(cfg.eval_every > 0, "eval_every", cfg.eval_every, "must be a positive integer (or null: never validate)")
     if cfg.threads is not None:

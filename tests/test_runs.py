@@ -82,6 +82,21 @@ def test_sampled_grad_norms_change_the_norms_and_nothing_else(tmp_path, tiny_npz
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_auto_grad_norms_sample_a_fully_connected_model_and_take_every_step_of_a_conv_net(tmp_path, tiny_npz, runs):
+    """grad_norm_every=auto (the default) is every step for ResNet-8 and every 8th for the MLP, whose
+    step is too small to hide the norms' pass: the same run as grad_norm_every=8, and recorded."""
+    assert json.loads((runs["sgd_a"] / "metrics.json").read_text())["grad_norm_every"] == 1
+    mlp = [*tiny_overrides(tiny_npz), "model=mlp", "model.hidden=[16]", "data.batch_size=8", "seed=3", "trackio.enabled=false"]
+    for every in ("auto", "8", "1"):  # 23 steps an epoch: auto samples steps 0, 8 and 16
+        launched(tmp_path, *mlp, f"grad_norm_every={every}", f"hydra.run.dir={every}")
+    assert json.loads((tmp_path / "auto" / "metrics.json").read_text())["grad_norm_every"] == 8
+    auto, sampled, exact = (history_without_timing(tmp_path / every) for every in ("auto", "8", "1"))
+    assert auto == sampled
+    assert all(auto_row[k] != exact_row[k] for auto_row, exact_row in zip(auto, exact) for k in auto_row if k.startswith("grad_norm."))
+    a, b = weights(tmp_path / "auto"), weights(tmp_path / "1")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_sgd_and_adamw_find_different_solutions(runs):
     a, c = weights(runs["sgd_a"]), weights(runs["adamw"])
     assert not all(torch.equal(a[k], c[k]) for k in a)
