@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from conftest import compose_run
+from optqual.engine.loop import grad_norm_every
 from optqual.errors import ConfigError
 from optqual.models import build_model, check
 from optqual.models.cifar_resnet import CifarResNet
@@ -138,6 +139,20 @@ def hand_counted_macs(model: nn.Module, size: int) -> int:
 def test_macs_per_image_match_a_hand_count(option):
     cfg = compose_run(f"model={option}")
     assert macs_per_image(cfg.model, CIFAR) == hand_counted_macs(build_model(cfg.model, CIFAR), 32)
+
+
+@pytest.mark.parametrize("option, overrides, facts, every", [
+    ("mlp", (), GREY, 8), ("mlp", ("model.batch_norm=true", "model.hidden=[1024,1024,1024]"), CIFAR, 8),
+    ("resnet8", (), CIFAR, 1), ("resnet20", (), CIFAR, 1), ("resnet18_cifar", (), CIFAR, 1),
+    ("timm", ("model.name=resnet18",), CIFAR, 1),  # ImageNet stem: 3.3 multiply-adds per parameter at 32 px
+])
+def test_auto_grad_norms_are_sampled_on_fully_connected_models_only(option, overrides, facts, every):
+    """grad_norm_every=auto: every 8th step where the step is too small to hide the norms' pass."""
+    cfg = compose_run(f"model={option}", "data=cifar10" if facts == CIFAR else "data=npz", *overrides)
+    with torch.device("meta"):
+        params = parameters(build_model(cfg.model, facts))
+    assert grad_norm_every(cfg.grad_norm_every, macs_per_image(cfg.model, facts) / params) == every
+    assert grad_norm_every(3, macs_per_image(cfg.model, facts) / params) == 3  # a number is taken as it is
 
 
 def test_timings_report_latency_percentiles_and_throughput():
