@@ -30,7 +30,7 @@ from optqual.engine.loop import EVAL_BATCH_SIZE, Training, evaluate, grad_norm_e
 from optqual.engine.state import RandomState, TrainingState
 from optqual.errors import ConfigError, build
 from optqual.models import build_model
-from optqual.models.profile import macs_per_image, static_profile
+from optqual.models.profile import macs_per_parameter, static_profile
 from optqual.optim.build import build_optimizer
 from optqual.policies import build_policy, with_policy
 from optqual.runs.naming import register_resolvers
@@ -111,8 +111,7 @@ def prepare(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, started: floa
     optimizer = build_optimizer(model, cfg.optimizer, cfg.lr_scale, quantizer_groups(cfg.quantizer, model))
     generator = data_generator(cfg.seed, device)
     parts = extensions(cfg, model, optimizer, data, run_dir)
-    params = sum(p.numel() for p in model.parameters())
-    norm_every = grad_norm_every(cfg.grad_norm_every, macs_per_image(cfg.model, data.facts()) / params)  # counted on the meta device
+    norm_every = grad_norm_every(cfg.grad_norm_every, macs_per_parameter(cfg.model, data.facts()))  # counted on the meta device
     training = Training(model, optimizer, data, generator, Hooks(parts), cfg.epochs, cfg.eval_every, cfg.precision,
                         cfg.loss.label_smoothing, norm_every)
     recorder = RunRecorder(run_dir, {
@@ -123,7 +122,7 @@ def prepare(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, started: floa
         "threads": torch.get_num_threads(),
         "precision": cfg.precision,
         "compile": cfg.compile,
-        "params": params,
+        "params": sum(p.numel() for p in model.parameters()),
         "grad_norm_every": norm_every,  # what grad_norm_every=auto came to
         "train_images": len(data.train_labels),
         "data": data.facts(),

@@ -71,7 +71,7 @@ from optqual.data.images import ImageData, to_device  # noqa: E402
 from optqual.engine.hooks import Hooks  # noqa: E402
 from optqual.engine.loop import EVAL_BATCH_SIZE, EpochProgress, LayerGradNorms, Training, autocast, evaluate, grad_norm_every  # noqa: E402
 from optqual.models import build_model  # noqa: E402
-from optqual.models.profile import macs_per_image, synchronize  # noqa: E402
+from optqual.models.profile import macs_per_parameter, synchronize  # noqa: E402
 from optqual.optim.build import build_optimizer  # noqa: E402
 from optqual.sparsity.quantizer import attach_quantizers, quantizer_groups  # noqa: E402
 from optqual.optim.sam import running_stats_frozen, two_pass  # noqa: E402
@@ -213,7 +213,7 @@ def optqual_epoch(data: ImageData, device: torch.device, precision: str, compile
     if ablation == "on one batch":
         data = OneBatch(**{field.name: getattr(data, field.name) for field in dataclasses.fields(ImageData)})
 
-    norm_every = grad_norm_every(cfg.grad_norm_every, macs_per_image(cfg.model, data.facts()) / sum(p.numel() for p in model.parameters()))
+    norm_every = grad_norm_every(cfg.grad_norm_every, macs_per_parameter(cfg.model, data.facts()))
 
     def training(images: ImageData) -> Training:
         images = with_policy(images, build_policy(cfg.augment))

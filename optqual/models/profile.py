@@ -20,12 +20,24 @@ from optqual.models import build_model
 
 
 def macs_per_image(model: DictConfig, facts: Mapping[str, Any]) -> int:
+    return macs_and_params(model, facts)[0]
+
+
+def macs_per_parameter(model: DictConfig, facts: Mapping[str, Any]) -> float:
+    """Multiply-accumulates per parameter per image: about 1 for a fully connected model, whose
+    every weight is used once per image; tens to hundreds for a convolutional one."""
+    macs, params = macs_and_params(model, facts)
+    return macs / params
+
+
+def macs_and_params(model: DictConfig, facts: Mapping[str, Any]) -> tuple[int, int]:
+    """The model option's MACs per image and its parameters, both counted on a copy built on the meta device."""
     with torch.device("meta"):
         counted = build_model(model, facts).eval()
         image = torch.empty(1, facts["channels"], facts["image_size"], facts["image_size"])
     with FlopCounterMode(display=False) as counter:
         counted(image)
-    return counter.get_total_flops() // 2
+    return counter.get_total_flops() // 2, sum(p.numel() for p in counted.parameters())
 
 
 def static_profile(model: DictConfig, facts: Mapping[str, Any], built: torch.nn.Module, checkpoint: Optional[Path]) -> dict:
