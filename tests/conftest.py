@@ -9,6 +9,7 @@ import io
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -76,6 +77,29 @@ def write_npz(path: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
         y_test=rng.integers(0, 10, n_test, dtype=np.uint8),
     )
     return path
+
+
+def images(rng: np.random.Generator, n: int, shape: tuple) -> np.ndarray:
+    return rng.integers(0, 256, (n, *shape), dtype=np.uint8)
+
+
+def idx(array: np.ndarray) -> bytes:
+    """The IDX format of MNIST's files: zero, zero, type 0x08 (ubyte), rank; big-endian dims; data."""
+    return struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+
+
+MNIST_FILES = {"train-images-idx3-ubyte": ("train", "x"), "train-labels-idx1-ubyte": ("train", "y"),
+               "t10k-images-idx3-ubyte": ("test", "x"), "t10k-labels-idx1-ubyte": ("test", "y")}
+
+
+def write_mnist_raw(raw: Path, n_train: int = 50, n_test: int = 10, seed: int = 2) -> dict:
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    arrays = {"train": (images(rng, n_train, (28, 28)), rng.integers(0, 10, n_train).astype(np.uint8)),
+              "test": (images(rng, n_test, (28, 28)), rng.integers(0, 10, n_test).astype(np.uint8))}
+    for name, (split, kind) in MNIST_FILES.items():
+        (raw / name).write_bytes(idx(arrays[split][0 if kind == "x" else 1]))
+    return arrays
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ import gzip
 import hashlib
 import json
 import pickle
-import struct
 import tarfile
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from PIL import Image
 from torchvision.datasets import CIFAR100, MNIST, SVHN, FashionMNIST
 from torchvision.transforms import RandomResizedCrop
 
-from conftest import compose_run, launch_here, loopback_server, write_npz
+from conftest import MNIST_FILES, compose_run, images, launch_here, loopback_server, write_mnist_raw, write_npz
 from optqual.__main__ import main as optqual_main
 from optqual.augment import ResizedCropFlip, draw_resized_crops, resized_crop
 from optqual.config import check_config
@@ -35,10 +34,6 @@ def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def images(rng: np.random.Generator, n: int, shape: tuple) -> np.ndarray:
-    return rng.integers(0, 256, (n, *shape), dtype=np.uint8)
-
-
 def write_cifar100(folder: Path, n_train: int = 60, n_test: int = 20) -> dict:
     """cifar-100-python/ as the official archive has it: pickled train/test dicts of CHW rows, fine and coarse labels."""
     folder.mkdir(parents=True)
@@ -52,25 +47,6 @@ def write_cifar100(folder: Path, n_train: int = 60, n_test: int = 20) -> dict:
         written[split] = nhwc, fine
     (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"class{i}" for i in range(100)], "coarse_label_names": []}))
     return written
-
-
-def idx(array: np.ndarray) -> bytes:
-    """The IDX format of MNIST's files: zero, zero, type 0x08 (ubyte), rank; big-endian dims; data."""
-    return struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
-
-
-MNIST_FILES = {"train-images-idx3-ubyte": ("train", "x"), "train-labels-idx1-ubyte": ("train", "y"),
-               "t10k-images-idx3-ubyte": ("test", "x"), "t10k-labels-idx1-ubyte": ("test", "y")}
-
-
-def write_mnist_raw(raw: Path, n_train: int = 50, n_test: int = 10, seed: int = 2) -> dict:
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    arrays = {"train": (images(rng, n_train, (28, 28)), rng.integers(0, 10, n_train).astype(np.uint8)),
-              "test": (images(rng, n_test, (28, 28)), rng.integers(0, 10, n_test).astype(np.uint8))}
-    for name, (split, kind) in MNIST_FILES.items():
-        (raw / name).write_bytes(idx(arrays[split][0 if kind == "x" else 1]))
-    return arrays
 
 
 def test_cifar100_downloads_verifies_and_reads_fine_labels(tmp_path, monkeypatch):
