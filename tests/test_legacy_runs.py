@@ -1,0 +1,57 @@
+"""Run directories left by earlier versions of optqual keep working with this one.
+
+Each fixture under tests/legacy_runs/ is a run directory an earlier optqual left when SIGTERM stopped
+it in the middle of an epoch, made by tests/legacy_runs/make.py with that version checked out:
+`running_sums` by the optqual of 2026-11-22, whose checkpoint kept the epoch in progress as running
+sums; `components` by the optqual before the package was restructured into layers (older module
+paths in every `_target_`, older names of the training state's parts), with every component on.
+Its checkout is updated in place (the run's conf/ is this checkout's) and `resume` continues it:
+the run ends as that version ended the same recipe without a stop, bit for bit on the machine the
+fixture was made on, within the tolerances of tests/fingerprints.py elsewhere.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import REPO
+from fingerprints import assert_same_or_close, fingerprint, machine
+from legacy_runs.data import write_data
+
+LEGACY = Path(__file__).with_name("legacy_runs")
+FIXTURES = sorted(path.name for path in LEGACY.iterdir() if (path / "expected.json").is_file())
+# Since 2026-11-22 an epoch's mean loss is summed once in float64 from every step's figure; before, it
+# was a float32 running sum: the epoch continued from running sums agrees with the uninterrupted run of
+# that version to float32 rounding, in its last digits (the weights are bit for bit the same)
+HISTORY_RTOL = {"running_sums": 1e-6}
+
+
+def unpack(name: str, workdir: Path) -> Path:
+    """The fixture's run directory in `workdir`, as if started there with this checkout."""
+    write_data(workdir)
+    run = workdir / "run"
+    shutil.copytree(LEGACY / name / "run", run)
+    saved = OmegaConf.load(run / ".hydra" / "hydra.yaml")
+    saved.hydra.runtime.cwd = str(workdir)
+    for source in saved.hydra.runtime.config_sources:
+        if source.provider == "main":
+            source.path = str(REPO / "conf")
+    OmegaConf.save(saved, run / ".hydra" / "hydra.yaml")
+    return run
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_a_run_stopped_by_an_earlier_optqual_resumes_to_the_end_that_optqual_reached(name, tmp_path):
+    expected = json.loads((LEGACY / name / "expected.json").read_text())
+    run = unpack(name, tmp_path)
+    result = subprocess.run([sys.executable, "-m", "optqual", "resume", str(run)], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
+    if not assert_same_or_close(name, fingerprint(run), expected["fingerprint"], expected["machine"], HISTORY_RTOL.get(name, 0.0)):
+        warnings.warn(f"{name} was made on {expected['machine']}, this is {machine()}: compared within the tolerances")
