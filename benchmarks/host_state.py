@@ -19,10 +19,9 @@ import time
 
 import torch
 
-from throughput import BASELINE, BATCH, ceiling, random_images, rates, run_config  # first: it puts the checkout on sys.path
-
 from optqual.system.allocator import keep_freed_memory
 from optqual.system.reproducibility import make_deterministic
+from throughput import BASELINE, BATCH, ceiling, random_images, rates, run_config  # the sibling script
 
 L2_RESIDENT = 512 * 1024  # bytes read (and as many written) per copy: within two 1 MiB L2 caches
 DRAM_BOUND = 128 * 2**20  # four times the 32 MiB L3
@@ -47,7 +46,7 @@ def main() -> None:
 
     cpu = torch.device("cpu")
     make_deterministic(0)
-    keep_freed_memory()  # as launch.py does
+    keep_freed_memory()  # as a run does (optqual/system/machine.py)
     cfg = run_config("sgd", "none", BASELINE["epochs"])
     _, data = random_images(BATCH, cpu, cfg.data)
     steps = {precision: ceiling(data, cpu, precision, False, args.steps, cfg) for precision in ("fp32", "bf16")}

@@ -11,23 +11,20 @@ Prints a markdown table, then one JSON line.
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
+from optqual import config_dir
+from optqual.config.schema import register_with_hydra
+from optqual.models import build_model
+from optqual.models.profile import static_profile, timings
+from optqual.recording.recorder import save_weights
+from optqual.system.devices import resolve_device
 
-import launch  # noqa: E402, F401  (registers the config schemas)
-from optqual.config import resolve_device  # noqa: E402
-from optqual.models import build_model  # noqa: E402
-from optqual.models.profile import static_profile, timings  # noqa: E402
-from optqual.runs.rundir import save_weights  # noqa: E402
-
-OPTIONS = sorted(path.stem for path in (REPO / "conf" / "model").glob("*.yaml"))
+OPTIONS = sorted(path.stem for path in (config_dir() / "model").glob("*.yaml"))
 
 
 def main() -> None:
@@ -37,11 +34,12 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200, help="timed batch-1 calls")
     args = parser.parse_args()
     device = resolve_device(args.device)
+    register_with_hydra()
     rows = {}
     print("| model | parameters | MACs / image | checkpoint | latency, batch 1 (mean / p50 / p95) | throughput, batch 1024 |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for option in args.models:
-        with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        with initialize_config_dir(str(config_dir()), version_base="1.3"):
             cfg = compose("config", overrides=[f"model={option}"])
         facts = {key: cfg.data[key] for key in ("num_classes", "channels", "image_size")}
         torch.manual_seed(0)

@@ -20,9 +20,9 @@ conf/optimizer/ (default sgd) and the `--scheduler` option, the textbook SGD:
 1. ceiling    the bare train step (forward, backward, optimizer step; SAM's two passes) on
               one batch already on the device, in the precision and memory format optqual
               trains in;
-2. optqual    optqual's real training epoch (`Training.train_epoch` with the extensions
-              launch.py gives a run: data order, augmentation and its policy, batch mixing,
-              step with label smoothing, metrics, gradient norms, LR schedule);
+2. optqual    optqual's real training epoch (`Training.train_epoch` of the model, optimizer and
+              components a run builds, optqual/build.py: data order, augmentation and its
+              policy, batch mixing, step with label smoothing, metrics, gradient norms, LR schedule);
 3. textbook   torchvision transforms on PIL images in DataLoader workers, fp32, contiguous
               tensors, with the best worker count among those tried. Measured first, with
               the C library's malloc as a textbook script leaves it; then once more after
@@ -46,7 +46,6 @@ import dataclasses
 import json
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -62,22 +61,17 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
-
-from launch import extensions  # noqa: E402  (registers the config schemas too)
-from optqual.config import resolve_device  # noqa: E402
-from optqual.data.images import ImageData, to_device  # noqa: E402
-from optqual.engine.hooks import Hooks  # noqa: E402
-from optqual.engine.loop import EVAL_BATCH_SIZE, EpochProgress, LayerGradNorms, Training, autocast, evaluate, grad_norm_every  # noqa: E402
-from optqual.models import build_model  # noqa: E402
-from optqual.models.profile import macs_per_parameter, synchronize  # noqa: E402
-from optqual.optim.build import build_optimizer  # noqa: E402
-from optqual.sparsity.quantizer import attach_quantizers, quantizer_groups  # noqa: E402
-from optqual.optim.sam import running_stats_frozen, two_pass  # noqa: E402
-from optqual.policies import build_policy, with_policy  # noqa: E402
-from optqual.system.allocator import keep_freed_memory  # noqa: E402
-from optqual.system.reproducibility import data_generator, make_deterministic  # noqa: E402
+from optqual import config_dir
+from optqual.build import build_training
+from optqual.config.schema import register_with_hydra
+from optqual.data.images import ImageData, to_device
+from optqual.engine.loop import EVAL_BATCH_SIZE, EpochProgress, LayerGradNorms, Training, autocast, evaluate
+from optqual.models import build_model
+from optqual.models.profile import synchronize
+from optqual.optim.sam import running_stats_frozen, two_pass
+from optqual.system.allocator import keep_freed_memory
+from optqual.system.devices import resolve_device
+from optqual.system.reproducibility import DATA_STREAM, make_deterministic, stream_generator
 
 BATCH = 128
 BASELINE = {"epochs": 200, "eval_every": 10, "train": 45_000, "val": 5_000, "test": 10_000}
@@ -125,20 +119,19 @@ def random_images(n_train: int, device: torch.device, data_cfg: DictConfig) -> t
 
 def run_config(optimizer: str, scheduler: str, epochs: int, overrides: list[str] = (), model: str = "resnet8",
                data: str = "cifar10") -> DictConfig:
-    """The composed config of a run with these options and overrides (launch.py's defaults otherwise)."""
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    """The composed config of a run with these options and overrides (a run's defaults otherwise)."""
+    register_with_hydra()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
         return compose("config", overrides=[f"model={model}", f"data={data}", f"optimizer={optimizer}", f"scheduler={scheduler}",
                                             f"epochs={epochs}", *overrides])
 
 
-def make_model(cfg: DictConfig, data: ImageData, device: torch.device, channels_last: bool, compile_model: bool) -> torch.nn.Module:
+def run_training(cfg: DictConfig, data: ImageData, device: torch.device, precision: str, compile_model: bool) -> Training:
+    """The model, optimizer and components a run of `cfg` in `precision` builds over `data` (optqual/build.py)."""
     torch.manual_seed(0)
-    model = build_model(cfg.model, data.facts())
-    attach_quantizers(cfg.quantizer, model)
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    if compile_model:
-        model.compile()
-    return model
+    cfg = cfg.copy()
+    cfg.precision, cfg.compile = precision, compile_model
+    return build_training(cfg, data, device, Path(tempfile.gettempdir()))  # the pruning report writes only after an epoch
 
 
 def textbook_sgd(model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -146,10 +139,10 @@ def textbook_sgd(model: torch.nn.Module) -> torch.optim.Optimizer:
 
 
 def ceiling(data: ImageData, device: torch.device, precision: str, compile_model: bool, steps: int, cfg: DictConfig) -> Work:
-    """The bare step on one resident, already augmented batch, `steps` times."""
-    model = make_model(cfg, data, device, True, compile_model)
-    optimizer = build_optimizer(model, cfg.optimizer)
-    images = data.normalize(data.augmentation(data.train_images[:BATCH], data_generator(0, device)))
+    """The bare step of a run's model and optimizer on one resident, already augmented batch, `steps` times."""
+    training = run_training(cfg, data, device, precision, compile_model)
+    model, optimizer = training.model, training.optimizer
+    images = data.normalize(data.augmentation(data.train_images[:BATCH], stream_generator(0, DATA_STREAM, device)))
     labels = data.train_labels[:BATCH]
 
     def loss() -> torch.Tensor:
@@ -206,37 +199,29 @@ ABLATIONS = ("on one batch", "without grad norms")
 
 def optqual_epoch(data: ImageData, device: torch.device, precision: str, compile_model: bool, cfg: DictConfig,
                   ablation: str | None = None) -> Work:
-    """optqual's own training epoch over the whole (benchmark) training set, with a run's extensions
-    (and without a part of its step, with one of ABLATIONS)."""
-    model = make_model(cfg, data, device, True, compile_model)
-    optimizer = build_optimizer(model, cfg.optimizer, cfg.lr_scale, quantizer_groups(cfg.quantizer, model))
+    """optqual's own training epoch over the whole (benchmark) training set, with everything a run
+    builds (and without a part of its step, with one of ABLATIONS)."""
     if ablation == "on one batch":
         data = OneBatch(**{field.name: getattr(data, field.name) for field in dataclasses.fields(ImageData)})
-
-    norm_every = grad_norm_every(cfg.grad_norm_every, macs_per_parameter(cfg.model, data.facts()))
-
-    def training(images: ImageData) -> Training:
-        images = with_policy(images, build_policy(cfg.augment))
-        parts = extensions(cfg, model, optimizer, images, Path(tempfile.gettempdir()))  # the report writes only after an epoch
-        loop = Training(model, optimizer, images, data_generator(0, device), Hooks(parts),
-                        cfg.epochs, cfg.eval_every, precision, cfg.loss.label_smoothing, norm_every)
-        if ablation == "without grad norms":
-            loop.grad_norms = NoGradNorms(model)
-        return loop
+    loop = run_training(cfg, data, device, precision, compile_model)
+    if ablation == "without grad norms":
+        loop.grad_norms = NoGradNorms(loop.model)
 
     def epoch(loop: Training) -> None:
         progress = EpochProgress.begin(1, loop.data, loop.generator)
         loop.train_epoch(progress, on_step=lambda: None, should_stop=lambda: False)
         loop.epoch_record(progress)  # the epoch's one read of its metrics
 
-    epoch(training(dataclasses.replace(data, train_images=data.train_images[: 5 * BATCH], train_labels=data.train_labels[: 5 * BATCH])))
-    loop = training(data)
+    warm_up = dataclasses.replace(loop, data=dataclasses.replace(data, train_images=data.train_images[: 5 * BATCH],
+                                                                 train_labels=data.train_labels[: 5 * BATCH]))
+    warm_up.grad_norms = loop.grad_norms
+    epoch(warm_up)  # the same model and optimizer: allocator, kernel selection, compilation
     return len(data.train_labels), lambda: epoch(loop)
 
 
 def evaluation(data: ImageData, device: torch.device, precision: str, compile_model: bool, cfg: DictConfig) -> Work:
     """optqual's evaluation over the val and test sets."""
-    model = make_model(cfg, data, device, True, compile_model)
+    model = run_training(cfg, data, device, precision, compile_model).model
     evaluate(model, data.eval_batches("val", EVAL_BATCH_SIZE), precision)  # warm-up
 
     def both() -> None:
@@ -264,7 +249,8 @@ class PILImages(Dataset):
 
 def textbook_epoch(data: ImageData, images: np.ndarray, labels: np.ndarray, device: torch.device, workers: int, cfg: DictConfig) -> Work:
     """A textbook epoch: DataLoader workers, fp32, contiguous tensors, loss.item() per step."""
-    model = make_model(cfg, data, device, False, False)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, data.facts()).to(device)
     optimizer = textbook_sgd(model)
     dataset = PILImages(images, labels, data.mean.tolist(), data.std.tolist())
     loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers, pin_memory=device.type == "cuda")
@@ -329,7 +315,7 @@ def main() -> None:
         rows += [(f"textbook, {w} workers (fp32)", speeds) for w, speeds in textbook_windows.items()]
         figures.update(textbook_img_s=textbook[best_workers], textbook_workers=best_workers)
 
-    figures["keeps_freed_memory"] = keep_freed_memory()  # what launch.py does before training
+    figures["keeps_freed_memory"] = keep_freed_memory()  # what setting up the machine for a run does (optqual/system/machine.py)
     if not args.no_textbook:  # the same textbook with that setting: how much of optqual's lead the setting alone makes
         kept = rates(device, {"kept": textbook_epoch(data, x, y, device, best_workers, cfg)}, args.repeats)["kept"]
         rows.append((f"textbook, {best_workers} workers, kept memory", kept))

@@ -5,7 +5,7 @@
 
 A run logs every (epoch, chart) once, reads Trackio's database back when it resumes (to log
 what the killed process's writer had not written yet) and once more when it ends (to record
-anything Trackio failed to store as lost data: optqual/runs/tracking.py). The log itself is
+anything Trackio failed to store as lost data: optqual/recording/dashboards.py). The log itself is
 Trackio's own cost. This times, in a scratch Trackio directory, the run's logging with and
 without the bookkeeping, and the two read-backs, for a run of `--epochs` epochs that logs
 the charts a ResNet-8 run logs. Prints one JSON line.
@@ -14,12 +14,8 @@ the charts a ResNet-8 run logs. Prints one JSON line.
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout
 
 
 def main() -> None:
@@ -30,7 +26,7 @@ def main() -> None:
     os.environ["TRACKIO_DIR"] = tempfile.mkdtemp(prefix="trackio_sync_")
     import trackio
 
-    from optqual.runs.tracking import trackio_held
+    from optqual.recording.dashboards import trackio_held
 
     def one_run(name: str, bookkeeping: bool) -> dict[str, float]:
         trackio.init(project="bench", name=name, resume="never", auto_log_cpu=False, auto_log_gpu=False)

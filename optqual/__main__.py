@@ -1,4 +1,4 @@
-"""`python -m optqual COMMAND`: tools that work on run and sweep directories."""
+"""`python -m optqual COMMAND` (or `optqual COMMAND`): train, and the tools that work on run and sweep directories."""
 
 import argparse
 import logging
@@ -8,15 +8,17 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from optqual.errors import ConfigError
-from optqual.runs.diff import NotARunDir, NotComparable, format_diff, format_sweep_diff
-from optqual.runs.resume import resume
-from optqual.runs.summary import RANKED_BY, terminal_text, write_summary
-from optqual.runs.sweep import NotASweepDir
+from optqual.runs.reader import RunDirError
+from optqual.tools.diff import format_diff, format_sweep_diff
+from optqual.tools.resume import resume
+from optqual.tools.summary import RANKED_BY, terminal_text, write_summary
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m optqual", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    # Hydra reads the rest of a `train` command line itself (overrides, -m, --help, --cfg job, ...)
+    commands.add_parser("train", add_help=False, help="train one run, or sweep with -m (python -m optqual train --help: its settings)")
     diff = commands.add_parser("diff", help="config keys that differ between two runs, or vary across a sweep")
     diff.add_argument("run_or_sweep", help="a sweep directory, or the first of two run directories")
     diff.add_argument("run_b", nargs="?", help="the second run directory")
@@ -42,6 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("run_b")
     compare.add_argument("overrides", nargs="*", help="of conf/analyze.yaml, e.g. analysis.interpolation.points=21")
     compare.add_argument("--force", action="store_true", help="recompute results that are up to date")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:
+        from optqual.train import main as train_main  # torch-heavy
+
+        sys.argv = ["optqual train", *argv[1:]]  # as Hydra reads a script's command line
+        train_main()
+        return 0
     args = parser.parse_args(argv)
     try:
         if args.command in ("analyze", "compare"):
@@ -52,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                 return analyze_directory(args.directory, args.overrides, args.force)
             return compare_runs(args.run_a, args.run_b, args.overrides, args.force)
         if args.command == "profile":
-            from optqual.runs.profile import format_profile, profile_run  # torch-heavy
+            from optqual.tools.profile import format_profile, profile_run  # torch-heavy
 
             print(format_profile(profile_run(args.directory, args.device, args.calls)))
             print(f"wrote {args.directory}/profile.json")
@@ -67,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             print(format_sweep_diff(args.run_or_sweep))
         else:
             print(format_diff(args.run_or_sweep, args.run_b))
-    except (NotARunDir, NotComparable, NotASweepDir, ConfigError) as err:
+    except (RunDirError, ConfigError) as err:
         parser.exit(2, f"optqual {args.command}: error: {err}\n")
     except (HydraException, OmegaConfBaseException) as err:  # an analysis override Hydra cannot compose
         parser.exit(2, f"optqual {args.command}: error: {str(err).splitlines()[0]}\n")

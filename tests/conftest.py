@@ -1,5 +1,6 @@
-"""Shared fixtures: a tiny CIFAR-shaped dataset, and launch.py run as a user runs it (in a new
-process, or in this one through Hydra's own entry, with a kill or a signal at a chosen step)."""
+"""Shared fixtures: a tiny CIFAR-shaped dataset, and training run as a user runs it (`python -m optqual
+train` in a new process, or in this one through Hydra's own entry, with a kill or a signal at a
+chosen step)."""
 
 import contextlib
 import csv
@@ -12,6 +13,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,23 +25,18 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # launch.py
+from optqual import train
+from optqual.build import build_training
+from optqual.engine.loop import Training
+from optqual.errors import build
+from optqual.launch import directories
 
-from launch import main as launch_main  # noqa: E402
-from optqual.config import register_with_hydra  # noqa: E402
-from optqual.engine.loop import Training  # noqa: E402
-from optqual.runs import rundir  # noqa: E402
-from optqual.runs.naming import register_resolvers  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 HEAD_NPZ = REPO.parent / "shared" / "data" / "cifar10_head.npz"  # real CIFAR-10 images, beside the checkout
 
-register_with_hydra()
-register_resolvers()
-
-
 def compose_run(*overrides: str) -> DictConfig:
-    """The composed run config, as launch.py would get it (without the hydra node)."""
+    """The composed run config, as training gets it (without the hydra node)."""
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         return compose("config", overrides=list(overrides))
 
@@ -112,12 +109,21 @@ def tiny_overrides(npz: Path) -> list[str]:
     return ["data=npz", f"data.path={npz}", "data.batch_size=32", "epochs=2", "eval_every=1"]
 
 
+def tiny_training(npz: Path, *overrides: str) -> Training:
+    """What a run of `overrides` on the tiny data builds (optqual/build.py), on the CPU; a pruning
+    report would write into a fresh temporary directory."""
+    cfg = compose_run(*tiny_overrides(npz), *overrides)
+    cpu = torch.device("cpu")
+    return build_training(cfg, build(cfg.data, "data", device=cpu), cpu, Path(tempfile.mkdtemp()))
+
+
+TRAIN = [sys.executable, "-m", "optqual", "train"]  # what `python launch.py` runs, from any directory
+
+
 def launch(workdir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    """`python launch.py OVERRIDES` in `workdir`, so that outputs/ lands there."""
+    """`python -m optqual train OVERRIDES` in `workdir`, so that outputs/ lands there."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, str(REPO / "launch.py"), *overrides], cwd=workdir, env=env, capture_output=True, text=True, timeout=600
-    )
+    return subprocess.run([*TRAIN, *overrides], cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
 
 
 def launch_ok(workdir: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -131,19 +137,19 @@ class Killed(BaseException):
 
 
 def launch_here(workdir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    """`python launch.py OVERRIDES` in `workdir`, run in this process through Hydra's own entry
+    """`python -m optqual train OVERRIDES` in `workdir`, run in this process through Hydra's own entry
     (run directories, .hydra files and callbacks as in a real run, without the seconds an
     interpreter and torch take to start). What the process would exit with and print; the thread
-    count is restored afterwards, since a CPU run's results depend on it."""
-    saved = os.getcwd(), sys.argv, torch.get_num_threads(), os.environ.get("HYDRA_MAIN_MODULE")
-    rundir._claiming, rundir._claimed, rundir._made = False, {}, []  # the directories claimed, as in a new process
+    count and the directory claims are restored afterwards, as a new process would have them."""
+    saved = os.getcwd(), sys.argv, torch.get_num_threads()
+    claims = directories._claiming, directories._claimed, directories._made
+    directories._claiming, directories._claimed, directories._made = False, {}, []  # as in a new process
     os.chdir(workdir)
-    sys.argv = [str(REPO / "launch.py"), *overrides]
-    os.environ["HYDRA_MAIN_MODULE"] = "__main__"  # Hydra then finds conf/ beside launch.py, as for the script
+    sys.argv = ["optqual train", *overrides]
     out, err = io.StringIO(), io.StringIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            launch_main()
+            train.main()
         code = 0
     except SystemExit as exit:
         code = exit.code if isinstance(exit.code, int) else 1
@@ -155,10 +161,7 @@ def launch_here(workdir: Path, *overrides: str) -> subprocess.CompletedProcess:
         os.chdir(saved[0])
         sys.argv = saved[1]
         torch.set_num_threads(saved[2])
-        if saved[3] is None:
-            os.environ.pop("HYDRA_MAIN_MODULE")
-        else:
-            os.environ["HYDRA_MAIN_MODULE"] = saved[3]
+        directories._claiming, directories._claimed, directories._made = claims
     return subprocess.CompletedProcess(sys.argv, code, out.getvalue(), err.getvalue())
 
 

@@ -11,12 +11,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from optqual.analysis.activations import dead_share, effective_rank
-from optqual.analysis.calibration import expected_calibration_error
-from optqual.analysis.sharpness import (HessianVectorProducts, filter_normalized_direction, hutchinson_trace,
+from optqual.analysis.measures.activations import dead_share, effective_rank
+from optqual.analysis.measures.calibration import expected_calibration_error
+from optqual.analysis.measures.sharpness import (HessianVectorProducts, filter_normalized_direction, hutchinson_trace,
                                         lanczos_top_eigenvalues)
-from optqual.analysis.similarity import cka, linear_kernels
-from optqual.analysis.weights import stable_rank
+from optqual.analysis.measures.similarity import cka, linear_kernels
+from optqual.analysis.measures.weights import stable_rank
 
 
 class Tiny(nn.Module):

@@ -139,7 +139,7 @@ def test_unanalyzable_runs_are_skipped_with_a_reason_and_the_rest_goes_on(sweep,
     (["probe_size=100"], "probe_size=100: larger than the test set of"),
     (["analysis=[weigths]"], "Could not load 'analysis/weigths'"),
     (["analysis.sharpness.top_k=9"], "analysis.sharpness.top_k=9: must lie in 1..5"),
-    (["weights=middle"], "weights=middle: must be one of final, best"),
+    (["weights=middle"], "weights=middle: no run here saved middle_model.pt (their weights: best, final, initial)"),
 ])
 def test_bad_analysis_input_is_one_line_and_writes_nothing(sweep, tmp_path, capsys, arguments, message):
     copy = tmp_path / "sweep"

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from conftest import history, launch_here, launched, tiny_overrides
-from optqual.schedule import Timeline
+from optqual.components.timeline import Timeline
 
 
 def test_each_epoch_trains_at_its_size_and_the_cosine_spans_the_real_updates(tmp_path, tiny_npz):

@@ -1,4 +1,4 @@
-"""Every optimizer, schedule and component (regularizers included) repeats bit for bit, and a run stopped in the middle
+"""Every optimizer and every example of every registered component repeats bit for bit, and a run stopped in the middle
 of an epoch (SIGKILL: back to the last epoch's checkpoint; SIGTERM: a checkpoint at the step)
 and resumed ends exactly where an uninterrupted run ends. Runs in this process (conftest.py)."""
 
@@ -7,9 +7,11 @@ import json
 import pytest
 
 from conftest import assert_same_run, launch_here, launched, stopped_after, tiny_overrides
+from optqual.components.registry import components
 
-# One entry per component class; each adds its overrides to a tiny three-epoch run (6 steps an epoch)
-COMPONENTS = {
+# Every option of the optimizer group and what the loop and the data do themselves, each with its overrides
+# to a tiny three-epoch run (6 steps an epoch); then every example of every registered component
+OWN = {
     "sgd": [],
     "nesterov": ["optimizer=nesterov"],
     "adam": ["optimizer=adam"],
@@ -22,26 +24,10 @@ COMPONENTS = {
     "muon_sgd_rest": ["optimizer=muon", "optimizer@optimizer.rest=sgd"],
     "sam_muon": ["optimizer=sam", "optimizer@optimizer.base=muon"],
     "no_weight_decay": ["optimizer.no_weight_decay=true"],
-    "cosine_warmup": ["scheduler=cosine", "scheduler.warmup_epochs=1.5", "scheduler.eta_min=0.001"],
-    "step": ["scheduler=step", "scheduler.step_size=4", "scheduler.unit=step"],
-    "multistep": ["scheduler=multistep", "scheduler.milestones=[1.5,2.5]"],
-    "plateau_warmup": ["scheduler=plateau", "scheduler.patience=0", "scheduler.warmup_epochs=0.5"],
-    "onecycle": ["scheduler=onecycle", "scheduler.cycle_momentum=true"],
-    "early_stopping": ["early_stopping.patience=1", "early_stopping.min_delta=1.0", "epochs=4"],
-    "clipping": ["clip_grad_norm=0.5"],
     "label_smoothing": ["loss.label_smoothing=0.1"],
-    "cutmix": ["batch_mix=cutmix"],  # prob 0.5: batches mixed and not
-    "mixup_cutmix_smoothed": ["batch_mix=mixup_cutmix", "batch_mix.prob=0.8", "loss.label_smoothing=0.1"],
-    "randaugment": ["augment=randaugment"],
-    "autoaugment": ["augment=autoaugment"],
-    "trivialaugment": ["augment=trivialaugment"],
-    "random_erasing": ["random_erasing.p=0.5"],
-    "sparsity_penalty": ["regularizer=group_lasso_blocks", "regularizer/schedule=linear_warmup", "regularizer.schedule.delay=1",
-                         "regularizer.schedule.ramp=1", "regularizer.strength=0.01"],
-    "quantizer": ["quantizer=deadzone", "optimizer=adamw", "quantizer.weight_decay_dz=1", "regularizer=l1_kernel",
-                  "regularizer/schedule=cosine_anneal"],
     "batch_size_schedule": ["data.batch_size_schedule={0:32,1:16,2:48}", "scheduler=cosine", "scheduler.warmup_epochs=1.5"],
 }
+COMPONENTS = {**OWN, **{f"{component.name}:{name}": list(overrides) for component in components() for name, overrides in component.examples.items()}}
 
 
 @pytest.mark.parametrize("component", COMPONENTS)

@@ -10,11 +10,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from conftest import REPO, compose_run
-from optqual.config import check_config, resolve_device
+from optqual.config.checks import check_config
 from optqual.errors import ConfigError
 from optqual.models import build_model
 from optqual.models.cifar_resnet import CifarResNet
 from optqual.optim.build import build_optimizer
+from optqual.system.devices import resolve_device
 
 GROUPS = {group: sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml")) for group in ("optimizer", "model", "data")}
 
@@ -28,7 +29,7 @@ def test_top_level_defaults():
         "_target_": "optqual.data.sources.cifar10", "root": "./data", "download": True,
         "batch_size": 128, "batch_size_schedule": None, "val_fraction": 0.1, "split_seed": 0, "num_classes": 10, "channels": 3, "image_size": 32,
         "mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010],
-        "augment": {"_target_": "optqual.augment.CropFlip", "padding": 4, "flip": True},
+        "augment": {"_target_": "optqual.data.augment.CropFlip", "padding": 4, "flip": True},
     }
     assert (cfg.model.shortcut, cfg.model.num_classes, cfg.model.in_channels) == ("B", 10, 3)  # the project's ResNet-8
     assert cfg.trackio.dir == "outputs/trackio"
@@ -118,23 +119,23 @@ def test_presets_are_their_recipes():
     he = compose_run("experiment=he2016")
     assert (he.optimizer._target_, he.optimizer.lr, he.optimizer.momentum, he.optimizer.weight_decay) == ("torch.optim.SGD", 0.1, 0.9, 1e-4)
     assert (he.scheduler._target_, list(he.scheduler.milestones), he.scheduler.unit, he.scheduler.gamma) == (
-        "optqual.schedule.multistep", [0.5, 0.75], "fraction", 0.1)
+        "optqual.components.scheduler.multistep", [0.5, 0.75], "fraction", 0.1)
     assert he.epochs * -(-45_000 // he.data.batch_size) == 64_064  # He et al.'s 64k iterations on 45k images
     assert sum(p.numel() for p in instantiate(he.model).parameters()) == 269_722  # ResNet-20, option A: the paper's 0.27M
     cosine = compose_run("experiment=cosine_sgd")
-    assert (cosine.optimizer.weight_decay, cosine.scheduler._target_, cosine.eval_every) == (5e-4, "optqual.schedule.cosine", 1)
+    assert (cosine.optimizer.weight_decay, cosine.scheduler._target_, cosine.eval_every) == (5e-4, "optqual.components.scheduler.cosine", 1)
     assert (cosine.early_stopping.patience, cosine.early_stopping.min_epochs, cosine.early_stopping.monitor) == (15, 80, "val_acc")
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         phase0 = compose("config", overrides=["experiment=phase0"], return_hydra_config=True)
-    assert phase0.hydra.sweeper.params.optimizer == "sgd,adamw" and phase0.scheduler._target_ == "optqual.schedule.constant"
+    assert phase0.hydra.sweeper.params.optimizer == "sgd,adamw" and phase0.scheduler._target_ == "optqual.components.scheduler.constant"
     enhanced = compose_run("experiment=enhanced")
-    assert (enhanced.scheduler._target_, enhanced.loss.label_smoothing, enhanced.optimizer.weight_decay) == ("optqual.schedule.cosine", 0.1, 5e-4)
+    assert (enhanced.scheduler._target_, enhanced.loss.label_smoothing, enhanced.optimizer.weight_decay) == ("optqual.components.scheduler.cosine", 0.1, 5e-4)
     assert (enhanced.batch_mix.cutmix_alpha, enhanced.batch_mix.mixup_alpha, enhanced.batch_mix.prob) == (1.0, None, 0.5)
     assert (enhanced.early_stopping.patience, enhanced.eval_every) == (40, 1)
     randaugment = compose_run("experiment=randaugment", "seed=3")
-    assert (randaugment.augment._target_, randaugment.augment.num_ops, randaugment.augment.magnitude, randaugment.augment.seed) == (
-        "optqual.policies.RandAugment", 3, 5, 3)
-    assert (randaugment.scheduler._target_, randaugment.early_stopping.patience) == ("optqual.schedule.cosine", 40)
+    assert (randaugment.augment._target_, randaugment.augment.num_ops, randaugment.augment.magnitude) == (
+        "optqual.components.augment.RandAugment", 3, 5)
+    assert (randaugment.scheduler._target_, randaugment.early_stopping.patience) == ("optqual.components.scheduler.cosine", 40)
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         fair = compose("config", overrides=["experiment=compare_optimizers"], return_hydra_config=True)
     assert dict(fair.hydra.sweeper.params) == {"optimizer": "sgd,adamw", "lr_scale": "0.1,0.316,1,3.16,10", "seed": "0,1,2"}
@@ -142,16 +143,16 @@ def test_presets_are_their_recipes():
     codeq = compose_run("experiment=codeq_resnet20")
     assert (codeq.model.blocks_per_stage, codeq.model.shortcut, codeq.optimizer._target_, codeq.optimizer.lr, codeq.optimizer.weight_decay) == (
         3, "A", "torch.optim.AdamW", 1e-3, 0.0)
-    assert (codeq.epochs, codeq.data.batch_size, codeq.scheduler._target_, codeq.quantizer.kind) == (300, 512, "optqual.schedule.cosine", "deadzone")
+    assert (codeq.epochs, codeq.data.batch_size, codeq.scheduler._target_, codeq.quantizer.kind) == (300, 512, "optqual.components.scheduler.cosine", "deadzone")
     assert [codeq.quantizer[key] for key in ("lr_dz", "lr_bit", "weight_decay_dz", "weight_decay_bit")] == [1e-3, 1e-3, 0.01, 0.01]
     for preset in ("phase0", "he2016", "cosine_sgd", "enhanced", "randaugment", "compare_optimizers", "optuna_search", "codeq_resnet20"):
         check_config(compose_run(f"experiment={preset}"))
 
 
 def test_the_training_path_imports_no_after_the_fact_tool_and_no_private_hydra_api():
-    check = ("import sys; sys.path.insert(0, '.'); import launch; "
-             "print(sorted(m for m in sys.modules if m in ('optqual.runs.diff', 'optqual.runs.sweep', 'optqual.runs.summary', "
-             "'optqual.runs.resume', 'optqual.runs.callbacks') or m.startswith('pytorch_optimizer')))")
+    check = ("import sys; import optqual.train; "
+             "print(sorted(m for m in sys.modules if m.startswith(('optqual.tools', 'optqual.analysis', 'optqual.runs.reader', "
+             "'optqual.launch.callbacks', 'pytorch_optimizer'))))")
     result = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"  # pytorch-optimizer too: only runs that use it import it
     private = [path for path in (REPO / "optqual").rglob("*.py") if "hydra._internal" in path.read_text()]

@@ -17,7 +17,7 @@ import torchvision.transforms.functional as TF
 from torchvision.datasets import CIFAR10
 
 from conftest import launch_here, loopback_server, write_npz
-from optqual.augment import CropFlip
+from optqual.data.augment import CropFlip
 from optqual.errors import ConfigError
 from optqual.data.images import split_indices, to_device
 from optqual.data.sources import cifar10, npz, read_cifar
@@ -163,8 +163,10 @@ def test_npz_lands_on_the_device_as_uint8(tmp_path):
         assert np.array_equal(data.test_images.numpy(), raw["x_test"])
     generator = torch.Generator().manual_seed(0)
     order = data.epoch_order(generator)
-    images, labels = data.train_batch(order, 0, data.batch_size(1), generator)
-    assert images.dtype == torch.float32 and images.shape == (32, 3, 32, 32) and labels.dtype == torch.int64
+    images, labels = data.train_batch(order, 0, data.batch_size(1), generator)  # augmented, uint8 NHWC until normalized
+    assert images.dtype == torch.uint8 and images.shape == (32, 32, 32, 3) and labels.dtype == torch.int64
+    normalized = data.normalize(images)
+    assert normalized.dtype == torch.float32 and normalized.shape == (32, 3, 32, 32)
     batches = [data.train_batch(order, step, data.batch_size(1), generator)[1] for step in range(data.steps(1))]
     assert [len(y) for y in batches] == [32, 32, 16]
     assert torch.equal(torch.cat(batches).sort().values, data.train_labels[order].sort().values)
@@ -182,7 +184,7 @@ def test_batches_are_normalized_as_torchvision_does_bit_for_bit(channels, mean, 
         assert torch.equal(ours, TF.normalize(TF.to_tensor(image), mean, std))
     order = data.epoch_order(torch.Generator().manual_seed(0))
     train, _ = data.train_batch(order, 0, 8, torch.Generator())
-    for row, ours in zip(order[:8], train):
+    for row, ours in zip(order[:8], data.normalize(train)):
         assert torch.equal(ours, TF.normalize(TF.to_tensor(images["x_train"][data.train_indices[row]]), mean, std))
 
 

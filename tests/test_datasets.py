@@ -20,8 +20,8 @@ from torchvision.transforms import RandomResizedCrop
 
 from conftest import MNIST_FILES, compose_run, images, launch_here, loopback_server, write_mnist_raw, write_npz
 from optqual.__main__ import main as optqual_main
-from optqual.augment import ResizedCropFlip, draw_resized_crops, resized_crop
-from optqual.config import check_config
+from optqual.data.augment import ResizedCropFlip, draw_resized_crops, resized_crop
+from optqual.config.checks import check_config
 from optqual.data.images import pixel_statistics
 from optqual.data.sources import fashion_mnist, mnist, npz, oxford_pets, svhn
 from optqual.errors import ConfigError, build

@@ -12,9 +12,9 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from conftest import REPO, compose_run, launch_here, launched, tiny_overrides
-from optqual.clipping import GradClipping
-from optqual.config import check_config
-from optqual.early_stopping import EarlyStopping
+from optqual.components.clip_grad_norm import GradClipping
+from optqual.config.checks import check_config
+from optqual.components.early_stopping import EarlyStopping
 from optqual.engine.loop import EVAL_BATCH_SIZE, evaluate
 from optqual.errors import ConfigError, build
 from optqual.models.cifar_resnet import CifarResNet

@@ -1,14 +1,20 @@
-"""optqual's tools from a regular (not editable) install, run from another directory."""
+"""optqual from a regular (not editable) install, run from another directory: training, with the same
+results as the checkout's launch.py, resume, and the tools."""
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
+import time
 import venv
 from pathlib import Path
 
-from conftest import REPO, launch_here, stopped_after, tiny_overrides
+import pytest
+
+from conftest import REPO, assert_same_run, launch_here, launch_ok, stopped_after, tiny_overrides
 
 OFFLINE = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
@@ -37,13 +43,37 @@ def installed_environment(tmp_path: Path) -> Path:
     return python
 
 
-def test_the_tools_work_from_a_regular_install_and_any_directory(tmp_path, tiny_npz):
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    return installed_environment(tmp_path_factory.mktemp("install"))
+
+
+def test_training_from_a_regular_install_equals_the_checkouts_and_resumes_there(tmp_path, tiny_npz, installed):
+    overrides = [*tiny_overrides(tiny_npz), "epochs=6", "trackio.enabled=false"]
+    command = [str(installed.with_name("optqual")), "train", *overrides, "hydra.run.dir=run"]  # the console script
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (tmp_path / "run" / "history.csv").is_file():
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)  # checkpointed at the next step
+    assert process.wait(timeout=300) == 128 + signal.SIGTERM, process.stderr.read()
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "interrupted"
+    resumed = subprocess.run([str(installed), "-m", "optqual", "resume", str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    launch_ok(tmp_path, *overrides, "hydra.run.dir=checkout")  # python -m optqual train, the checkout's
+    assert_same_run(tmp_path / "run", tmp_path / "checkout")
+    assert subprocess.run([sys.executable, str(REPO / "launch.py"), *overrides, "hydra.run.dir=launch_py"], cwd=tmp_path).returncode == 0
+    assert_same_run(tmp_path / "run", tmp_path / "launch_py")
+
+
+def test_the_tools_work_from_a_regular_install_and_any_directory(tmp_path, tiny_npz, installed):
     work = tmp_path / "work"
     work.mkdir()
     with stopped_after(2, 1, "kill"):  # the sweep's first job killed in its second epoch; the second never started
         assert launch_here(work, "-m", *tiny_overrides(tiny_npz), "seed=0,1", "hydra.sweep.dir=sweep", "trackio.enabled=false").returncode < 0
 
-    python = installed_environment(tmp_path)
+    python = installed
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
 
@@ -54,10 +84,10 @@ def test_the_tools_work_from_a_regular_install_and_any_directory(tmp_path, tiny_
 
     where = subprocess.run([str(python), "-c", "import optqual; print(optqual.__file__); print(optqual.config_dir())"],
                            cwd=elsewhere, capture_output=True, text=True, check=True).stdout.split()
-    assert all(path.startswith(str(tmp_path / "env")) for path in where), where  # the installed copy, conf/ inside it
+    assert all(path.startswith(str(python.parents[1])) for path in where), where  # the installed copy, conf/ inside it
 
     assert "2 jobs: 1 failed, 1 pending" in optqual("summarize", str(work / "sweep")).stdout  # killed here: failed
-    resumed = optqual("resume", str(work / "sweep")).stdout  # the checkout's launch.py, where the sweep was started
+    resumed = optqual("resume", str(work / "sweep")).stdout  # with the checkout that started the sweep, where it was started
     assert "seed=0: failed, resuming" in resumed and "seed=1: not started, starting it" in resumed, resumed
     assert "2 jobs: 2 completed" in (work / "sweep" / "summary.md").read_text()
     assert "seed" in optqual("diff", str(work / "sweep" / "seed=0"), str(work / "sweep" / "seed=1")).stdout

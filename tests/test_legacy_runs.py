@@ -34,6 +34,7 @@ HISTORY_RTOL = {"running_sums": 1e-6}
 
 def unpack(name: str, workdir: Path) -> Path:
     """The fixture's run directory in `workdir`, as if started there with this checkout."""
+    workdir.mkdir(parents=True, exist_ok=True)
     write_data(workdir)
     run = workdir / "run"
     shutil.copytree(LEGACY / name / "run", run)
@@ -55,3 +56,14 @@ def test_a_run_stopped_by_an_earlier_optqual_resumes_to_the_end_that_optqual_rea
     assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
     if not assert_same_or_close(name, fingerprint(run), expected["fingerprint"], expected["machine"], HISTORY_RTOL.get(name, 0.0)):
         warnings.warn(f"{name} was made on {expected['machine']}, this is {machine()}: compared within the tolerances")
+
+
+def test_every_tool_reads_a_run_an_earlier_optqual_finished(tmp_path):
+    run = unpack("components", tmp_path)
+    assert subprocess.run([sys.executable, "-m", "optqual", "resume", str(run)], cwd=tmp_path, capture_output=True).returncode == 0
+    (run / "resolved_config.yaml").unlink()  # as the earlier optqual left it: only .hydra/config.yaml and metrics.json
+    for command in (["summarize", str(run)], ["diff", str(run), str(run)], ["profile", str(run), "--calls", "3"],
+                    ["analyze", str(run), "analysis=[weights,calibration]", "probe_size=40"]):
+        result = subprocess.run([sys.executable, "-m", "optqual", *command], cwd=tmp_path, capture_output=True, text=True)
+        assert result.returncode == 0, (command, result.stderr[-2000:])
+    assert (run / "analysis" / "weights.json").is_file() and (run / "profile.json").is_file() and (run / "summary.md").is_file()

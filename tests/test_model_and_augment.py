@@ -7,7 +7,7 @@ from PIL import Image
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from optqual.augment import CropFlip, crop_and_flip, draw_crops_and_flips, normalize
+from optqual.data.augment import CropFlip, crop_and_flip, draw_crops_and_flips, normalize
 from optqual.models.cifar_resnet import CifarResNet
 
 

@@ -12,10 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import compose_run
-from optqual.augment import CropFlip
-from optqual.config import check_config
+from optqual.data.augment import CropFlip
+from optqual.config.checks import check_config
 from optqual.data.images import to_device
-from optqual.engine.hooks import Extension, Hooks
+from optqual.components.extension import Extension
+from optqual.engine.hooks import Hooks
 from optqual.engine.loop import EpochProgress, Training
 from optqual.errors import ConfigError
 from optqual.models.cifar_resnet import CifarResNet

@@ -1,24 +1,51 @@
-"""The batched per-image policies equal torchvision's transform of each single image with the
-same op and magnitude, bit for bit; each image draws its own op; bad values are one-line errors.
-Repeats and resumes with a policy on: tests/test_components_resume.py."""
+"""The batched per-image policies equal torchvision's public ops applied to each single image with the
+same op and magnitude, bit for bit; each image draws its own op from the run's augment stream; bad
+values are one-line errors. Repeats and resumes with a policy on: tests/test_components_resume.py."""
+
+import math
 
 import pytest
 import torch
+import torchvision.transforms.functional as TF
 from scipy import stats
 from torchvision.transforms import InterpolationMode
-from torchvision.transforms import autoaugment as tv
 
-from conftest import REPO, compose_run
-from optqual.config import check_config
+from conftest import REPO, compose_run, tiny_training
+from optqual.components.augment import AutoAugment, RandAugment, TrivialAugmentWide, apply_op, build_policy
+from optqual.config.checks import check_config
 from optqual.errors import ConfigError
-from optqual.policies import AutoAugment, RandAugment, TrivialAugmentWide, apply_op, build_policy
+from optqual.system.reproducibility import stream_generator
 
-OPS = list(tv.TrivialAugmentWide()._augmentation_space(31))  # torchvision's 14
+# the 14 ops of RandAugment and TrivialAugment (Cubuk et al. 2020, Mueller & Hutter 2021), each with
+# magnitudes across its range as torchvision's tables span it (signed ops get both signs below)
+OPS = {"Identity": None, "ShearX": 0.99, "ShearY": 0.99, "TranslateX": 32.0, "TranslateY": 32.0, "Rotate": 135.0,
+       "Brightness": 0.99, "Color": 0.99, "Contrast": 0.99, "Sharpness": 0.99, "Posterize": (2, 8), "Solarize": 255.0,
+       "AutoContrast": None, "Equalize": None}
+NEAREST = InterpolationMode.NEAREST
 
 
 def torchvision_op(image: torch.Tensor, name: str, magnitude: float) -> torch.Tensor:
-    """What torchvision's policies do to one CHW image."""
-    return tv._apply_op(image, name, magnitude, InterpolationMode.NEAREST, None)
+    """One CHW uint8 image through op `name` at `magnitude`, with torchvision's public functions as its
+    policies define each op (shears about the top-left corner, by atan of the magnitude in degrees;
+    enhancements by a factor 1 + magnitude; nearest interpolation, black fill)."""
+    shear = math.degrees(math.atan(magnitude))
+    return {
+        "Identity": lambda: image,
+        "ShearX": lambda: TF.affine(image, 0.0, [0, 0], 1.0, [shear, 0.0], NEAREST, None, center=[0, 0]),
+        "ShearY": lambda: TF.affine(image, 0.0, [0, 0], 1.0, [0.0, shear], NEAREST, None, center=[0, 0]),
+        "TranslateX": lambda: TF.affine(image, 0.0, [int(magnitude), 0], 1.0, [0.0, 0.0], NEAREST, None),
+        "TranslateY": lambda: TF.affine(image, 0.0, [0, int(magnitude)], 1.0, [0.0, 0.0], NEAREST, None),
+        "Rotate": lambda: TF.rotate(image, magnitude, NEAREST, fill=None),
+        "Brightness": lambda: TF.adjust_brightness(image, 1.0 + magnitude),
+        "Color": lambda: TF.adjust_saturation(image, 1.0 + magnitude),
+        "Contrast": lambda: TF.adjust_contrast(image, 1.0 + magnitude),
+        "Sharpness": lambda: TF.adjust_sharpness(image, 1.0 + magnitude),
+        "Posterize": lambda: TF.posterize(image, int(magnitude)),
+        "Solarize": lambda: TF.solarize(image, magnitude),
+        "AutoContrast": lambda: TF.autocontrast(image),
+        "Equalize": lambda: TF.equalize(image),
+        "Invert": lambda: TF.invert(image),
+    }[name]()
 
 
 def images(n: int, channels: int = 3, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -30,29 +57,38 @@ def images(n: int, channels: int = 3, size: int = 32, seed: int = 0) -> torch.Te
     return batch
 
 
+def magnitudes_for(name: str, n: int) -> torch.Tensor:
+    """`n` magnitudes of op `name` across its range, every other one negated for a signed op."""
+    top = OPS[name]
+    if top is None:
+        return torch.zeros(n, dtype=torch.float64)
+    if isinstance(top, tuple):  # posterize: whole bits
+        return torch.tensor([top[0] + i % (top[1] - top[0] + 1) for i in range(n)], dtype=torch.float64)
+    values = torch.linspace(0, top, n, dtype=torch.float64)
+    if name != "Solarize":
+        values[::2] *= -1
+    return values
+
+
 @pytest.mark.parametrize("channels", [3, 1])
-@pytest.mark.parametrize("name", OPS)
+@pytest.mark.parametrize("name", [*OPS, "Invert"])
 def test_every_op_equals_torchvisions_on_each_image(name, channels):
     batch = images(24, channels)
-    space = tv.TrivialAugmentWide()._augmentation_space(31)
-    magnitudes_of_op, is_signed = space[name]
-    bins = torch.arange(24) % 31 if magnitudes_of_op.ndim > 0 else None
-    magnitudes = torch.tensor([float(magnitudes_of_op[b]) for b in bins] if bins is not None else [0.0] * 24, dtype=torch.float64)
-    if is_signed:
-        magnitudes[::2] *= -1
+    magnitudes = magnitudes_for(name if name in OPS else "Identity", 24)
     ours = apply_op(batch, name, magnitudes)
     theirs = torch.stack([torchvision_op(batch[i], name, magnitudes[i].item()) for i in range(24)])
     assert torch.equal(ours, theirs)
 
 
-@pytest.mark.parametrize("policy", [RandAugment(seed=1, num_ops=3, magnitude=20), TrivialAugmentWide(seed=2), AutoAugment(seed=3)],
+@pytest.mark.parametrize("policy", [RandAugment(torch.Generator().manual_seed(1), num_ops=3, magnitude=20),
+                                    TrivialAugmentWide(torch.Generator().manual_seed(2)), AutoAugment(torch.Generator().manual_seed(3))],
                          ids=["randaugment", "trivialaugment", "autoaugment"])
 def test_a_policy_applies_each_images_own_draws_as_torchvision_would(policy):
     batch = images(64).permute(0, 2, 3, 1).contiguous()  # uint8 NHWC, as the data holds it
     state = policy.generator.get_state()
     rounds = policy.rounds(64, 32)
     policy.generator.set_state(state)
-    ours = policy(batch, torch.Generator())
+    ours = policy.on_images(batch)
     expected = batch.permute(0, 3, 1, 2)
     for names, magnitudes in rounds:
         expected = torch.stack([image if names[i] is None else torchvision_op(image, names[i], magnitudes[i].item())
@@ -62,24 +98,24 @@ def test_a_policy_applies_each_images_own_draws_as_torchvision_would(policy):
 
 
 def test_randaugment_draws_ops_uniformly_and_signs_evenly():
-    policy = RandAugment(seed=0, num_ops=1)
+    policy = RandAugment(torch.Generator().manual_seed(0), num_ops=1)
     names, magnitudes = policy.rounds(14_000, 32)[0]
     counts = [names.count(name) for name in OPS]
     assert stats.chisquare(counts).pvalue > 0.001
     shear = magnitudes[[i for i, n in enumerate(names) if n == "ShearX"]]
-    assert torch.allclose(shear.abs(), torch.full_like(shear, 0.09))  # bin 9 of torchvision's 31 over 0..0.3
+    assert torch.allclose(shear.abs(), torch.full_like(shear, 0.09))  # bin 9 of 31 over 0..0.3 (Cubuk et al.'s ranges)
     assert 0.4 < (shear < 0).double().mean() < 0.6
 
 
-def test_the_default_adds_no_policy_and_every_option_builds():
-    assert build_policy(compose_run().augment) is None
+def test_the_default_adds_no_policy_and_every_option_draws_from_the_runs_augment_stream(tiny_npz):
+    assert build_policy(compose_run().augment, torch.Generator()) is None
     for option in sorted(p.stem for p in (REPO / "conf" / "augment").glob("*.yaml")):
         cfg = compose_run(f"augment={option}", "seed=5")
         check_config(cfg)
-        policy = build_policy(cfg.augment)
+        policy = tiny_training(tiny_npz, f"augment={option}", "seed=5").hooks.extensions.get("augment")
         assert (policy is None) == (option == "crop_flip")
         if policy is not None:
-            assert policy.generator.get_state().equal(build_policy(cfg.augment).generator.get_state())  # seeded by the run
+            assert policy.generator.get_state().equal(stream_generator(5, "augment").get_state())
 
 
 @pytest.mark.parametrize("override, message", [

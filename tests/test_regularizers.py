@@ -11,12 +11,12 @@ import torchvision.transforms.functional as TF
 from scipy import stats
 
 from conftest import REPO, compose_run
-from optqual.batch_mix import BatchMix, beta, build_batch_mix
-from optqual.config import check_config
+from optqual.components.batch_mix import BatchMix, beta, build_batch_mix
+from optqual.config.checks import check_config
 from optqual.data.images import to_device
 from optqual.engine.hooks import Hooks
 from optqual.engine.loop import EpochProgress, Training
-from optqual.erasing import RandomErasing
+from optqual.components.random_erasing import RandomErasing
 from optqual.errors import ConfigError
 from optqual.system.reproducibility import stream_generator
 

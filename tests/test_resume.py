@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, assert_same_run, history, launch, launch_here, launch_ok, launched, stopped_after, tiny_overrides
+from conftest import REPO, TRAIN, assert_same_run, history, launch, launch_here, launch_ok, launched, stopped_after, tiny_overrides
 from optqual.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from optqual.engine.loop import owner
 
@@ -34,7 +34,7 @@ def metrics(run: Path) -> dict:
 
 
 def start(workdir: Path, *overrides: str) -> subprocess.Popen:
-    command = [sys.executable, str(REPO / "launch.py"), *overrides]
+    command = [*TRAIN, *overrides]
     return subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -59,21 +59,19 @@ def resume(directory: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "optqual", "resume", str(directory)], cwd=REPO, capture_output=True, text=True)
 
 
-# launch.py in a process with a fault: SIGKILL after its Nth checkpoint is on disk (`checkpoint N`),
+# training in a process with a fault: SIGKILL after its Nth checkpoint is on disk (`checkpoint N`),
 # or at a step of an epoch, after waiting for Trackio's writer to catch up (`step EPOCH STEP`);
-# or Trackio's database refusing every write after the Nth (`store N`: a full disk)
+# or Trackio's database refusing every write after the Nth (`store N`: a full disk, injected into its storage)
 FAULTY_LAUNCH = """
 import os, signal, sys, time
 mode, *when = sys.argv[1].split()
-sys.argv = [{launch!r}, *sys.argv[2:]]
-os.environ["HYDRA_MAIN_MODULE"] = "__main__"
+sys.argv = ["optqual train", *sys.argv[2:]]
 os.environ["TRACKIO_DIR"] = os.path.abspath("outputs/trackio")  # trackio.dir: Trackio reads it once, when imported
-sys.path.insert(0, {repo!r})
-import launch
+from optqual import train
 from optqual.engine.loop import Training
 from trackio.sqlite_storage import SQLiteStorage
 
-save, step, saved = launch.save_training_state, Training.step, []
+save, step, saved = train.save_training_state, Training.step, []
 store, stored = SQLiteStorage.bulk_log, []
 def store_until_full(*args, **kwargs):
     stored.append(1)
@@ -91,9 +89,9 @@ def step_then_die(self, images, labels, progress):
     if mode == "step" and (progress.epoch, progress.step + 1) == tuple(map(int, when)):
         time.sleep(1.5)
         os.kill(os.getpid(), signal.SIGKILL)
-launch.save_training_state, Training.step = save_then_die, step_then_die
-launch.main()
-""".format(launch=str(REPO / "launch.py"), repo=str(REPO))
+train.save_training_state, Training.step = save_then_die, step_then_die
+train.main()
+"""
 
 
 def faulty_run(workdir: Path, fault: str, *overrides: str) -> subprocess.CompletedProcess:
@@ -101,9 +99,9 @@ def faulty_run(workdir: Path, fault: str, *overrides: str) -> subprocess.Complet
 
 
 def trackio_logs(trackio_dir: Path, project: str, run: str) -> list[dict]:
-    """The run's rows, read back through Trackio's own storage API, in a fresh process."""
-    read = ("import json, sys; from trackio.sqlite_storage import SQLiteStorage; "
-            "print(json.dumps(SQLiteStorage.get_logs(sys.argv[1], run=sys.argv[2])))")
+    """The run's rows, read back through Trackio's own storage (optqual/compat.py), in a fresh process."""
+    read = ("import json, sys; from optqual.compat import trackio_logged; "
+            "print(json.dumps(trackio_logged(sys.argv[1], sys.argv[2])))")
     result = subprocess.run([sys.executable, "-c", read, project, run], env={**os.environ, "TRACKIO_DIR": str(trackio_dir)},
                             capture_output=True, text=True, check=True)
     return json.loads(result.stdout)

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from optqual.runs.rundir import RunRecorder, atomic_write, discard_unstarted, fresh_dir, start_claiming, write_json
-from optqual.runs.naming import job_dirname
+from optqual.files.atomic import atomic_write, write_json
+from optqual.launch.directories import discard_unstarted, fresh_dir, start_claiming
+from optqual.recording.recorder import RunRecorder
+from optqual.runs.jobs import job_dirname
 
 
 def sweep_with(tmp_path: Path, *command_line: str) -> Path:
@@ -83,10 +85,10 @@ def test_only_an_unstarted_run_directory_is_discarded(tmp_path):
 def test_fresh_dir_claims_a_new_name_once_per_process(tmp_path):
     """Claimed only once a run or sweep starts: until then (`--cfg hydra --resolve`) the name is only shown."""
     wanted = str(tmp_path / "07-00-00_sgd_seed0")
-    claim = f"from optqual.runs import rundir; {{}}print(rundir.fresh_dir({wanted!r}))"
+    claim = f"from optqual.launch import directories; {{}}print(directories.fresh_dir({wanted!r}))"
     shown = subprocess.run([sys.executable, "-c", claim.format("")], capture_output=True, text=True, check=True)
     assert shown.stdout.strip() == wanted and not list(tmp_path.iterdir())
     start_claiming()
     assert fresh_dir(wanted) == wanted and fresh_dir(wanted) == wanted and Path(wanted).is_dir()  # Hydra resolves it repeatedly
-    other = subprocess.run([sys.executable, "-c", claim.format("rundir.start_claiming(); ")], capture_output=True, text=True, check=True)
+    other = subprocess.run([sys.executable, "-c", claim.format("directories.start_claiming(); ")], capture_output=True, text=True, check=True)
     assert other.stdout.strip() == wanted + "_2" and Path(wanted + "_2").is_dir()

@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -17,6 +18,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import HEAD_NPZ, REPO, launch_here, launch_ok, launched, tiny_overrides
+from optqual.components.registry import components as registered
 from optqual.models.cifar_resnet import CifarResNet
 
 METRIC_KEYS = {"train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "epochs", "train_seconds",
@@ -188,11 +190,11 @@ def run_diff(*args: str) -> subprocess.CompletedProcess:
 def test_diff_reports_exactly_the_changed_keys(runs, tmp_path):
     assert run_diff(str(runs["sgd_a"]), str(runs["sgd_b"])).stdout == "identical\n"
 
-    changed = tmp_path / "changed"
-    (changed / ".hydra").mkdir(parents=True)
-    config = OmegaConf.load(runs["sgd_a"] / ".hydra" / "config.yaml")
+    changed = tmp_path / "changed"  # a run of sgd_a's with two settings changed
+    shutil.copytree(runs["sgd_a"] / ".hydra", changed / ".hydra")
+    config = OmegaConf.load(runs["sgd_a"] / "resolved_config.yaml")  # what the run was built with
     config.optimizer.lr, config.model.widths = 0.05, [16, 32, 128]
-    OmegaConf.save(config, changed / ".hydra" / "config.yaml")
+    OmegaConf.save(config, changed / "resolved_config.yaml")
     OmegaConf.save(["optimizer.lr=0.05", "model.widths=[16,32,128]"], changed / ".hydra" / "overrides.yaml")
     result = run_diff(str(runs["sgd_a"]), str(changed))
     lines = result.stdout.splitlines()
@@ -299,12 +301,14 @@ def test_a_read_only_working_directory_is_one_line(tmp_path, tiny_npz):
 
 def test_help_lists_the_groups_a_run_composes_and_cfg_resolve_writes_nothing(tmp_path):
     result = launch_here(tmp_path, "--help")
-    groups = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    groups, components = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0].split("== Components ==")
     listed = [line.split(":")[0] for line in groups.splitlines() if ": " in line]
-    assert listed == ["augment", "batch_mix", "data", "experiment", "model", "optimizer", "quantizer", "regularizer",
-                      "regularizer/schedule", "scheduler"]  # no schema/..., no hydra/..., no analysis
-    assert "regularizer/schedule: constant, cosine_anneal, linear_warmup" in groups
+    assert listed == ["optimizer", "model", "data", "experiment"]  # no schema/..., no hydra/..., no analysis
     assert "optimizer: adam, adamw, lion, muon, nesterov, rmsprop, sam, sgd" in groups
+    named = [line.split(":")[0] for line in components.splitlines() if line and not line.startswith(" ") and ": " in line]
+    assert named == [component.name for component in registered()]  # in the order they are called
+    assert "    regularizer/schedule: constant, cosine_anneal, linear_warmup" in components
+    assert "scheduler: cosine, multistep, none, onecycle, plateau, step (default none)  [after_step, on_epoch_end]" in components
 
     shown = launch_here(tmp_path, "optimizer=adamw", "seed=3", "--cfg", "hydra", "--resolve")
     assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import compose_run, launched, tiny_overrides
-from optqual.config import check_config
+from optqual.config.checks import check_config
 from optqual.errors import ConfigError
-from optqual.schedule import build_schedule
+from optqual.components.scheduler import build_schedule
 
 STEPS_PER_EPOCH = 7
 EPOCHS = 10

@@ -15,14 +15,15 @@ from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR
 
 from conftest import compose_run, launched, tiny_overrides
-from optqual.config import check_config
+from optqual.config.checks import check_config
 from optqual.errors import ConfigError
 from optqual.models import build_model
+from optqual.models.layers import plain_state_dict
 from optqual.models.profile import macs_per_image
 from optqual.optim.build import build_optimizer
-from optqual.schedule import build_coefficient
-from optqual.sparsity.penalties import build_penalty
-from optqual.sparsity.quantizer import DeadZoneQuantizer, percentile, attach_quantizers, deployed_state_dict, quantizer_groups
+from optqual.sparsity.quantizer import DeadZoneQuantizer, attach_quantizers, percentile, quantizer_groups
+from optqual.sparsity.regularizer import build_penalty
+from optqual.sparsity.regularizer_schedule import build_coefficient
 from optqual.sparsity.report import SparsityReport, Structure, measure
 
 FACTS = {"channels": 3, "num_classes": 10, "image_size": 32}
@@ -229,7 +230,7 @@ def test_weight_files_hold_the_quantized_network_under_plain_names():
                 q.theta_dz.fill_(0.3)
                 q.theta_bit.fill_(0.4)
     plain = build_model(cfg.model, FACTS)
-    plain.load_state_dict(deployed_state_dict(model))
+    plain.load_state_dict(plain_state_dict(model))
     model.eval(), plain.eval()
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():

@@ -20,11 +20,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from conftest import REPO, launch_here, launch_ok, launched, tiny_overrides
 from optqual.__main__ import main as optqual_main
-from optqual.runs.naming import job_dirname, save_jobs
-from optqual.runs.summary import progress
-from optqual.runs.sweep import read_jobs
+from optqual.runs.jobs import job_dirname, save_jobs
+from optqual.tools.summary import progress
+from optqual.runs.reader import read_sweep
 from optqual.status import RunStatus
-from optqual.system.resources import SUBMITIT_LOCAL, cores, jobs_at_once
+from optqual.launch.resources import SUBMITIT_LOCAL, jobs_at_once
+from optqual.system.machine import cores
 
 GRID = ["optimizer=sgd,adamw", "seed=0,1"]
 JOBS = ["optimizer=adamw,seed=0", "optimizer=adamw,seed=1", "optimizer=sgd,seed=0", "optimizer=sgd,seed=1"]
@@ -274,8 +275,8 @@ def test_a_job_killed_while_running_reads_as_stopped_and_resume_is_named(tmp_pat
     (job / ".hydra" / "overrides.yaml").write_text("- seed=0\n")
     (job / "metrics.json").write_text(json.dumps({"status": "running", "epochs": 3}))
     with lock_held(job):
-        assert read_jobs(sweep_dir)[0].status == RunStatus.RUNNING  # a live process trains it
-    (stopped,) = read_jobs(sweep_dir)
+        assert read_sweep(sweep_dir)[0].status == RunStatus.RUNNING  # a live process trains it
+    (stopped,) = read_sweep(sweep_dir)
     assert stopped.status == RunStatus.STOPPED and stopped.status.ended and not stopped.status.final
     assert "1 stopped; the stopped ones were killed: `python -m optqual resume` continues them" in progress([stopped])
 
@@ -299,7 +300,7 @@ def test_every_basic_sweeper_syntax_is_summarized_diffed_and_resumed(tmp_path, t
     assert sorted(summary_rows(sweep_dir)) == names and "2 jobs: 2 completed" in result.stdout
 
     shutil.rmtree(sweep_dir / names[1])  # as if the sweep had been stopped before its last job
-    assert [(job.name, job.status) for job in read_jobs(sweep_dir)] == [(names[0], RunStatus.COMPLETED), (names[1], RunStatus.PENDING)]
+    assert [(job.name, job.status) for job in read_sweep(sweep_dir)] == [(names[0], RunStatus.COMPLETED), (names[1], RunStatus.PENDING)]
     assert optqual_main(["diff", str(sweep_dir)]) == 0
     assert optqual_main(["summarize", str(sweep_dir)]) == 0
     assert "2 jobs: 1 completed, 1 pending" in (sweep_dir / "summary.md").read_text()

@@ -7,7 +7,7 @@ import sqlite3
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import history, launch_here, launched, stopped_after, tiny_overrides
-from optqual.runs.tracking import dashboard_name
+from optqual.recording.dashboards import dashboard_name
 
 
 def test_names_put_accuracy_and_loss_first_and_grad_norms_last():

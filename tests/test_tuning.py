@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 from scipy import stats
 
 from conftest import REPO, launch_here, tiny_overrides
-from optqual.runs.significance import compare, seeds_needed
-from optqual.runs.summary import write_summary
+from optqual.tools.significance import compare, seeds_needed
+from optqual.tools.summary import write_summary
 
 # (optimizer, lr) -> per seed (val_acc, test_acc): validation prefers sgd lr=0.1, test would prefer lr=1.0;
 # adamw's validation best is its largest lr (the edge of its grid)

@@ -1,0 +1,1 @@
+"""How the solutions of finished runs differ: `analyze` and `compare`, the measures, a sweep's comparison."""

@@ -27,24 +27,19 @@ from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from optqual import config_dir
-from optqual.analysis import activations, calibration, comparison, features, interpolation, sharpness, similarity, weights
-from optqual.analysis.solution import WEIGHTS, NotAnalyzable, Solution
-from optqual.config import resolve_device
+from optqual.analysis import comparison
+from optqual.analysis.measures import Measure, measures
+from optqual.analysis.solution import NotAnalyzable, Solution, check_comparable
+from optqual.config.upgrade import moved
 from optqual.errors import ConfigError, require
-from optqual.runs.naming import MULTIRUN
-from optqual.runs.rundir import atomic_write, write_json, write_text
-from optqual.runs.summary import group_jobs
-from optqual.runs.sweep import is_run_dir, read_jobs
-from optqual.system.allocator import keep_freed_memory
-from optqual.system.reproducibility import make_deterministic
+from optqual.files.atomic import atomic_write, write_json, write_text
+from optqual.files.layout import ANALYSIS_DIR, MULTIRUN, weights_file
+from optqual.runs.reader import is_run_dir, read_sweep
+from optqual.system.devices import resolve_device
+from optqual.system.machine import set_up_machine
+from optqual.tools.summary import group_jobs
 
 log = logging.getLogger(__name__)
-ANALYSIS = "analysis"  # the directory beside a run's (or a sweep's) own files
-PER_RUN = {"weights": weights, "activations": activations, "sharpness": sharpness, "calibration": calibration, "features": features}
-PAIRWISE = {"interpolation": interpolation, "similarity": similarity}
-SCHEMAS = {"weights": weights.WeightsSchema, "activations": activations.ActivationsSchema, "sharpness": sharpness.SharpnessSchema,
-           "calibration": calibration.CalibrationSchema, "features": features.FeaturesSchema,
-           "interpolation": interpolation.InterpolationSchema, "similarity": similarity.SimilaritySchema}
 
 
 @dataclass
@@ -61,8 +56,8 @@ class AnalyzeSchema:
 def register_schemas() -> None:
     store = ConfigStore.instance()
     store.store(name="analyze_schema", node=AnalyzeSchema)
-    for name, schema in SCHEMAS.items():
-        store.store(group="schema/analysis", name=name, node=schema)
+    for name, measure in measures().items():
+        store.store(group="schema/analysis", name=name, node=measure.schema)
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
@@ -70,21 +65,21 @@ def compose_config(overrides: list[str]) -> DictConfig:
     register_schemas()
     with initialize_config_dir(str(config_dir().resolve()), version_base="1.3"):
         cfg = compose("analyze", overrides=list(overrides))
-    require(cfg.weights in WEIGHTS, "weights", cfg.weights, f"must be one of {', '.join(WEIGHTS)}")
+    require(cfg.weights.isidentifier(), "weights", cfg.weights, "must name a run's weights: final, best, ema, ... (<weights>_model.pt)")
     require(cfg.pairs in ("default", "all"), "pairs", cfg.pairs, "must be default or all")
     for key in ("probe_size", "train_subset"):
         require(cfg[key] > 0, key, cfg[key], "must be a positive number of images")
     for name in cfg.analysis:
-        {**PER_RUN, **PAIRWISE}[name].check(cfg.analysis[name])
+        measures()[name].check(cfg.analysis[name])
     return cfg
 
 
 def prepare_process(cfg: DictConfig) -> torch.device:
-    """The device, deterministic kernels and seeds, and freed host memory kept for reuse (as launch.py
-    does: evaluation runs twice as fast, Hessian-vector products 15% faster)."""
+    """The device, and the machine set up as for training (optqual/system/machine.py): deterministic
+    kernels and seeds, freed host memory kept for reuse (evaluation runs twice as fast, Hessian-vector
+    products 15% faster)."""
     device = resolve_device(cfg.device)
-    make_deterministic(cfg.seed)
-    keep_freed_memory()
+    set_up_machine(cfg.seed, device=device)
     return device
 
 
@@ -93,7 +88,7 @@ def up_to_date(path: Path, settings: dict, digests: dict) -> bool:
     if not path.is_file():
         return False
     saved = json.loads(path.read_text())
-    return saved.get("settings") == settings and saved.get("weights_sha256") == digests
+    return moved(saved.get("settings")) == settings and saved.get("weights_sha256") == digests  # saved before a measure moved
 
 
 def save_figures(directory: Path, figures: dict) -> None:
@@ -104,8 +99,9 @@ def save_figures(directory: Path, figures: dict) -> None:
         plt.close(figure)
 
 
-def run_measure(name: str, module, node: DictConfig, out: Path, subjects: list[Solution], digests: dict, force: bool) -> dict | None:
+def run_measure(measure: Measure, node: DictConfig, out: Path, subjects: list[Solution], digests: dict, force: bool) -> dict | None:
     """One measure of one run (or one pair): computed and saved, or read back when up to date."""
+    name = measure.name
     settings = OmegaConf.to_container(node, resolve=True)
     path = out / f"{name}.json"
     if not force and up_to_date(path, settings, digests):
@@ -115,18 +111,28 @@ def run_measure(name: str, module, node: DictConfig, out: Path, subjects: list[S
     result = instantiate(node, _convert_="all")(*subjects)
     seconds = time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
-    if hasattr(module, "figures"):
+    if measure.figures is not None:
         import matplotlib
 
         matplotlib.use("Agg")  # files only
-        save_figures(out, module.figures(result, *subjects))
+        save_figures(out, measure.figures(result, *subjects))
     write_json(path, {"measure": name, "settings": settings, "weights_sha256": digests, "seconds": seconds, "result": result})
     log.info("%s: %s in %.1f s", " / ".join(s.name for s in subjects), name, seconds)
     return result
 
 
+def chosen(cfg: DictConfig, pairwise: bool) -> dict[str, Measure]:
+    """The measures the config selects, of one run or of pairs."""
+    return {name: measure for name, measure in measures().items() if name in cfg.analysis and measure.pairwise == pairwise}
+
+
 def load(directories: list[Path], cfg: DictConfig, device: torch.device) -> list[Solution]:
-    """The analyzable runs; each other one is skipped with a line saying why."""
+    """The analyzable runs; each other one is skipped with a line saying why. Weights that no run
+    saved are an error naming those they did save."""
+    wanted = weights_file(cfg.weights)
+    if directories and not any((directory / wanted).is_file() for directory in directories):
+        saved = sorted({path.name.removesuffix("_model.pt") for directory in directories for path in directory.glob("*_model.pt")})
+        raise ConfigError(f"weights={cfg.weights}: no run here saved {wanted} (their weights: {', '.join(saved) or 'none'})")
     solutions = []
     for directory in directories:
         try:
@@ -144,10 +150,10 @@ def analyze_runs(solutions: list[Solution], cfg: DictConfig, force: bool) -> dic
     """Every selected per-run measure of every run; {run name: {measure: result}}."""
     results = {}
     for solution in solutions:
-        out = solution.run_dir / ANALYSIS
+        out = solution.run_dir / ANALYSIS_DIR
         digests = {solution.name: solution.weights_sha256}
-        results[solution.name] = {name: run_measure(name, PER_RUN[name], cfg.analysis[name], out, [solution], digests, force)
-                                  for name in cfg.analysis if name in PER_RUN}
+        results[solution.name] = {name: run_measure(measure, cfg.analysis[name], out, [solution], digests, force)
+                                  for name, measure in chosen(cfg, pairwise=False).items()}
         write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
         print(f"{solution.name}: " + comparison.headline(results[solution.name]), flush=True)
     return results
@@ -157,16 +163,16 @@ def pair_directory(a: Solution, b: Solution) -> Path:
     """Where a pair's results go: the sweep's analysis/pairs/ when both runs are jobs of one sweep, else A's."""
     parent = a.run_dir.parent
     if b.run_dir.parent == parent and (parent / MULTIRUN).is_file():
-        return parent / ANALYSIS / "pairs" / f"{a.name}__{b.name}"
-    return a.run_dir / ANALYSIS / "pairs" / f"{b.run_dir.parent.name}__{b.name}"
+        return parent / ANALYSIS_DIR / "pairs" / f"{a.name}__{b.name}"
+    return a.run_dir / ANALYSIS_DIR / "pairs" / f"{b.run_dir.parent.name}__{b.name}"
 
 
 def analyze_pair(a: Solution, b: Solution, cfg: DictConfig, force: bool) -> dict:
-    interpolation.check_comparable(a, b)
+    check_comparable(a, b)
     digests = {a.name: a.weights_sha256, b.name: b.weights_sha256}
     out = pair_directory(a, b)
-    return {name: run_measure(name, PAIRWISE[name], cfg.analysis[name], out, [a, b], digests, force)
-            for name in cfg.analysis if name in PAIRWISE}
+    return {name: run_measure(measure, cfg.analysis[name], out, [a, b], digests, force)
+            for name, measure in chosen(cfg, pairwise=True).items()}
 
 
 def chosen_pairs(solutions: list[Solution], groups: dict[str, str], which: str) -> list[tuple[Solution, Solution]]:
@@ -182,7 +188,7 @@ def analyze(directory: str | Path, overrides: list[str], force: bool = False) ->
     """Analyze a run, or every run of a sweep and then compare them; 0 when something was analyzed."""
     cfg = compose_config(overrides)
     directory = Path(directory)
-    jobs = read_jobs(directory)
+    jobs = read_sweep(directory)
     device = prepare_process(cfg)
     solutions = load([job.path for job in jobs if job.path is not None], cfg, device)
     for job in jobs:
@@ -191,11 +197,11 @@ def analyze(directory: str | Path, overrides: list[str], force: bool = False) ->
     if not solutions:
         raise ConfigError(f"{directory}: no run with results to analyze")
     results = analyze_runs(solutions, cfg, force)
-    if is_run_dir(directory) or not any(name in PAIRWISE for name in cfg.analysis) or len(solutions) < 2:
+    if is_run_dir(directory) or not chosen(cfg, pairwise=True) or len(solutions) < 2:
         return 0
     groups = {job.name: group.label for group in group_jobs(jobs) for job in group.jobs}
     pairs = {(a.name, b.name): analyze_pair(a, b, cfg, force) for a, b in chosen_pairs(solutions, groups, cfg.pairs)}
-    out = directory / ANALYSIS
+    out = directory / ANALYSIS_DIR
     written = comparison.write(out, solutions, groups, results, pairs)
     write_text(out / "config.yaml", OmegaConf.to_yaml(cfg))
     print(f"wrote {', '.join(written)} in {out}", flush=True)

@@ -24,8 +24,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from optqual.analysis.solution import Solution
-from optqual.runs.rundir import atomic_write, write_text
-from optqual.runs.summary import format_table
+from optqual.files.atomic import atomic_write, write_text
+from optqual.tools.summary import format_table
 
 # what is compared, from which measure (run: the run's own metrics.json), in words
 PER_RUN = [

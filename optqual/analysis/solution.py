@@ -21,10 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from optqual.data.images import ImageData
 from optqual.errors import ConfigError, build
 from optqual.models import build_model
-from optqual.runs.rundir import BEST_MODEL, FINAL_MODEL, INITIAL_MODEL, SPLIT
-from optqual.runs.sweep import read_job
-
-WEIGHTS = {"final": FINAL_MODEL, "best": BEST_MODEL}
+from optqual.files.layout import INITIAL, SPLIT
+from optqual.runs.reader import read_run
 
 
 class NotAnalyzable(ValueError):
@@ -60,15 +58,17 @@ class Solution:
 
     @classmethod
     def load(cls, run_dir: str | Path, weights: str, device: torch.device) -> "Solution":
+        """The run's model with its weights called `weights` (final, best, ema, ...: `<weights>_model.pt`)."""
         run_dir = Path(run_dir)
-        job = read_job(run_dir)
+        job = read_run(run_dir)
         if not job.status.has_results:
             raise NotAnalyzable(f"{run_dir}: status {job.status}, no result to analyze")
-        path = run_dir / WEIGHTS[weights]
+        path = job.weights(weights)
         if not path.is_file():
-            raise NotAnalyzable(f"{run_dir}: no {path.name}")
-        config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-        started_in = Path(OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.runtime.cwd)
+            saved = sorted(file.name.removesuffix("_model.pt") for file in run_dir.glob("*_model.pt"))
+            raise NotAnalyzable(f"{run_dir}: no {path.name} (its weights: {', '.join(saved) or 'none'})")
+        config = job.config
+        started_in = Path(job.hydra.runtime.cwd)
         try:
             data = read_data(OmegaConf.to_yaml(absolute_paths(config.data, started_in)), str(device))
         except ConfigError as err:
@@ -76,7 +76,7 @@ class Solution:
         model = build_model(config.model, data.facts())
         blob = path.read_bytes()
         model.load_state_dict(torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True))
-        initial_path = run_dir / INITIAL_MODEL
+        initial_path = job.weights(INITIAL)
         initial = torch.load(initial_path, map_location="cpu", weights_only=True) if initial_path.is_file() else None
         with np.load(run_dir / SPLIT) as split:
             if not (np.array_equal(split["train"], data.train_indices) and np.array_equal(split["val"], data.val_indices)):
@@ -101,3 +101,15 @@ class Solution:
         rows = torch.from_numpy(np.sort(np.random.default_rng(seed).permutation(count)[: min(size, count)])).to(self.device)
         images, labels = self.data.train_images[rows], self.data.train_labels[rows]
         return [(self.data.normalize(images[i : i + chunk]), labels[i : i + chunk]) for i in range(0, len(labels), chunk)]
+
+
+def check_comparable(a: Solution, b: Solution) -> None:
+    """Both solutions are the same architecture, tested on the same images."""
+    shapes_a = {key: tuple(value.shape) for key, value in a.model.state_dict().items()}
+    shapes_b = {key: tuple(value.shape) for key, value in b.model.state_dict().items()}
+    if shapes_a != shapes_b:
+        differing = sorted(key for key in shapes_a.keys() | shapes_b.keys() if shapes_a.get(key) != shapes_b.get(key))
+        raise ConfigError(f"{a.run_dir} and {b.run_dir} have different architectures ({len(differing)} tensors differ, "
+                          f"first {differing[0]}: {shapes_a.get(differing[0])} vs {shapes_b.get(differing[0])})")
+    if not torch.equal(a.data.test_labels, b.data.test_labels):
+        raise ConfigError(f"{a.run_dir} and {b.run_dir} were tested on different test sets")

@@ -7,7 +7,7 @@ size, classes; each stated value must hold, an unstated one is read off the arra
 moves everything to the device. Normalization statistics are the option's, or, when it
 gives none, the per-channel mean and std of the training split, computed once. Training
 batches follow a permutation drawn from the run's data generator and are augmented on the
-device.
+device (the dataset's own crop and flip); the training loop normalizes them.
 """
 
 import functools
@@ -17,7 +17,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from optqual.augment import Augmentation, CropFlip, normalize
+from optqual.data.augment import Augmentation, CropFlip, normalize
 from optqual.errors import ConfigError
 
 
@@ -25,7 +25,9 @@ from optqual.errors import ConfigError
 class ImageData:
     """uint8 NHWC images and int64 labels on one device, the split, and how batches are made.
 
-    Batches come out as float32 NCHW in channels_last memory, the layout the model runs in.
+    Training batches come out as uint8 NHWC, augmented by the dataset's own augmentation;
+    `normalize` makes them float32 NCHW in channels_last memory, the layout the model runs in.
+    Evaluation batches come out normalized.
     """
 
     train_images: torch.Tensor
@@ -78,13 +80,13 @@ class ImageData:
         return -(-len(self.train_labels) // self.batch_size(epoch))
 
     def train_batch(self, order: torch.Tensor, step: int, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch `step` of an epoch with this `order` and batch size, augmented.
+        """Batch `step` of an epoch with this `order` and batch size, augmented, as uint8 NHWC images.
 
         Batches are addressed by step, not iterated, so an epoch can continue from a checkpoint.
         """
         index = order[step * batch_size : (step + 1) * batch_size]
         images = self.train_images.index_select(0, index)  # a plain copy of whole rows, unlike images[index]
-        return self.normalize(self.augmentation(images, generator)), self.train_labels.index_select(0, index)
+        return self.augmentation(images, generator), self.train_labels.index_select(0, index)
 
     def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")

@@ -39,7 +39,7 @@ class DataSchema:
     image_size: Optional[int] = None  # null: what the images have
     mean: Optional[List[float]] = None  # per channel (or one for all); null: the training split's
     std: Optional[List[float]] = None
-    augment: Any = MISSING  # an optqual.augment class: each option names its own
+    augment: Any = MISSING  # a class of optqual.data.augment: each option names its own
 
 
 @dataclass
@@ -134,19 +134,20 @@ def read_svhn(root: str, download: bool, include_extra: bool) -> Arrays:
 def read_pets(root: str, download: bool, image_size: int) -> Arrays:
     """Oxford-IIIT Pet's official trainval/test split, 37 breeds; each image decoded once, its shorter
     side resized to `image_size` (antialiased bilinear) and the centre square kept."""
-    from PIL import Image
     from torchvision.datasets import OxfordIIITPet
     from torchvision.transforms.v2.functional import center_crop, pil_to_tensor, resize
 
     sets = read_torchvision("OxfordIIITPet", root, download,
                             lambda fetch: [OxfordIIITPet(root, split=s, download=fetch) for s in ("trainval", "test")])
 
-    def images(dataset) -> np.ndarray:
-        squares = [center_crop(resize(pil_to_tensor(Image.open(path).convert("RGB")), [image_size], antialias=True), [image_size])
-                   for path in dataset._images]
-        return torch.stack(squares).permute(0, 2, 3, 1).numpy()
+    def images_and_labels(dataset) -> tuple[np.ndarray, np.ndarray]:
+        squares, labels = [], []
+        for image, label in dataset:  # torchvision's own reading: each file opened once, as RGB
+            squares.append(center_crop(resize(pil_to_tensor(image), [image_size], antialias=True), [image_size]))
+            labels.append(label)
+        return torch.stack(squares).permute(0, 2, 3, 1).numpy(), np.array(labels)
 
-    return arrays_of(images(sets[0]), sets[0]._labels, images(sets[1]), sets[1]._labels)
+    return arrays_of(*images_and_labels(sets[0]), *images_and_labels(sets[1]))
 
 
 def read_npz(path: str) -> Arrays:

@@ -1,10 +1,12 @@
 """checkpoint.pt: everything needed to continue a run exactly where it stopped.
 
 The file holds the whole training state (optqual/engine/state.py: model, optimizer, every
-extension, every random generator, the loop's position inside the current epoch, the
-history so far), the composed config and the thread count, as one serialized blob plus its
-SHA-256. It is written atomically; a file that is truncated or damaged anyway (a partial
-copy, a full disk) fails the checksum and is refused, never loaded silently.
+component, every random generator, the loop's position inside the current epoch, the history
+so far), the composed config and the thread count, as one serialized blob plus its SHA-256.
+It is written atomically; a file that is truncated or damaged anyway (a partial copy, a full
+disk) fails the checksum and is refused, never loaded silently. A checkpoint of an earlier
+format is read as this format (its parts renamed); whether its config is the run's is the
+caller's question (optqual/train.py).
 """
 
 import hashlib
@@ -13,15 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
-from optqual.config import config_diff
-from optqual.engine.state import StateMismatch, TrainingState
+from optqual.engine.state import TrainingState
 from optqual.errors import ConfigError
-from optqual.runs.rundir import atomic_write
+from optqual.files.atomic import atomic_write
+from optqual.files.layout import CHECKPOINT
 
-CHECKPOINT = "checkpoint.pt"
-FORMAT = 2  # 2: the training state as registered parts
+FORMAT = 3  # 2: the training state as registered parts; 3: each component's part named after its config key
+# the parts format 2 named otherwise (optqual before its components registered themselves, 2026-12-06)
+RENAMED_IN_3 = {"augment": "extension.augment", "extension.clipping": "extension.clip_grad_norm",
+                "extension.lr_schedule": "extension.scheduler", "extension.sparsity_report": "extension.sparsity"}
 
 
 class CheckpointError(ConfigError):
@@ -39,7 +42,7 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(run_dir: Path) -> dict[str, Any]:
-    """The state saved in `run_dir/checkpoint.pt`, after checking that the file is whole."""
+    """The state saved in `run_dir/checkpoint.pt`, after checking that the file is whole, in this format."""
     path = run_dir / CHECKPOINT
     try:
         outer = torch.load(path, map_location="cpu", weights_only=True)
@@ -51,35 +54,17 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any]:
     # our own file, checksum verified: it may hold numpy and Python RNG states. On the CPU:
     # RNG states must be CPU tensors, and each part's load_state_dict moves the rest to the device
     state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
-    if state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: checkpoint format {state.get('format')!r}, this optqual reads {FORMAT}")
+    if state.get("format") == 2:
+        state["state"] = {RENAMED_IN_3.get(name, name): part for name, part in state["state"].items()}
+    elif state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {state.get('format')!r}, this optqual reads 2 and {FORMAT}")
     return state
 
 
-def save_training_state(run_dir: Path, cfg: DictConfig, state: TrainingState) -> None:
+def save_training_state(run_dir: Path, config: dict, state: TrainingState) -> None:
+    """checkpoint.pt of a run with this (resolved) config, now."""
     save_checkpoint(run_dir, {
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": config,
         "threads": torch.get_num_threads(),  # part of a CPU run's arithmetic
         "state": state.state_dict(),
     })
-
-
-def restore_training_state(run_dir: Path, cfg: DictConfig, state: TrainingState) -> bool:
-    """Load `run_dir`'s checkpoint into `state` (and the thread count it ran with); False when there is none.
-
-    The checkpoint must come from this very config: a run continued with other settings
-    would no longer be the run it claims to be.
-    """
-    if not (run_dir / CHECKPOINT).is_file():
-        return False
-    saved = load_checkpoint(run_dir)
-    changed = config_diff(OmegaConf.create(saved["config"]), OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
-    if changed:
-        listed = ", ".join(f"{key}: {before!r} -> {now!r}" for key, before, now in changed[:3])
-        raise CheckpointError(f"{run_dir / CHECKPOINT} was written by another config ({listed}); resume it with python -m optqual resume {run_dir}")
-    torch.set_num_threads(saved["threads"])
-    try:
-        state.load_state_dict(saved["state"])
-    except StateMismatch as err:
-        raise CheckpointError(f"{run_dir / CHECKPOINT}: {err}") from err
-    return True

@@ -1,4 +1,4 @@
-"""The training loop: a step that reads top to bottom, five hook points, metrics kept on the device.
+"""The training loop: a step that reads top to bottom, the components at their points, metrics kept on the device.
 
 The hot loop never asks the device for a number: each step's loss, correct count and
 parameter gradient norms (on every `grad_norm_every`-th step) stay on the device as the step
@@ -24,6 +24,7 @@ from torch import nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from optqual.compat import parameter_norms
 from optqual.data.images import ImageData
 from optqual.engine.hooks import Hooks
 from optqual.optim.sam import running_stats_frozen, two_pass
@@ -31,14 +32,8 @@ from optqual.status import RunStatus
 
 log = logging.getLogger(__name__)
 EVAL_BATCH_SIZE = 1024  # no gradients are kept, so evaluation can take large batches
-VALIDATION_METRICS = ("val_loss", "val_acc")  # what a validation adds to an epoch's record
 FULLY_CONNECTED_MACS = 2  # multiply-adds per parameter per image below which a model counts as fully connected
 SAMPLED_GRAD_NORM_EVERY = 8  # `grad_norm_every: auto` on a fully connected model
-
-
-def better_when(monitor: str, mode: str) -> str:
-    """`min` or `max` for a validation metric; `auto` follows its name (losses fall, accuracies rise)."""
-    return ("max" if monitor.endswith("acc") else "min") if mode == "auto" else mode
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -85,7 +80,7 @@ class LayerGradNorms:
 
     def __call__(self) -> torch.Tensor:
         """Each parameter's gradient norm, now."""
-        return torch.stack(torch._foreach_norm([p.grad for p in self.params]))
+        return parameter_norms([p.grad for p in self.params])
 
     def layer_means(self, steps: torch.Tensor) -> torch.Tensor:
         """Each layer's norm, averaged over the steps: `steps` holds one row of parameter norms per step."""
@@ -224,7 +219,7 @@ class Training:
                 if should_stop():
                     return False
                 images, labels = self.data.train_batch(progress.order, step, batch_size, self.generator)
-                self.step(images, labels, progress)
+                self.step(self.data.normalize(self.hooks.on_images(images)), labels, progress)
                 progress.step = step + 1
                 on_step()
         finally:

@@ -27,7 +27,7 @@ from torch.optim import Optimizer
 from optqual.errors import ConfigError, require
 from optqual.optim.muon import Muon
 from optqual.optim.sam import sam
-from optqual.sparsity.layers import plain_name
+from optqual.models.layers import plain_name
 
 SAM_TARGET = f"{sam.__module__}.{sam.__qualname__}"
 MUON_TARGET = f"{Muon.__module__}.{Muon.__qualname__}"

@@ -14,6 +14,8 @@ from typing import Callable
 import torch
 from torch.optim import Optimizer
 
+from optqual.compat import share_state
+
 
 class Muon(Optimizer):
     """One optimizer over both parts, so that one LR scheduler, one state_dict and SAM see every group.
@@ -37,10 +39,10 @@ class Muon(Optimizer):
         super().__init__(groups, defaults={})
 
     def _parts(self) -> tuple[Optimizer, Optimizer]:
-        self.muon.param_groups = [group for group in self.param_groups if group.get("use_muon")]
-        self.rest.param_groups = [group for group in self.param_groups if not group.get("use_muon")]
-        self.muon.state = self.rest.state = self.state  # parameters are disjoint: one dict holds both states
-        return self.muon, self.rest
+        """Both inner optimizers on their share of the groups, and on this one's state dict (their
+        parameters are disjoint: one dict holds both states)."""
+        muon = share_state(self.muon, [group for group in self.param_groups if group.get("use_muon")], self.state)
+        return muon, share_state(self.rest, [group for group in self.param_groups if not group.get("use_muon")], self.state)
 
     @torch.no_grad()
     def step(self, closure=None):

@@ -33,7 +33,7 @@ def two_pass(optimizer: torch.optim.Optimizer) -> bool:
 def running_stats_frozen(model: nn.Module) -> Iterator[None]:
     """Batch norm normalizes with the batch's statistics as in training, but updates no running
     statistic and no batch counter (a module that tracks none computes exactly that)."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    norms = [m for m in model.modules() if getattr(m, "track_running_stats", False)]  # batch norm, and instance norm that tracks
     for module in norms:
         module.track_running_stats = False
     try:

@@ -1,0 +1,1 @@
+"""Run and sweep directories read back, and a sweep's jobs."""

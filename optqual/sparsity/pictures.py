@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from optqual.runs.figures import pyplot, save_figure
+from optqual.files.figures import pyplot, save_figure
 
 DASHBOARD = "sparsity"  # the dashboards' section for the pictures
 

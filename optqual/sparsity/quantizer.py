@@ -21,7 +21,7 @@ what prunes: it pulls the logits toward 0, which widens the dead zone and lowers
 The quantizer is attached with `torch.nn.utils.parametrize` to the weight of every conv and
 linear layer not excluded: `module.weight` is the quantized weight, the optimizer trains
 `module.parametrizations.weight.original`. Weight files (initial/final/best_model.pt) hold the
-quantized weights under the plain model's names (`deployed_state_dict`), so every tool loads
+quantized weights under the plain model's names (optqual/models/layers.py: `plain_state_dict`), so every tool loads
 them into the model without the quantizer; checkpoint.pt holds the originals and the logits.
 """
 
@@ -34,8 +34,9 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.nn.utils import parametrize
 
+from optqual.components.registry import Component, register
 from optqual.errors import require
-from optqual.sparsity.layers import WEIGHTED, check_patterns, layer_names, plain_name, select_layers
+from optqual.models.layers import WEIGHTED, check_patterns, layer_names, select_layers
 
 MIN_BITS, MAX_BITS = 2, 8
 PERCENTILE = 0.99
@@ -121,6 +122,12 @@ def attach_quantizers(node: DictConfig, model: nn.Module) -> None:
         parametrize.register_parametrization(module, "weight", DeadZoneQuantizer(node.init_logit))
 
 
+def quantize(node: DictConfig, model: nn.Module) -> list[dict]:
+    """Attach the quantizers (quantizer=deadzone) and return their logits' parameter groups."""
+    attach_quantizers(node, model)
+    return quantizer_groups(node, model)
+
+
 def quantizer_groups(node: DictConfig, model: nn.Module) -> list[dict]:
     """The logits' own optimizer parameter groups (none without a quantizer)."""
     found = quantizers(model).values()
@@ -128,24 +135,6 @@ def quantizer_groups(node: DictConfig, model: nn.Module) -> list[dict]:
         return []
     return [{"name": "quantizer.dz", "params": [q.theta_dz for q in found], "lr": node.lr_dz, "weight_decay": node.weight_decay_dz},
             {"name": "quantizer.bit", "params": [q.theta_bit for q in found], "lr": node.lr_bit, "weight_decay": node.weight_decay_bit}]
-
-
-def deployed_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """`model.state_dict()`, with each quantized weight as the quantizer outputs it, under the plain model's names.
-
-    Not a deepcopy with the parametrizations removed: a parametrized module's class is shared
-    by its copies, and removing one copy's parametrization removes the original's `weight`.
-    """
-    if not quantizers(model):
-        return model.state_dict()
-    plain = {}
-    with torch.no_grad():
-        for key, value in model.state_dict().items():
-            if key.endswith(".parametrizations.weight.original"):
-                plain[plain_name(key)] = model.get_submodule(key.partition(".parametrizations.")[0]).weight.detach().clone()
-            elif ".parametrizations." not in key:  # the quantizers' logits stay in checkpoint.pt
-                plain[key] = value
-    return plain
 
 
 def check(cfg: DictConfig) -> None:
@@ -159,3 +148,16 @@ def check(cfg: DictConfig) -> None:
         require(node[key] >= 0, f"quantizer.{key}", node[key], "must be >= 0")
     names = layer_names(cfg, WEIGHTED)
     check_patterns(node.exclude, names, "quantizer.exclude")
+
+
+register(Component(
+    name="quantizer",
+    summary="CoDeQ's learnable dead-zone quantizer on conv and linear weights",
+    order=0,
+    schemas=SCHEMAS,
+    default="none",
+    check=check,
+    adapt_model=quantize,
+    examples={"quantizer": ["quantizer=deadzone", "optimizer=adamw", "quantizer.weight_decay_dz=1", "regularizer=l1_kernel",
+                            "regularizer/schedule=cosine_anneal"]},
+))

@@ -40,16 +40,19 @@ from typing import Callable, Optional
 
 import torch
 import torch.fx
+from omegaconf import DictConfig
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 from torch.nn.utils import parametrize
 
-from optqual.engine.hooks import Extension
+from optqual.components.extension import Extension
+from optqual.components.registry import BuildContext, Component, register
 from optqual.errors import require
+from optqual.files.atomic import write_json
+from optqual.files.layout import SPARSITY_DIR
+from optqual.models.layers import WEIGHTED, select_layers
 from optqual.models.pooling import GlobalAvgPool
-from optqual.runs.rundir import write_json
 from optqual.sparsity import pictures
-from optqual.sparsity.layers import WEIGHTED, select_layers
 from optqual.sparsity.quantizer import quantizers
 
 log = logging.getLogger(__name__)
@@ -282,6 +285,10 @@ class SparsityReport(Extension):
         self.last = {key: value for key, value in report.items() if key != "layers"}
         return False
 
+    def results(self) -> dict:
+        """metrics.json's `sparsity`: the last report's totals (of the last epoch's weights, whatever best_model.pt holds)."""
+        return {"sparsity": self.last}
+
     def state_dict(self) -> dict:
         return {"reports": self.reports, "last": self.last}
 
@@ -289,7 +296,36 @@ class SparsityReport(Extension):
         self.reports, self.last = state["reports"], state["last"]
 
 
-def check(cfg) -> None:
+SCHEMAS = {"sparsity": SparsityReportSchema}
+
+
+def build_report(node: DictConfig, context: BuildContext) -> SparsityReport | None:
+    """The report, after every validation on the weights validation saw; None when it is off (by
+    default, on when a regularizer or a quantizer is)."""
+    cfg = context.config
+    enabled = node.enabled if node.enabled is not None else cfg.regularizer.penalty is not None or cfg.quantizer.kind is not None
+    if not enabled:
+        return None
+    data = context.data
+    image = torch.zeros(1, data.channels, data.image_size, data.image_size, device=data.train_labels.device)
+    return SparsityReport(context.model, image.contiguous(memory_format=torch.channels_last), node.zero_threshold, node.pictures_every,
+                          context.run_dir / SPARSITY_DIR, lambda: context.evaluate(context.model, "test")["acc"], cfg.epochs)
+
+
+def check(cfg: DictConfig) -> None:
     node = cfg.sparsity
     require(node.zero_threshold >= 0, "sparsity.zero_threshold", node.zero_threshold, "must be >= 0")
     require(node.pictures_every > 0, "sparsity.pictures_every", node.pictures_every, "must be a positive integer")
+
+
+register(Component(
+    name="sparsity",
+    summary="the pruning report after every validation: MACs, BOPs, dead channels, pictures (on with a regularizer or quantizer)",
+    order=90,
+    schemas=SCHEMAS,
+    default="default",
+    check=check,
+    build=build_report,
+    extension=SparsityReport,
+    examples={"sparsity": ["sparsity.enabled=true", "sparsity.zero_threshold=0.01"]},
+))

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import torch
 
-ISA_CHECKS = {"avx2": "_is_avx2_supported", "avx512": "_is_avx512_supported", "avx512_vnni": "_is_vnni_supported",
-              "avx512_bf16": "_is_avx512_bf16_supported", "amx_tile": "_is_amx_tile_supported", "amx_fp16": "_is_amx_fp16_supported"}
+from optqual.compat import cpu_features
 
 
 def cpu_model() -> str:
@@ -37,7 +36,7 @@ def hardware(device: torch.device) -> dict:
     record = {
         "cpu": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the ISA torch's own CPU kernels were dispatched to
-        "cpu_isa": [name for name, check in ISA_CHECKS.items() if getattr(torch.cpu, check, lambda: False)()],
+        "cpu_isa": cpu_features(),
         "onednn": library_version(r"MKL-DNN v([\d.]+)"),
         "mkl": library_version(r"Math Kernel Library Version ([\d.]+)"),
     }

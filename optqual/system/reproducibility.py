@@ -1,14 +1,21 @@
 """One seed controls everything: model init, data order, augmentation, numpy and random.
 
-Separate streams are derived from the run's seed with numpy's SeedSequence, so the data
-order does not reuse the numbers that initialised the weights.
+Each consumer of randomness (the data order, each component that draws) has its own stream,
+derived from the run's seed with numpy's SeedSequence, so that the data order does not reuse
+the numbers that initialised the weights, and turning a component on changes no other stream.
 """
 
+import hashlib
 import os
 import random
 
 import numpy as np
 import torch
+
+# the streams every run so far drew from, spawned in this order: child k of SeedSequence(seed) is the
+# k-th; a stream added later is keyed by its name instead, so these keep their numbers forever
+FIRST_STREAMS = ("data", "batch_mix", "augment", "random_erasing")
+DATA_STREAM = "data"  # the data order's and the dataset's own augmentation's: the training loop's
 
 
 def make_deterministic(seed: int) -> None:
@@ -27,17 +34,17 @@ def make_deterministic(seed: int) -> None:
     torch.utils.deterministic.fill_uninitialized_memory = False
 
 
-STREAMS = ("data", "batch_mix", "augment", "random_erasing")  # the run's own generators, each on its own stream of the seed
+def spawn_key(stream: str) -> int:
+    """The stream's child of the run's SeedSequence: its place among the first streams, or a 64-bit
+    number from its name beyond them."""
+    if stream in FIRST_STREAMS:
+        return FIRST_STREAMS.index(stream)
+    return len(FIRST_STREAMS) + int.from_bytes(hashlib.sha256(stream.encode()).digest()[:8], "big")
 
 
 def stream_generator(seed: int, stream: str, device: torch.device = torch.device("cpu")) -> torch.Generator:
-    """A generator on device seeded with the run's `stream`: independent of the others and of the weights."""
-    children = np.random.SeedSequence(seed).spawn(len(STREAMS))
+    """A generator on `device` seeded with the run's `stream`: independent of the others and of the weights."""
+    child = np.random.SeedSequence(seed, spawn_key=(spawn_key(stream),))
     generator = torch.Generator(device=device)
-    generator.manual_seed(int(children[STREAMS.index(stream)].generate_state(1, dtype=np.uint64)[0]))
+    generator.manual_seed(int(child.generate_state(1, dtype=np.uint64)[0]))
     return generator
-
-
-def data_generator(seed: int, device: torch.device) -> torch.Generator:
-    """The generator for the data order and augmentation, living on the training device."""
-    return stream_generator(seed, "data", device)

@@ -1,0 +1,92 @@
+"""A checked config to everything a run trains with: the data, the model, the optimizer, every
+registered component and the training state.
+
+Building writes nothing and changes nothing on the machine; setting the machine up (threads,
+allocator, deterministic kernels, seeds: optqual/system/machine.py) is a step of its own that
+comes first, since the initial weights are the first draw from the seeded global generator.
+The order below is part of every result: the model, the components that adapt it, the
+optimizer over its parameter groups, then the components in the registry's order.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from optqual.components.extension import Extension
+from optqual.components.registry import BuildContext, components
+from optqual.config.resolved import resolved_config
+from optqual.data.images import ImageData
+from optqual.engine.hooks import Hooks
+from optqual.engine.loop import EVAL_BATCH_SIZE, Training, evaluate, grad_norm_every
+from optqual.engine.state import RandomState, TrainingState
+from optqual.errors import build
+from optqual.models import build_model
+from optqual.models.profile import macs_per_parameter
+from optqual.optim.build import build_optimizer
+from optqual.recording.recorder import RunRecorder
+from optqual.system.hardware import hardware
+from optqual.system.reproducibility import DATA_STREAM, stream_generator
+
+
+@dataclass
+class Run:
+    training: Training  # the model, optimizer, data and components, and where training stands
+    state: TrainingState  # everything checkpoint.pt saves and restores
+    recorder: RunRecorder  # history.csv and metrics.json
+    config: dict  # resolved, with what the data decided: alone, it rebuilds the model (resolved_config.yaml)
+
+
+def build_training(cfg: DictConfig, data: ImageData, device: torch.device, run_dir: Path) -> Training:
+    """The model, its optimizer and every component of `cfg` over `data`, as a Training."""
+    model = build_model(cfg.model, data.facts())  # the first draw from the seeded generator: the initial weights
+    own_groups = [group for component in components() if component.adapt_model is not None
+                  for group in component.adapt_model(cfg[component.name], model)]  # quantizer=deadzone: weight is then quantized
+    model.to(device, memory_format=torch.channels_last)  # the layout convolutions run fastest in
+    if cfg.compile:
+        model.compile()  # in place: state_dict keys stay those of the plain model
+    optimizer = build_optimizer(model, cfg.optimizer, cfg.lr_scale, own_groups)
+
+    def evaluate_on(model: torch.nn.Module, split: str) -> dict[str, float]:
+        return evaluate(model, data.eval_batches(split, EVAL_BATCH_SIZE), cfg.precision)
+
+    extensions: dict[str, Extension] = {}
+    for component in components():
+        if component.build is None:
+            continue
+        context = BuildContext(cfg, model, optimizer, data, data.epoch_steps(cfg.epochs), cfg.seed, component.stream, run_dir, evaluate_on)
+        extension = component.build(cfg[component.name], context)
+        if extension is not None:
+            extensions[component.name] = extension
+    norm_every = grad_norm_every(cfg.grad_norm_every, macs_per_parameter(cfg.model, data.facts()))  # counted on the meta device
+    return Training(model, optimizer, data, stream_generator(cfg.seed, DATA_STREAM, device), Hooks(extensions), cfg.epochs,
+                    cfg.eval_every, cfg.precision, cfg.loss.label_smoothing, norm_every)
+
+
+def build_run(cfg: DictConfig, choices: dict[str, str], run_dir: Path, device: torch.device, started: float) -> Run:
+    """The run of a checked config in `run_dir` on `device`; `choices`: the option of each group
+    Hydra composed (recorded in metrics.json)."""
+    data = build(cfg.data, "data", device=device)
+    training = build_training(cfg, data, device, run_dir)
+    model = training.model
+    recorder = RunRecorder(run_dir, {
+        "seed": cfg.seed,
+        "optimizer": choices["optimizer"],
+        "scheduler": choices["scheduler"],
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "precision": cfg.precision,
+        "compile": cfg.compile,
+        "params": sum(p.numel() for p in model.parameters()),
+        "grad_norm_every": training.grad_norm_every,  # what grad_norm_every=auto came to
+        "train_images": len(data.train_labels),
+        "data": data.facts(),
+        "hardware": hardware(device),  # CPU results are bit-identical on one CPU model, not across them
+    }, started)
+    state = TrainingState()
+    parts = {"model": model, "optimizer": training.optimizer, **{f"extension.{name}": e for name, e in training.hooks.extensions.items()},
+             "rng": RandomState({"data": training.generator}), "loop": training, "record": recorder}
+    for name, part in parts.items():
+        state.register(name, part)
+    return Run(training, state, recorder, resolved_config(cfg, data.facts()))

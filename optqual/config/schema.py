@@ -1,0 +1,129 @@
+"""The run config's schema: the run-level settings, the core groups (optimizer, model, data) and
+every registered component (optqual/components/registry.py), stored in Hydra's ConfigStore.
+
+The schema of each option of a group is stored under `schema/<group>/<name>`; each YAML option
+pulls its schema in through its defaults list, so `epochs=abc` or `optimizer.lrr=0.1` is
+refused by Hydra itself before a run directory exists. The run schema's own defaults list
+holds every component's default option, so a component added to the registry is composed
+into every run without an edit to conf/config.yaml.
+"""
+
+import dataclasses
+from dataclasses import dataclass, field, make_dataclass
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import MISSING, OmegaConf
+
+import optqual.components
+import optqual.sparsity
+from optqual import models
+from optqual.components.registry import components
+from optqual.data import sources
+from optqual.optim import build as optim
+from optqual.plugins import import_submodules
+
+CORE_GROUPS = {"optimizer": optim.SCHEMAS, "model": models.SCHEMAS, "data": sources.SCHEMAS}  # what a run trains
+COMPONENT_PACKAGES = (optqual.components, optqual.sparsity)  # every module of these is imported: its components register
+
+
+@dataclass
+class TrackioSchema:
+    enabled: bool = True
+    dir: str = "outputs/trackio"
+
+
+@dataclass
+class TensorBoardSchema:
+    enabled: bool = False
+
+
+@dataclass
+class LossSchema:
+    label_smoothing: float = 0.0  # torch's cross_entropy option; validation and test losses are plain
+
+
+@dataclass
+class SummarySchema:
+    tune: List[str] = field(default_factory=list)  # keys a sweep's summary tunes on validation (optqual/tools/summary.py)
+
+
+@dataclass
+class RunSettings:
+    """The run-level settings and the core groups; conf/config.yaml gives their values."""
+
+    seed: int = 42
+    epochs: int = 200
+    eval_every: Optional[int] = 10  # null: never validate
+    checkpoint_every: int = 1
+    grad_norm_every: Any = "auto"  # per-layer gradient norms on steps 0, N, 2N, ... of each epoch; auto: 1, or 8 for a fully connected model
+    experiment_name: str = "resnet8_cifar10_baseline"
+    device: str = "auto"
+    threads: Optional[int] = None
+    precision: str = "fp32"
+    compile: bool = False
+    clip_grad_norm: Optional[float] = None  # a run-level key of a component (optqual/components/clip_grad_norm.py)
+    lr_scale: float = 1.0
+    optimizer: Any = MISSING
+    model: Any = MISSING
+    data: Any = MISSING
+    loss: LossSchema = field(default_factory=LossSchema)
+    trackio: TrackioSchema = field(default_factory=TrackioSchema)
+    tensorboard: TensorBoardSchema = field(default_factory=TensorBoardSchema)
+    summary: SummarySchema = field(default_factory=SummarySchema)
+
+
+def load_components() -> None:
+    """Import every component's module: each registers itself."""
+    for package in COMPONENT_PACKAGES:
+        import_submodules(package)
+
+
+def run_schema() -> type:
+    """RunSettings with a field per component group after the core groups, and a defaults list of
+    their default options (the schema's own fields first, so the composed config keeps this order)."""
+    grouped = [component for component in components() if component.default is not None]
+    defaults = ["_self_", *({component.name: component.default} for component in grouped)]
+    settings = [(f.name, f.type, field(default=f.default) if f.default_factory is dataclasses.MISSING else field(default_factory=f.default_factory))
+                for f in dataclasses.fields(RunSettings)]
+    after_data = [name for name, _, _ in settings].index("data") + 1
+    groups = [(component.name, Any, MISSING) for component in grouped]
+    return make_dataclass("RunSchema", [*settings[:after_data], *groups, *settings[after_data:],
+                                        ("defaults", List[Any], field(default_factory=lambda: list(defaults)))])
+
+
+def config_groups() -> str:
+    """The groups a run composes, each with its options, then the components, for `--help`."""
+    loader = GlobalHydra.instance().config_loader()
+
+    def options(group: str) -> str:
+        return ", ".join(sorted(loader.get_group_options(group)))
+
+    lines = [f"{group}: {options(group)}" for group in (*CORE_GROUPS, "experiment")]
+    lines += ["", "== Components == (each a group of conf/, or a run-level key; called in this order at the points shown)", ""]
+    for component in components():
+        several = component.default is not None and len(loader.get_group_options(component.name)) > 1
+        choice = f"{options(component.name)} (default {component.default})" if several else "its keys"
+        points = f"  [{', '.join(component.points)}]" if component.points else ""
+        example = " ".join(next(iter(component.examples.values())))
+        lines += [f"{component.name}: {choice}{points}", f"    {component.summary}; e.g. {example}"]
+        subgroups = sorted(loader.list_groups(component.name)) if component.default is not None else []
+        lines += [f"    {component.name}/{subgroup}: {options(f'{component.name}/{subgroup}')}" for subgroup in subgroups]
+    return "\n".join(lines)
+
+
+def register_with_hydra() -> None:
+    """The schemas, in Hydra's config store; the resolver `--help` lists the groups with."""
+    load_components()
+    if not OmegaConf.has_resolver("optqual_config_groups"):
+        OmegaConf.register_new_resolver("optqual_config_groups", config_groups)
+    store = ConfigStore.instance()
+    store.store(name="run_schema", node=run_schema())
+    for group, schemas in CORE_GROUPS.items():
+        for name, schema in schemas.items():
+            store.store(group=f"schema/{group}", name=name, node=schema)
+    for component in components():
+        for name, schema in component.schemas.items():
+            group, _, leaf = f"{component.name}/{name}".rpartition("/")
+            store.store(group=f"schema/{group}", name=leaf, node=schema)

@@ -1,0 +1,30 @@
+"""The name of every file and folder optqual puts in a run or sweep directory: one place, read by
+what writes them (training, the launcher, the tools) and by what reads them back (optqual/runs/reader.py)."""
+
+# a run directory
+HYDRA_DIR = ".hydra"  # Hydra's record of the launch: config.yaml (composed), hydra.yaml, overrides.yaml
+HYDRA_FILES = {HYDRA_DIR, "launch.log"}  # what Hydra writes before the job's code starts
+RESOLVED_CONFIG = "resolved_config.yaml"  # the run's config, resolved, with the facts its data decided: rebuilds the model
+HISTORY = "history.csv"  # a row per epoch
+METRICS = "metrics.json"  # how the run stands or ended, its results and facts
+CHECKPOINT = "checkpoint.pt"  # everything to continue the run (optqual/engine/checkpoint.py)
+SPLIT = "split_indices.npz"  # the rows of the source training set used for training and for validation
+LOCK = ".lock"  # held by the process that trains the run (optqual/files/lock.py)
+SPARSITY_DIR = "sparsity"  # the pruning report's tables and pictures (optqual/sparsity/report.py)
+TENSORBOARD_DIR = "tensorboard"  # TensorBoard's event files, when it is on
+PROFILE = "profile.json"  # `python -m optqual profile`
+ANALYSIS_DIR = "analysis"  # `python -m optqual analyze`, beside a run's (or a sweep's) own files
+
+# weight files: `<name>_model.pt`, each a state dict the run's model loads
+INITIAL = "initial"  # the weights training started from
+FINAL = "final"  # the last weights
+
+# a sweep directory
+MULTIRUN = "multirun.yaml"  # the sweep's config, saved before any job starts
+JOBS = "jobs.yaml"  # every job's overrides, saved before any job starts
+SUMMARY_LOCK = ".summary.lock"  # serializes the summaries that jobs ending together write
+
+
+def weights_file(name: str) -> str:
+    """The file of a run's weights called `name`: final, initial, best, ema, ..."""
+    return f"{name}_model.pt"

@@ -1,0 +1,1 @@
+"""Tools over finished runs and sweeps: summaries, curves, statistics, diff, resume, profile."""
