@@ -3,22 +3,20 @@
 import csv
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from conftest import REPO, compose_run, launch_here, launched, tiny_overrides
+from conftest import cli, compose_run, launch_here, launched, tiny_overrides
 from optqual.components.clip_grad_norm import GradClipping
-from optqual.config.checks import check_config
 from optqual.components.early_stopping import EarlyStopping
+from optqual.config.checks import check_config
 from optqual.engine.loop import EVAL_BATCH_SIZE, evaluate
 from optqual.errors import ConfigError, build
 from optqual.models.cifar_resnet import CifarResNet
-
+from optqual.runs.reader import read_run
 
 
 def metrics(run) -> dict:
@@ -56,9 +54,11 @@ def test_a_loss_is_monitored_downwards():
     assert stopping.best["epoch"] == 2 and stopping.best["val_loss"] == -0.6
 
 
+@pytest.mark.slow
 def test_best_weights_are_the_weights_of_the_best_epoch_and_are_tested(tmp_path, tiny_npz):
     """best_model.pt equals the last weights of the same run trained for exactly best_epoch epochs
-    (constant lr: nothing depends on the run's length), and best_test_acc is its test accuracy."""
+    (constant lr: nothing depends on the run's length); best_test_acc and test_acc are the test
+    accuracies of best_model.pt and final_model.pt, evaluated here again."""
     overrides = [*tiny_overrides(tiny_npz), "trackio.enabled=false", "optimizer.lr=0.05"]
     launched(tmp_path, *overrides, "epochs=6", "hydra.run.dir=long")
     recorded = metrics(tmp_path / "long")
@@ -72,14 +72,16 @@ def test_best_weights_are_the_weights_of_the_best_epoch_and_are_tested(tmp_path,
     short = torch.load(tmp_path / "short" / "final_model.pt", weights_only=True)
     assert all(torch.equal(best[key], short[key]) for key in best)
 
-    model = CifarResNet()
-    model.load_state_dict(best)
-    data = build(OmegaConf.load(tmp_path / "long" / ".hydra" / "config.yaml").data, "data", device=torch.device("cpu"))
-    test = evaluate(model.to(memory_format=torch.channels_last), data.eval_batches("test", EVAL_BATCH_SIZE))
-    assert recorded["best_test_acc"] == test["acc"] and recorded["best_test_loss"] == pytest.approx(test["loss"], rel=1e-6)
-    assert recorded["test_acc"] == metrics(tmp_path / "long")["test_acc"]  # the last weights' test accuracy stays beside it
+    data = build(read_run(tmp_path / "long").config.data, "data", device=torch.device("cpu"))
+    for weights, prefix in (("best_model.pt", "best_"), ("final_model.pt", "")):
+        model = CifarResNet()
+        model.load_state_dict(torch.load(tmp_path / "long" / weights, weights_only=True))
+        test = evaluate(model.to(memory_format=torch.channels_last), data.eval_batches("test", EVAL_BATCH_SIZE))
+        assert recorded[f"{prefix}test_acc"] == test["acc"] and recorded[f"{prefix}test_loss"] == pytest.approx(test["loss"], rel=1e-6)
 
 
+
+@pytest.mark.slow
 def test_an_early_stopped_run_is_a_result_and_stays_stopped(tmp_path, tiny_npz):
     overrides = [*tiny_overrides(tiny_npz), "trackio.enabled=false", "epochs=8", "early_stopping.patience=1", "early_stopping.min_delta=1.0"]
     launched(tmp_path, *overrides, "hydra.run.dir=run")
@@ -88,9 +90,9 @@ def test_an_early_stopped_run_is_a_result_and_stays_stopped(tmp_path, tiny_npz):
     assert recorded["best_epoch"] == 1 and recorded["test_acc"] is not None and recorded["best_test_acc"] is not None
     assert (tmp_path / "run" / "final_model.pt").is_file() and (tmp_path / "run" / "best_model.pt").is_file()
 
-    again = subprocess.run([sys.executable, "-m", "optqual", "resume", str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True)
+    again = cli("resume", str(tmp_path / "run"))
     assert again.returncode == 0 and "stopped_early, skipped" in again.stdout
-    summary = subprocess.run([sys.executable, "-m", "optqual", "summarize", str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True)
+    summary = cli("summarize", str(tmp_path / "run"))
     assert "1 jobs: 1 stopped_early" in summary.stdout and "| all jobs | 1 |" in summary.stdout  # its results count
     launched(tmp_path, *overrides, "hydra.run.dir=run", "hydra.output_subdir=null")  # even launched again: no further epoch
     assert metrics(tmp_path / "run")["epochs"] == 2
@@ -108,7 +110,7 @@ def test_summary_ranks_by_the_best_weights_on_request(tmp_path):
                                                       "val_acc": 0.5, "train_loss": 1.0, "wall_seconds": 1.0}))
 
     def first_group(*metric: str) -> str:
-        result = subprocess.run([sys.executable, "-m", "optqual", "summarize", str(tmp_path), *metric], cwd=REPO, capture_output=True, text=True)
+        result = cli("summarize", str(tmp_path), *metric)
         assert result.returncode == 0, result.stderr
         return re.search(r"\| optimizer=(\w+) ", result.stdout).group(1), result.stdout
 
@@ -134,6 +136,7 @@ def test_clipping_caps_the_gradient_norm_and_counts_clipped_updates():
     assert record == {"clipped_fraction": 0.5}
 
 
+@pytest.mark.slow
 def test_the_history_has_the_clipped_fraction(tmp_path, tiny_npz):
     overrides = [*tiny_overrides(tiny_npz), "trackio.enabled=false"]
     launched(tmp_path, *overrides, "clip_grad_norm=1e-6", "hydra.run.dir=tight")

@@ -1,4 +1,5 @@
-"""Nothing lost: checkpoints, bit-identical resume of runs and sweeps, signals, divergence."""
+"""Nothing lost: checkpoints, bit-identical resume of runs and sweeps, signals, divergence. Checkpoints of
+earlier versions of optqual: tests/test_legacy_runs.py."""
 
 import csv
 import json
@@ -12,12 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from conftest import REPO, TRAIN, assert_same_run, history, launch, launch_here, launch_ok, launched, stopped_after, tiny_overrides
-from optqual.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from optqual.engine.loop import owner
+from conftest import TRAIN, assert_same_run, cli, history, launch, launch_here, launch_ok, launched, tiny_overrides
+from optqual.engine.checkpoint import CheckpointError, load_checkpoint
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
 
 
 def run_overrides(npz: Path) -> list[str]:
@@ -56,7 +56,7 @@ def refuse(constant: str) -> None:
 
 
 def resume(directory: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "optqual", "resume", str(directory)], cwd=REPO, capture_output=True, text=True)
+    return cli("resume", str(directory))
 
 
 # training in a process with a fault: SIGKILL after its Nth checkpoint is on disk (`checkpoint N`),
@@ -208,40 +208,6 @@ def test_a_damaged_checkpoint_is_refused(tmp_path, tiny_npz):
     checkpoint.write_bytes(bytes(flipped))
     with pytest.raises(CheckpointError):
         load_checkpoint(tmp_path / "run")
-
-
-def test_an_epoch_in_progress_saved_as_running_sums_by_an_older_optqual_continues(tmp_path, tiny_npz):
-    """Before 2026-11-22 the epoch in progress kept running sums, not each step's figures. A checkpoint
-    taken mid-epoch is turned here into that older form, the sums made as the older loop made them
-    (float32, one step at a time; the layers' norms summed over the sampled steps), and resumed: the
-    weights end bit for bit as without the stop, and that epoch's means agree to float32 rounding."""
-    overrides = [*tiny_overrides(tiny_npz), "trackio.enabled=false", "grad_norm_every=2"]
-    launched(tmp_path, *overrides, "hydra.run.dir=reference")
-    with stopped_after(epoch=2, steps=3, how="term"):
-        assert launch_here(tmp_path, *overrides, "hydra.run.dir=older").returncode == 128 + signal.SIGTERM
-    saved = load_checkpoint(tmp_path / "older")
-    current = saved["state"]["loop"]["current"]
-    assert current["step"] == 3 and current["losses"].shape == (3,) and len(current["grad_norms"]) == 2  # norms: steps 0 and 2
-    loss_sum, ce_sum = torch.zeros(()), torch.zeros(())
-    for loss, ce in zip(current["losses"], current["ces"]):
-        loss_sum.add_(loss, alpha=32)
-        ce_sum.add_(ce, alpha=32)
-    params = [name for name in saved["state"]["model"] if not name.endswith(("running_mean", "running_var", "num_batches_tracked"))]
-    layers = list(dict.fromkeys(map(owner, params)))
-    membership = torch.tensor([[float(owner(name) == layer) for name in params] for layer in layers])
-    norm_sum = sum((membership @ row.square()).sqrt() for row in current["grad_norms"])
-    saved["state"]["loop"]["current"] = {key: current[key] for key in ("epoch", "order", "step", "seconds")} | {
-        "loss_sum": loss_sum, "ce_sum": ce_sum, "correct": sum(current["correct"]), "norm_sum": norm_sum}
-    save_checkpoint(tmp_path / "older", {key: value for key, value in saved.items() if key != "format"})
-
-    launched(tmp_path, *overrides, "hydra.run.dir=older", "hydra.output_subdir=null")
-    for weights in ("final_model.pt", "best_model.pt"):
-        reference, older = (torch.load(tmp_path / run / weights, weights_only=True) for run in ("reference", "older"))
-        assert all(torch.equal(reference[key], older[key]) for key in reference), weights
-    reference, older = history(tmp_path / "reference"), history(tmp_path / "older")
-    assert reference[0] == older[0] and reference[1].keys() == older[1].keys()
-    for key, value in reference[1].items():
-        assert (float(older[1][key]) == pytest.approx(float(value), rel=1e-6)) if value else older[1][key] == "", key
 
 
 def test_a_checkpoint_is_only_continued_with_its_own_config(tmp_path, tiny_npz):

@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from optqual.files.atomic import atomic_write, write_json
-from optqual.launch.directories import discard_unstarted, fresh_dir, start_claiming
+from optqual.launch.directories import discard_unstarted
 from optqual.recording.recorder import RunRecorder
 from optqual.runs.jobs import job_dirname
 
@@ -83,12 +83,15 @@ def test_only_an_unstarted_run_directory_is_discarded(tmp_path):
 
 
 def test_fresh_dir_claims_a_new_name_once_per_process(tmp_path):
-    """Claimed only once a run or sweep starts: until then (`--cfg hydra --resolve`) the name is only shown."""
+    """Claimed only once a run or sweep starts: until then (`--cfg hydra --resolve`) the name is only
+    shown. Each claim in a process of its own, as each run has one."""
     wanted = str(tmp_path / "07-00-00_sgd_seed0")
-    claim = f"from optqual.launch import directories; {{}}print(directories.fresh_dir({wanted!r}))"
-    shown = subprocess.run([sys.executable, "-c", claim.format("")], capture_output=True, text=True, check=True)
-    assert shown.stdout.strip() == wanted and not list(tmp_path.iterdir())
-    start_claiming()
-    assert fresh_dir(wanted) == wanted and fresh_dir(wanted) == wanted and Path(wanted).is_dir()  # Hydra resolves it repeatedly
-    other = subprocess.run([sys.executable, "-c", claim.format("directories.start_claiming(); ")], capture_output=True, text=True, check=True)
-    assert other.stdout.strip() == wanted + "_2" and Path(wanted + "_2").is_dir()
+
+    def names_given(start: bool) -> list[str]:
+        claim = (f"from optqual.launch import directories; {'directories.start_claiming(); ' if start else ''}"
+                 f"print(directories.fresh_dir({wanted!r})); print(directories.fresh_dir({wanted!r}))")  # Hydra resolves it twice
+        return subprocess.run([sys.executable, "-c", claim], capture_output=True, text=True, check=True).stdout.split()
+
+    assert names_given(start=False) == [wanted, wanted] and not list(tmp_path.iterdir())
+    assert names_given(start=True) == [wanted, wanted] and Path(wanted).is_dir()
+    assert names_given(start=True) == [wanted + "_2", wanted + "_2"] and Path(wanted + "_2").is_dir()
