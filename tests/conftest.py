@@ -26,6 +26,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from optqual import train
+from optqual.__main__ import main as optqual_main
 from optqual.build import build_training
 from optqual.engine.loop import Training
 from optqual.errors import build
@@ -163,6 +164,26 @@ def launch_here(workdir: Path, *overrides: str) -> subprocess.CompletedProcess:
         torch.set_num_threads(saved[2])
         directories._claiming, directories._claimed, directories._made = claims
     return subprocess.CompletedProcess(sys.argv, code, out.getvalue(), err.getvalue())
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`python -m optqual ARGS` (a tool, not `train`) run in this process, in `cwd`: its exit code and
+    what it printed, without the seconds an interpreter and torch take to start. The real command,
+    as a new process, runs in tests/test_install.py and tests/test_legacy_runs.py."""
+    saved = os.getcwd(), torch.get_num_threads()
+    out, err = io.StringIO(), io.StringIO()
+    os.chdir(cwd or os.getcwd())
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = optqual_main(list(args))
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else 1
+        if isinstance(exit.code, str):
+            err.write(exit.code + "\n")
+    finally:
+        os.chdir(saved[0])
+        torch.set_num_threads(saved[1])
+    return subprocess.CompletedProcess(["optqual", *args], code, out.getvalue(), err.getvalue())
 
 
 def launched(workdir: Path, *overrides: str) -> subprocess.CompletedProcess:

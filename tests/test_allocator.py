@@ -9,6 +9,8 @@ import pytest
 
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
+
 # In a fresh interpreter: the allocator setting is for the whole process and cannot be undone
 STEPS = """
 import json, resource, torch, torch.nn.functional as F

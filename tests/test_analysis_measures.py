@@ -80,6 +80,7 @@ def test_lanczos_top_eigenvalues_match_the_dense_hessians_within_one_percent(k):
         assert ours == pytest.approx(exact, rel=1e-6)  # converged: far inside the 1% asked for
 
 
+@pytest.mark.slow
 def test_trace_matches_the_dense_trace_within_one_percent():
     """Lanczos' space taken exactly (16 products), Hutchinson on the rest."""
     model, chunks, x, y = tiny_problem(images=32, chunk=1)
@@ -94,6 +95,7 @@ def test_trace_matches_the_dense_trace_within_one_percent():
     assert 0 < estimate["trace_of_lanczos_space"] < exact
 
 
+@pytest.mark.slow
 def test_plain_hutchinson_is_unbiased_within_its_reported_error():
     model, chunks, x, y = tiny_problem(images=32, chunk=4)
     exact = float(torch.trace(dense_hessian(model, x, y)))

@@ -15,6 +15,8 @@ from optqual.analysis.solution import Solution
 from optqual.engine.loop import EVAL_BATCH_SIZE, evaluate
 from optqual.models.cifar_resnet import CifarResNet
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
+
 # small enough for a test: 60 test images, 180 training images
 SMALL = ["probe_size=48", "train_subset=64", "analysis.sharpness.max_products=4", "analysis.sharpness.directions=1",
          "analysis.sharpness.radii=[0.1]", "analysis.interpolation.points=3", "analysis.interpolation.train_images=32",

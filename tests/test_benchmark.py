@@ -4,7 +4,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
+
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
 
 
 def test_benchmark_runs_and_reports_every_figure():

@@ -53,6 +53,7 @@ def test_the_geometric_op_is_the_public_affine_map_it_defines(name):
         assert torch.equal(geometric_op(batch, name, magnitude), torch.stack([torchvision_op(image, name, magnitude) for image in batch]))
 
 
+@pytest.mark.slow
 def test_trackio_reads_back_what_a_run_logged_and_the_directory_it_read_when_imported(tmp_path):
     write = ("import trackio; trackio.init(project='p', name='r', auto_log_cpu=False, auto_log_gpu=False); "
              "trackio.log({'loss/train': 0.5}, step=1); trackio.log({'loss/train': 0.25}, step=2); trackio.finish()")

@@ -106,6 +106,7 @@ def test_downloads_verifies_and_extracts(tmp_path, monkeypatch):
     assert np.array_equal(x, written["x_train"][rows])
 
 
+@pytest.mark.slow
 def test_parallel_jobs_download_once_into_one_intact_copy(tmp_path, monkeypatch):
     """Four processes prepare the same data root at once (joblib jobs do): one download."""
     root = tmp_path / "data"

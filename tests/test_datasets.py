@@ -221,6 +221,7 @@ def test_resized_crop_boxes_follow_torchvisions_distribution():
     assert augmented.shape == (4, 64, 64, 3) and augmented.dtype == torch.uint8
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (SHARED / "MNIST" / "raw").is_dir(), reason="the shared MNIST files are not beside this checkout")
 def test_the_shared_mnist_reads_through_the_real_path():
     data = mnist(str(SHARED), download=False, to_rgb=False, device=CPU)

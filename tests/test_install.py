@@ -16,6 +16,8 @@ import pytest
 
 from conftest import REPO, assert_same_run, launch_here, launch_ok, stopped_after, tiny_overrides
 
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
+
 OFFLINE = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
 
@@ -48,7 +50,7 @@ def installed(tmp_path_factory) -> Path:
     return installed_environment(tmp_path_factory.mktemp("install"))
 
 
-def test_training_from_a_regular_install_equals_the_checkouts_and_resumes_there(tmp_path, tiny_npz, installed):
+def test_training_from_a_regular_install_equals_the_checkouts_and_its_tools_work_there(tmp_path, tiny_npz, installed):
     overrides = [*tiny_overrides(tiny_npz), "epochs=6", "trackio.enabled=false"]
     command = [str(installed.with_name("optqual")), "train", *overrides, "hydra.run.dir=run"]  # the console script
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -58,8 +60,10 @@ def test_training_from_a_regular_install_equals_the_checkouts_and_resumes_there(
     process.send_signal(signal.SIGTERM)  # checkpointed at the next step
     assert process.wait(timeout=300) == 128 + signal.SIGTERM, process.stderr.read()
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "interrupted"
-    resumed = subprocess.run([str(installed), "-m", "optqual", "resume", str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for tool in (["resume", "run"], ["summarize", "run"], ["analyze", "run", "analysis=[weights,calibration]", "probe_size=32"]):
+        result = subprocess.run([str(installed), "-m", "optqual", *tool], cwd=tmp_path, capture_output=True, text=True)
+        assert result.returncode == 0, (tool, result.stderr[-3000:])
+    assert (tmp_path / "run" / "summary.md").is_file() and (tmp_path / "run" / "analysis" / "calibration.json").is_file()
 
     launch_ok(tmp_path, *overrides, "hydra.run.dir=checkout")  # python -m optqual train, the checkout's
     assert_same_run(tmp_path / "run", tmp_path / "checkout")

@@ -20,9 +20,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import REPO
+from conftest import REPO, cli
 from fingerprints import assert_same_or_close, fingerprint, machine
 from legacy_runs.data import write_data
+
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
 
 LEGACY = Path(__file__).with_name("legacy_runs")
 FIXTURES = sorted(path.name for path in LEGACY.iterdir() if (path / "expected.json").is_file())
@@ -60,10 +62,10 @@ def test_a_run_stopped_by_an_earlier_optqual_resumes_to_the_end_that_optqual_rea
 
 def test_every_tool_reads_a_run_an_earlier_optqual_finished(tmp_path):
     run = unpack("components", tmp_path)
-    assert subprocess.run([sys.executable, "-m", "optqual", "resume", str(run)], cwd=tmp_path, capture_output=True).returncode == 0
+    assert cli("resume", str(run), cwd=tmp_path).returncode == 0
     (run / "resolved_config.yaml").unlink()  # as the earlier optqual left it: only .hydra/config.yaml and metrics.json
     for command in (["summarize", str(run)], ["diff", str(run), str(run)], ["profile", str(run), "--calls", "3"],
                     ["analyze", str(run), "analysis=[weights,calibration]", "probe_size=40"]):
-        result = subprocess.run([sys.executable, "-m", "optqual", *command], cwd=tmp_path, capture_output=True, text=True)
+        result = cli(*command, cwd=tmp_path)
         assert result.returncode == 0, (command, result.stderr[-2000:])
     assert (run / "analysis" / "weights.json").is_file() and (run / "profile.json").is_file() and (run / "summary.md").is_file()

@@ -17,7 +17,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import HEAD_NPZ, REPO, launch_here, launch_ok, launched, tiny_overrides
+from conftest import HEAD_NPZ, REPO, cli, launch_here, launch_ok, launched, tiny_overrides
 from optqual.components.registry import components as registered
 from optqual.models.cifar_resnet import CifarResNet
 
@@ -47,6 +47,7 @@ def runs(tmp_path_factory, tiny_npz) -> dict[str, Path]:
     return {"work": work, "sgd_a": work / "sgd_a", "sgd_b": work / "sgd_b", "adamw": adamw}
 
 
+@pytest.mark.slow
 def test_same_seed_repeats_bit_for_bit(runs):
     assert history_without_timing(runs["sgd_a"]) == history_without_timing(runs["sgd_b"])
     a, b = weights(runs["sgd_a"]), weights(runs["sgd_b"])
@@ -62,6 +63,7 @@ def test_thread_count_is_pinned_by_config_and_recorded(tmp_path, tiny_npz):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("option", ["precision=bf16", "compile=true"])
 def test_speed_options_repeat_bit_for_bit(tmp_path, tiny_npz, runs, option):
     for name in ("a", "b"):
@@ -74,6 +76,7 @@ def test_speed_options_repeat_bit_for_bit(tmp_path, tiny_npz, runs, option):
         assert not all(torch.equal(a[k], v) for k, v in weights(runs["sgd_a"]).items())
 
 
+@pytest.mark.slow
 def test_sampled_grad_norms_change_the_norms_and_nothing_else(tmp_path, tiny_npz, runs):
     launch_ok(tmp_path, *tiny_overrides(tiny_npz), "seed=3", "grad_norm_every=2", "hydra.run.dir=sampled", "trackio.enabled=false")
     exact, sampled = history_without_timing(runs["sgd_a"]), history_without_timing(tmp_path / "sampled")
@@ -84,6 +87,7 @@ def test_sampled_grad_norms_change_the_norms_and_nothing_else(tmp_path, tiny_npz
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_auto_grad_norms_sample_a_fully_connected_model_and_take_every_step_of_a_conv_net(tmp_path, tiny_npz, runs):
     """grad_norm_every=auto (the default) is every step for ResNet-8 and every 8th for the MLP, whose
     step is too small to hide the norms' pass: the same run as grad_norm_every=8, and recorded."""
@@ -99,17 +103,20 @@ def test_auto_grad_norms_sample_a_fully_connected_model_and_take_every_step_of_a
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_sgd_and_adamw_find_different_solutions(runs):
     a, c = weights(runs["sgd_a"]), weights(runs["adamw"])
     assert not all(torch.equal(a[k], c[k]) for k in a)
     assert history_without_timing(runs["sgd_a"]) != history_without_timing(runs["adamw"])
 
 
+@pytest.mark.slow
 def test_single_run_directory_is_named_by_date_time_optimizer_seed(runs):
     relative = runs["adamw"].relative_to(runs["work"])
     assert re.fullmatch(r"outputs/runs/\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}_adamw_seed3", relative.as_posix())
 
 
+@pytest.mark.slow
 def test_run_directory_holds_everything(runs, tiny_npz):
     run = runs["adamw"]
     for name in (".hydra/config.yaml", ".hydra/overrides.yaml", ".hydra/hydra.yaml", "history.csv", "metrics.json", "final_model.pt", "split_indices.npz", "checkpoint.pt"):
@@ -146,6 +153,7 @@ def test_validation_runs_every_n_epochs_and_at_the_end(tmp_path, tiny_npz):
     assert validated == [2, 4, 5]
 
 
+@pytest.mark.slow
 def test_trackio_gets_every_epoch_offline(runs):
     database = runs["work"] / "outputs" / "trackio" / "resnet8_cifar10_baseline.db"
     with sqlite3.connect(database) as db:
@@ -161,6 +169,7 @@ def test_trackio_gets_every_epoch_offline(runs):
     assert out.split()[-3:] == ["torch.optim.AdamW", "3", "None"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_the_history_checkpoints_and_finishes_trackio(tmp_path, tiny_npz):
     """Ctrl-C mid-training: the epochs done stay on disk, metrics.json says so, Trackio is closed."""
     command = [sys.executable, str(REPO / "launch.py"), *tiny_overrides(tiny_npz), "epochs=1000", "hydra.run.dir=run"]
@@ -184,9 +193,10 @@ def test_ctrl_c_keeps_the_history_checkpoints_and_finishes_trackio(tmp_path, tin
 
 
 def run_diff(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "optqual", "diff", *args], cwd=REPO, capture_output=True, text=True)
+    return cli("diff", *args)
 
 
+@pytest.mark.slow
 def test_diff_reports_exactly_the_changed_keys(runs, tmp_path):
     assert run_diff(str(runs["sgd_a"]), str(runs["sgd_b"])).stdout == "identical\n"
 
@@ -208,6 +218,7 @@ def test_diff_reports_exactly_the_changed_keys(runs, tmp_path):
         "optimizer.nesterov", "optimizer.betas", "optimizer.eps", "optimizer.amsgrad"}
 
 
+@pytest.mark.slow
 def test_diff_refuses_a_directory_that_is_not_a_run(runs, tmp_path):
     result = run_diff(str(runs["sgd_a"]), str(tmp_path))
     assert result.returncode == 2 and "is not a run directory" in result.stderr and result.stdout == ""
@@ -299,6 +310,7 @@ def test_a_read_only_working_directory_is_one_line(tmp_path, tiny_npz):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_help_lists_the_groups_a_run_composes_and_cfg_resolve_writes_nothing(tmp_path):
     result = launch_here(tmp_path, "--help")
     groups, components = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0].split("== Components ==")
@@ -316,6 +328,7 @@ def test_help_lists_the_groups_a_run_composes_and_cfg_resolve_writes_nothing(tmp
     assert not list(tmp_path.iterdir()), "showing the config writes nothing"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HEAD_NPZ.is_file(), reason=f"real CIFAR-10 images not found at {HEAD_NPZ}")
 def test_sgd_learns_real_cifar10_images(tmp_path):
     """5085 real training images, 1017 real test images: well above the 10% of chance."""
@@ -340,6 +353,7 @@ def test_an_option_without_a_schema_is_still_checked_in_one_line(tmp_path, optio
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and "extra" not in p.parts]
 
 
+@pytest.mark.slow
 def test_a_run_records_its_hardware_and_diff_shows_a_difference(runs, tmp_path):
     """The same command on another x86 CPU model gives other numbers: the run directory says which made it."""
     recorded = json.loads((runs["sgd_a"] / "metrics.json").read_text())["hardware"]

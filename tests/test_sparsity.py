@@ -124,6 +124,7 @@ def history(run_dir) -> list[dict]:
         return list(csv.DictReader(file))
 
 
+@pytest.mark.slow
 def test_a_run_records_both_terms_and_the_coefficient(tmp_path, tiny_npz):
     launched(tmp_path, *tiny_overrides(tiny_npz), "epochs=4", "trackio.enabled=false", "regularizer=group_lasso_channels",
              "regularizer.strength=0.01", "regularizer/schedule=linear_warmup", "regularizer.schedule.delay=1",
@@ -356,6 +357,7 @@ def test_bad_sparsity_settings_are_one_line_errors(overrides, message):
         check_config(compose_run(*overrides))
 
 
+@pytest.mark.slow
 def test_a_quantized_run_reports_and_draws_every_validation(tmp_path, tiny_npz):
     launched(tmp_path, *tiny_overrides(tiny_npz), "epochs=3", "eval_every=2", "trackio.enabled=false", "model=resnet20",
              "quantizer=deadzone", "quantizer.weight_decay_dz=2", "quantizer.lr_dz=0.2", "optimizer=adamw",

@@ -18,7 +18,7 @@ import torch
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from conftest import REPO, launch_here, launch_ok, launched, tiny_overrides
+from conftest import REPO, cli, launch_here, launch_ok, launched, tiny_overrides
 from optqual.__main__ import main as optqual_main
 from optqual.runs.jobs import job_dirname, save_jobs
 from optqual.tools.summary import progress
@@ -26,6 +26,8 @@ from optqual.runs.reader import read_sweep
 from optqual.status import RunStatus
 from optqual.launch.resources import SUBMITIT_LOCAL, jobs_at_once
 from optqual.system.machine import cores
+
+pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
 
 GRID = ["optimizer=sgd,adamw", "seed=0,1"]
 JOBS = ["optimizer=adamw,seed=0", "optimizer=adamw,seed=1", "optimizer=sgd,seed=0", "optimizer=sgd,seed=1"]
@@ -49,10 +51,6 @@ def group_rows(sweep: Path) -> dict[str, list[str]]:
     section = (sweep / "summary.md").read_text().split("## Groups")[1].split("## Jobs")[0]
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("|")]
     return {row[0]: row for row in rows[2:]}
-
-
-def optqual(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "optqual", *args], cwd=REPO, capture_output=True, text=True)
 
 
 @contextlib.contextmanager
@@ -127,7 +125,7 @@ def test_summary_of_a_running_sweep_is_partial(sweep, tmp_path):
     running.write_text(json.dumps({**json.loads(running.read_text()), "status": "running", "test_acc": None}))
 
     with lock_held(running.parent):  # a live process trains it
-        result = optqual("summarize", str(copy))
+        result = cli("summarize", str(copy))
     assert result.returncode == 0, result.stderr
     assert "4 jobs: 2 completed, 1 pending, 1 running (partial" in result.stdout
     rows = summary_rows(copy)
@@ -140,7 +138,7 @@ def test_summary_of_a_running_sweep_is_partial(sweep, tmp_path):
 def test_summarize_works_on_a_single_run_directory(sweep, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(sweep[0] / "optimizer=sgd,seed=0", run)
-    result = optqual("summarize", str(run))
+    result = cli("summarize", str(run))
     assert result.returncode == 0, result.stderr
     assert "1 jobs: 1 completed" in result.stdout and "One group" in result.stdout
     assert summary_rows(run)["run"]["test_acc"] == str(metrics(run)["test_acc"])
@@ -148,13 +146,13 @@ def test_summarize_works_on_a_single_run_directory(sweep, tmp_path):
 
 
 def test_summarize_refuses_a_directory_without_runs(tmp_path):
-    result = optqual("summarize", str(tmp_path))
+    result = cli("summarize", str(tmp_path))
     assert result.returncode == 2 and "neither a sweep directory" in result.stderr
     assert not list(tmp_path.iterdir())
 
 
 def test_diff_of_a_sweep_lists_the_keys_that_vary(sweep):
-    result = optqual("diff", str(sweep[0]))
+    result = cli("diff", str(sweep[0]))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"4 jobs in {sweep[0]}; 10 config keys vary")
@@ -177,7 +175,7 @@ def test_a_failing_job_still_leaves_a_summary(tmp_path, tiny_npz):
 
     for name in ("summary.csv", "summary.md", "curves.png"):
         (sweep_dir / name).unlink()
-    again = optqual("summarize", str(sweep_dir))
+    again = cli("summarize", str(sweep_dir))
     assert again.returncode == 0 and "4 jobs: 3 completed, 1 failed" in again.stdout
     assert summary_rows(sweep_dir) == rows
 
@@ -305,7 +303,7 @@ def test_every_basic_sweeper_syntax_is_summarized_diffed_and_resumed(tmp_path, t
     assert optqual_main(["summarize", str(sweep_dir)]) == 0
     assert "2 jobs: 1 completed, 1 pending" in (sweep_dir / "summary.md").read_text()
     if sweep_syntax[0].startswith("optimizer=glob"):  # resume starts the missing job where the sweep would have
-        resumed = optqual("resume", str(sweep_dir))
+        resumed = cli("resume", str(sweep_dir))
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert f"{names[1]}: not started, starting it" in resumed.stdout and "2 jobs: 2 completed" in resumed.stdout
         assert metrics(sweep_dir / names[1])["optimizer"] == "adamw"

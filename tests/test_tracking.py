@@ -6,6 +6,8 @@ import sqlite3
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import pytest
+
 from conftest import history, launch_here, launched, stopped_after, tiny_overrides
 from optqual.recording.dashboards import dashboard_name
 
@@ -42,6 +44,7 @@ def trackio_scalars(workdir, run_name: str) -> dict[int, dict[str, float]]:
     return steps
 
 
+@pytest.mark.slow
 def test_both_dashboards_get_the_same_scalars_and_a_resume_logs_no_epoch_twice(tmp_path, tiny_npz):
     overrides = [*tiny_overrides(tiny_npz), "epochs=3", "tensorboard.enabled=true", "quantizer=deadzone"]  # with the pruning report
     with stopped_after(epoch=3, steps=2, how="kill"):

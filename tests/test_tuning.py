@@ -3,8 +3,6 @@
 import csv
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 from scipy import stats
 
-from conftest import REPO, launch_here, tiny_overrides
+from conftest import cli, launch_here, tiny_overrides
 from optqual.tools.significance import compare, seeds_needed
 from optqual.tools.summary import write_summary
 
@@ -110,14 +108,14 @@ def test_the_verdict_gives_the_interval_and_the_seeds_a_difference_needs(tmp_pat
 ])
 def test_tune_on_a_key_that_does_not_vary_is_one_line(tmp_path, tune, message):
     fake_sweep(tmp_path)
-    result = subprocess.run([sys.executable, "-m", "optqual", "summarize", str(tmp_path), "--tune", tune], cwd=REPO,
-                            capture_output=True, text=True)
+    result = cli("summarize", str(tmp_path), "--tune", tune)
     if message is None:
         assert result.returncode == 0, result.stderr
         return
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [f"optqual summarize: error: {message}"]
 
 
+@pytest.mark.slow
 def test_a_sweep_asks_for_its_own_tuned_summary_and_checks_it_first(tmp_path, tiny_npz):
     refused = launch_here(tmp_path, "-m", *tiny_overrides(tiny_npz), "seed=0,1", "summary.tune=[optimizer.lr]", "trackio.enabled=false")
     assert refused.returncode == 1 and refused.stderr.strip() == (
@@ -130,6 +128,7 @@ def test_a_sweep_asks_for_its_own_tuned_summary_and_checks_it_first(tmp_path, ti
     assert (tmp_path / "sweep" / "sensitivity.png").is_file()
 
 
+@pytest.mark.slow
 def test_the_compare_optimizers_preset_tunes_each_optimizers_own_grid(tmp_path, tiny_npz):
     """lr_scale multiplies each option's own lr: one Cartesian sweep holds SGD's grid around 0.1 and AdamW's around 1e-3."""
     result = launch_here(tmp_path, "-m", "experiment=compare_optimizers", *tiny_overrides(tiny_npz), "epochs=1",
@@ -144,6 +143,7 @@ def test_the_compare_optimizers_preset_tunes_each_optimizers_own_grid(tmp_path, 
     assert "Tuned: lr_scale" in (sweep / "summary.md").read_text() and (sweep / "sensitivity.png").is_file()
 
 
+@pytest.mark.slow
 def test_the_optuna_preset_searches_on_validation_and_its_summary_selects_the_best_trial(tmp_path, tiny_npz):
     result = launch_here(tmp_path, "-m", "experiment=optuna_search", *tiny_overrides(tiny_npz), "epochs=1",
                          "hydra.sweeper.n_trials=3", "hydra.sweep.dir=sweep", "trackio.enabled=false")
