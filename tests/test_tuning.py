@@ -149,7 +149,7 @@ def test_the_optuna_preset_searches_on_validation_and_its_summary_selects_the_be
                          "hydra.sweeper.n_trials=3", "hydra.sweep.dir=sweep", "trackio.enabled=false")
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = tmp_path / "sweep"
-    found = OmegaConf.load(sweep / "optimization_results.yaml")  # Optuna's own record: it maximized launch.py's val_acc
+    found = OmegaConf.load(sweep / "optimization_results.yaml")  # Optuna's own record: it maximized the training entry's val_acc
     trials = [json.loads((job / "metrics.json").read_text()) for job in sweep.iterdir() if (job / "metrics.json").is_file()]
     assert len(trials) == 3 and found.best_value == max(trial["val_acc"] for trial in trials)
     assert "Tuned: lr_scale, optimizer.weight_decay" in (sweep / "summary.md").read_text()

@@ -8,7 +8,6 @@ holds every component's default option, so a component added to the registry is 
 into every run without an edit to conf/config.yaml.
 """
 
-import dataclasses
 from dataclasses import dataclass, field, make_dataclass
 from typing import Any, List, Optional
 
@@ -51,7 +50,7 @@ class SummarySchema:
 
 @dataclass
 class RunSettings:
-    """The run-level settings and the core groups; conf/config.yaml gives their values."""
+    """The run-level settings, the loss and the core groups; conf/config.yaml gives their values."""
 
     seed: int = 42
     epochs: int = 200
@@ -65,10 +64,16 @@ class RunSettings:
     compile: bool = False
     clip_grad_norm: Optional[float] = None  # a run-level key of a component (optqual/components/clip_grad_norm.py)
     lr_scale: float = 1.0
+    loss: LossSchema = field(default_factory=LossSchema)
     optimizer: Any = MISSING
     model: Any = MISSING
     data: Any = MISSING
-    loss: LossSchema = field(default_factory=LossSchema)
+
+
+@dataclass
+class Reporting:
+    """The dashboards and the sweep summary: after the components in a composed config."""
+
     trackio: TrackioSchema = field(default_factory=TrackioSchema)
     tensorboard: TensorBoardSchema = field(default_factory=TensorBoardSchema)
     summary: SummarySchema = field(default_factory=SummarySchema)
@@ -81,16 +86,14 @@ def load_components() -> None:
 
 
 def run_schema() -> type:
-    """RunSettings with a field per component group after the core groups, and a defaults list of
-    their default options (the schema's own fields first, so the composed config keeps this order)."""
+    """RunSettings, a field per component group, Reporting (a dataclass's fields come in the reverse
+    order of its bases), and a defaults list of the groups' default options after the schema's own
+    fields, so the composed config keeps this order."""
     grouped = [component for component in components() if component.default is not None]
+    groups = make_dataclass("ComponentGroups", [(component.name, Any, MISSING) for component in grouped])
     defaults = ["_self_", *({component.name: component.default} for component in grouped)]
-    settings = [(f.name, f.type, field(default=f.default) if f.default_factory is dataclasses.MISSING else field(default_factory=f.default_factory))
-                for f in dataclasses.fields(RunSettings)]
-    after_data = [name for name, _, _ in settings].index("data") + 1
-    groups = [(component.name, Any, MISSING) for component in grouped]
-    return make_dataclass("RunSchema", [*settings[:after_data], *groups, *settings[after_data:],
-                                        ("defaults", List[Any], field(default_factory=lambda: list(defaults)))])
+    return make_dataclass("RunSchema", [("defaults", List[Any], field(default_factory=lambda: list(defaults)))],
+                          bases=(Reporting, groups, RunSettings))
 
 
 def config_groups() -> str:

@@ -34,7 +34,7 @@ from optqual.tools.significance import compare
 
 SEED = "seed"  # the override that repeats an experiment rather than changing it
 RESULTS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
-BEST = ("best_epoch", "best_val_acc", "best_test_loss", "best_test_acc")  # of the best weights (optqual/early_stopping.py)
+BEST = ("best_epoch", "best_val_acc", "best_test_loss", "best_test_acc")  # of the best weights (optqual/components/early_stopping.py)
 CSV_COLUMNS = ("job", "group", "setting", "selected", "status", "epochs", *RESULTS, *BEST, "wall_seconds", "overrides", "error")
 # what a summary can rank groups by: (column title, in words)
 RANKED_BY = {"test_acc": ("test acc %", "test accuracy"), "best_test_acc": ("best-weights test acc %", "test accuracy of the best weights")}
