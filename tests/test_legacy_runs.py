@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import REPO, cli
+from conftest import REPO, cli, launch_here
 from fingerprints import assert_same_or_close, fingerprint, machine
 from legacy_runs.data import write_data
+from optqual.runs.reader import read_run
 
 pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
 
@@ -69,3 +70,13 @@ def test_every_tool_reads_a_run_an_earlier_optqual_finished(tmp_path):
         result = cli(*command, cwd=tmp_path)
         assert result.returncode == 0, (command, result.stderr[-2000:])
     assert (run / "analysis" / "weights.json").is_file() and (run / "profile.json").is_file() and (run / "summary.md").is_file()
+
+
+def test_a_component_added_since_reads_as_off_and_turning_it_on_is_another_run(tmp_path):
+    """The fixtures were configured before the EMA component existed: they resume with it off, and
+    a resume that turns it on would no longer be the run they started as."""
+    run = unpack("components", tmp_path)
+    assert read_run(run).config.ema.decay is None
+    overrides = [*json.loads((LEGACY / "components" / "expected.json").read_text())["overrides"], "ema.decay=0.9"]
+    refused = launch_here(tmp_path, *overrides, "hydra.run.dir=run", "hydra.output_subdir=null")
+    assert refused.returncode == 1 and "was written by another config (ema.decay: None -> 0.9)" in refused.stderr

@@ -68,7 +68,8 @@ class Component:
     order: int  # where it is called among the others (the module docstring)
     examples: Mapping[str, Sequence[str]]  # overrides that turn it on: each is resumed bit for bit in the tests
     schemas: Mapping[str, type] = field(default_factory=dict)  # its group's schemas, stored as schema/<name>/<key>
-    default: str | None = None  # the option of conf/<name>/ a run composes unless told otherwise; None: a run-level key
+    default: str | None = None  # the option of conf/<name>/ a run composes unless told otherwise (it must be off:
+    # runs configured before the component existed are read with it, optqual/config/upgrade.py); None: a run-level key
     check: Callable[[DictConfig], None] = never_off  # the run config's values that concern it, before any work
     build: Callable[[DictConfig, BuildContext], Extension | None] | None = None  # its config node: an extension, or None (off)
     extension: type[Extension] | None = None  # the class `build` makes

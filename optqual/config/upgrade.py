@@ -1,12 +1,24 @@
 """Configs saved by earlier versions of optqual, read as this version composes them.
 
-A run's config is saved with it (.hydra/config.yaml, checkpoint.pt), and `resume` continues a
-run only with the config it was started with. When a module moves, the `_target_`s saved
-before the move name the old place: they are read as the new one, so a run started before
-the move resumes, and every tool reads it, as if it had been started now.
+A run's config is saved with it (.hydra/config.yaml, resolved_config.yaml, checkpoint.pt), and
+`resume` continues a run only with the config it was started with. Two things change under a
+saved config: modules move, and components are added. The `_target_`s saved before a move name
+the old place: they are read as the new one. A component added after a run was configured is
+absent from its config: the run had it off, as a component is added switched off, so it is read
+with the component's default option. A run started before either change resumes, and every tool
+reads it, as if it had been started now.
 """
 
+import functools
 from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from optqual import config_dir
+from optqual.components.registry import components
+from optqual.config.schema import register_with_hydra
 
 # the package in layers (2026-12-06): every `_target_` that moved, old -> new
 MOVED = {
@@ -32,9 +44,23 @@ def moved(tree: Any) -> Any:
     return tree
 
 
+@functools.cache
+def default_components() -> dict[str, Any]:
+    """Each component group's node as this optqual composes a run with no overrides."""
+    register_with_hydra()
+    if GlobalHydra.instance().is_initialized():  # inside a run: its own conf/
+        composed = compose("config")
+    else:
+        with initialize_config_dir(str(config_dir()), version_base="1.3"):
+            composed = compose("config")
+    return {component.name: OmegaConf.to_container(composed[component.name], resolve=True) for component in components()
+            if component.default is not None}  # the others' keys are run-level settings, in every config
+
+
 def upgrade(config: dict) -> dict:
     """A run config (plain containers, as saved) in the form this optqual composes."""
-    config = moved(config)
+    absent = [component.name for component in components() if component.default is not None and component.name not in config]
+    config = moved(config) | {name: default_components()[name] for name in absent}
     policy = config.get("augment")
     # a policy's stream was seeded by its own `seed: ${seed}` before the registry gave it the run's: the same numbers
     if isinstance(policy, dict) and policy.get("seed", "absent") in ("${seed}", config.get("seed")):  # as saved, or resolved

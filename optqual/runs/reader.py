@@ -4,9 +4,9 @@ A run directory holds Hydra's record of its launch (.hydra/: the composed config
 the command-line overrides), what the run wrote (resolved_config.yaml, metrics.json,
 history.csv, weight files, checkpoint.pt) and its lock. `read_run` reads it as a `Job`: its
 overrides, metrics and status, and on demand its config (the one it was built with, which
-rebuilds its model: resolved_config.yaml, or for a run of an earlier optqual the composed
-config upgraded to this version's form with the data's facts from metrics.json), its history
-and the paths of its weights.
+rebuilds its model: resolved_config.yaml, or for a run of an optqual before 2026-12-06 the
+composed config with the data's facts from metrics.json; either read in this version's form,
+optqual/config/upgrade.py), its history and the paths of its weights.
 
 A sweep's jobs are known before any of them starts: optqual's sweep callback saves every
 job's overrides in jobs.yaml, expanded as Hydra's basic sweeper expands them
@@ -70,7 +70,7 @@ class Job:
         if self.path is None:
             raise RunDirError(f"{self.name} has not started: it has no config yet")
         if (self.path / RESOLVED_CONFIG).is_file():
-            return read_yaml(self.path / RESOLVED_CONFIG)
+            return OmegaConf.create(upgrade(OmegaConf.to_container(read_yaml(self.path / RESOLVED_CONFIG))))
         composed = read_yaml(self.path / HYDRA_DIR / "config.yaml")  # a run of an optqual before 2026-12-06
         upgraded = OmegaConf.create(upgrade(OmegaConf.to_container(composed, resolve=False)))
         return OmegaConf.create(resolved_config(upgraded, self.metrics.get("data") or {}))
