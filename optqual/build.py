@@ -51,11 +51,12 @@ def build_training(cfg: DictConfig, data: ImageData, device: torch.device, run_d
     def evaluate_on(model: torch.nn.Module, split: str) -> dict[str, float]:
         return evaluate(model, data.eval_batches(split, EVAL_BATCH_SIZE), cfg.precision)
 
+    epoch_steps = data.epoch_steps(cfg.epochs)
     extensions: dict[str, Extension] = {}
     for component in components():
         if component.build is None:
             continue
-        context = BuildContext(cfg, model, optimizer, data, data.epoch_steps(cfg.epochs), cfg.seed, component.stream, run_dir, evaluate_on)
+        context = BuildContext(cfg, model, optimizer, data, epoch_steps, cfg.seed, component.stream, run_dir, evaluate_on)
         extension = component.build(cfg[component.name], context)
         if extension is not None:
             extensions[component.name] = extension

@@ -47,7 +47,7 @@ class BuildContext:
     epoch_steps: list[int]  # the optimizer updates of each epoch
     seed: int
     stream: str | None  # the component's declared random stream
-    run_dir: Path | None  # where a component that writes files writes them (the pruning report)
+    run_dir: Path  # where a component that writes files writes them (the pruning report)
     evaluate: Callable[[nn.Module, str], dict[str, float]]  # a model's mean loss and accuracy on "val" or "test"
 
     def generator(self, device: torch.device = torch.device("cpu")) -> torch.Generator:
@@ -57,8 +57,8 @@ class BuildContext:
         return stream_generator(self.seed, self.stream, device)
 
 
-def never_off(node: DictConfig) -> None:
-    """A check for a component whose every value is checked by its schema."""
+def no_check(cfg: DictConfig) -> None:
+    """The check of a component whose schema checks every value it takes."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class Component:
     schemas: Mapping[str, type] = field(default_factory=dict)  # its group's schemas, stored as schema/<name>/<key>
     default: str | None = None  # the option of conf/<name>/ a run composes unless told otherwise (it must be off:
     # runs configured before the component existed are read with it, optqual/config/upgrade.py); None: a run-level key
-    check: Callable[[DictConfig], None] = never_off  # the run config's values that concern it, before any work
+    check: Callable[[DictConfig], None] = no_check  # the run config's values that concern it, before any work
     build: Callable[[DictConfig, BuildContext], Extension | None] | None = None  # its config node: an extension, or None (off)
     extension: type[Extension] | None = None  # the class `build` makes
     adapt_model: Callable[[DictConfig, nn.Module], list[dict]] | None = None  # changes the model before the optimizer
@@ -104,8 +104,3 @@ def register(component: Component) -> Component:
 def components() -> list[Component]:
     """Every registered component, in calling order."""
     return sorted(_REGISTRY.values(), key=lambda component: (component.order, component.name))
-
-
-def streams() -> list[str]:
-    """Every random stream a run draws from: the data order's, then the components'."""
-    return [DATA_STREAM, *(component.stream for component in components() if component.stream is not None)]

@@ -22,6 +22,6 @@ def resolved_config(cfg: DictConfig, facts: Mapping[str, Any]) -> dict:
     for fact in DATA_FACTS.values():
         if filled.data.get(fact) is None and facts.get(fact) is not None:
             filled.data[fact] = facts[fact]
-    for key, value in inputs_from_data(OmegaConf.create(OmegaConf.to_container(filled.model, resolve=True)), facts).items():
+    for key, value in inputs_from_data(filled.model, facts).items():  # what an explicit null in the model left open
         filled.model[key] = value
     return OmegaConf.to_container(filled, resolve=True)
