@@ -15,22 +15,24 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from optqual import config_dir
 from optqual.build import Run, build_run
 from optqual.config.checks import check_config
-from optqual.config.diff import config_diff
 from optqual.config.schema import register_with_hydra
 from optqual.config.upgrade import upgrade
 from optqual.engine.checkpoint import CheckpointError, load_checkpoint, save_training_state
 from optqual.engine.loop import EVAL_BATCH_SIZE, evaluate
 from optqual.engine.state import StateMismatch
 from optqual.errors import ConfigError
-from optqual.files.atomic import write_text
-from optqual.files.layout import CHECKPOINT, FINAL, INITIAL, RESOLVED_CONFIG, weights_file
+from optqual.files.atomic import write_json, write_text
+from optqual.files.layout import CHECKPOINT, FINAL, HYDRA_DIR, INITIAL, METRICS, RESOLVED_CONFIG, is_run_dir, weights_file
 from optqual.files.lock import claimed
 from optqual.launch.directories import discard_unstarted, register_resolvers
+from optqual.launch.record import check_same_run, composed, run_log, write_record
 from optqual.launch.resources import jobs_at_once
 from optqual.models.layers import plain_state_dict
 from optqual.models.profile import static_profile
@@ -54,25 +56,39 @@ def prepare(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, started: floa
     return build_run(cfg, dict(hydra_cfg.runtime.choices), run_dir, device, started)
 
 
-def restore(run_dir: Path, cfg: DictConfig, run: Run) -> bool:
-    """Load `run_dir`'s checkpoint into the run (and the thread count it ran with); False when there is none.
+def accept(run_dir: Path, cfg: DictConfig, run: Run) -> bool:
+    """Take `run_dir` for this launch: a fresh directory gets the launch's record (.hydra/); one that
+    holds a run is continued from its checkpoint.pt, if any, and only by that very run: a run
+    continued with other settings would no longer be the run it claims to be. Nothing is written
+    before the launch is accepted. True when the run resumes from a checkpoint."""
+    holds_run = is_run_dir(run_dir)
+    if holds_run:
+        check_same_run(run_dir, composed(run_dir / HYDRA_DIR / "config.yaml"), cfg)
+    resumed = (run_dir / CHECKPOINT).is_file()
+    if resumed:
+        saved = load_checkpoint(run_dir)
+        check_same_run(run_dir, upgrade(saved["config"]), cfg)
+        torch.set_num_threads(saved["threads"])
+        try:
+            run.state.load_state_dict(saved["state"])
+        except StateMismatch as err:
+            raise CheckpointError(f"{run_dir / CHECKPOINT}: {err}") from err
+    if not holds_run:
+        write_record(run_dir, cfg)
+    return resumed
 
-    The checkpoint must come from this very config: a run continued with other settings
-    would no longer be the run it claims to be.
-    """
-    if not (run_dir / CHECKPOINT).is_file():
-        return False
-    saved = load_checkpoint(run_dir)
-    changed = config_diff(upgrade(saved["config"]), OmegaConf.to_container(cfg, resolve=True))
-    if changed:
-        listed = ", ".join(f"{key}: {before!r} -> {now!r}" for key, before, now in changed[:3])
-        raise CheckpointError(f"{run_dir / CHECKPOINT} was written by another config ({listed}); resume it with python -m optqual resume {run_dir}")
-    torch.set_num_threads(saved["threads"])
-    try:
-        run.state.load_state_dict(saved["state"])
-    except StateMismatch as err:
-        raise CheckpointError(f"{run_dir / CHECKPOINT}: {err}") from err
-    return True
+
+class JobFailed(CompactHydraException):
+    """A job of a sweep that could not run: recorded as failed in its directory, and the sweep goes on
+    (Hydra reports it, in its one line, when the sweep ends)."""
+
+
+def record_failed_job(run_dir: Path, cfg: DictConfig, err: ConfigError) -> None:
+    """A job that failed before it started, as the sweep's summary and `resume` read it."""
+    if not is_run_dir(run_dir):  # a directory that holds a run keeps its record
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_record(run_dir, cfg)
+        write_json(run_dir / METRICS, {"status": RunStatus.FAILED, "error": f"optqual: error: {err}"})
 
 
 def evaluate_on_test(run: Run, run_dir: Path, precision: str) -> dict:
@@ -102,16 +118,21 @@ def train(cfg: DictConfig) -> dict:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     started = time.perf_counter()
     try:
-        run = prepare(cfg, hydra_cfg, run_dir, started)
+        with run_log() as write_log_in:
+            run = prepare(cfg, hydra_cfg, run_dir, started)
+            with claimed(run_dir):  # one process per run directory: `resume` of a sweep that still runs must not race it
+                resumed = accept(run_dir, cfg, run)
+                write_log_in(run_dir)
+                return fit_and_save(cfg, run, run_dir, resumed)
     except ConfigError as err:
-        discard_unstarted(run_dir)  # nothing here that could pass for a run
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            record_failed_job(run_dir, cfg, err)  # one job cannot run: the sweep goes on
+            raise JobFailed(f"optqual: error: job {run_dir.name}: {err}") from None
+        discard_unstarted(run_dir)  # what was made for a launch refused at once
         sys.exit(f"optqual: error: {err}")
-    try:
-        with claimed(run_dir):  # one process per run directory: `resume` of a sweep that still runs must not race it
-            resumed = restore(run_dir, cfg, run)  # from checkpoint.pt when run_dir holds one
-            return fit_and_save(cfg, run, run_dir, resumed)
-    except ConfigError as err:
-        sys.exit(f"optqual: error: {err}")
+    except BaseException:
+        discard_unstarted(run_dir)  # Ctrl-C while setting up, before anything was written
+        raise
 
 
 def fit_and_save(cfg: DictConfig, run: Run, run_dir: Path, resumed: bool) -> dict:

@@ -210,13 +210,6 @@ def test_a_damaged_checkpoint_is_refused(tmp_path, tiny_npz):
         load_checkpoint(tmp_path / "run")
 
 
-def test_a_checkpoint_is_only_continued_with_its_own_config(tmp_path, tiny_npz):
-    launched(tmp_path, *tiny_overrides(tiny_npz), "hydra.run.dir=run", "trackio.enabled=false")
-    result = launch_here(tmp_path, *tiny_overrides(tiny_npz), "optimizer.lr=0.2", "hydra.run.dir=run", "trackio.enabled=false")
-    assert result.returncode == 1
-    assert "written by another config (optimizer.lr: 0.1 -> 0.2)" in result.stderr
-
-
 def test_resume_finishes_a_sweep_without_rerunning_finished_jobs(tmp_path, tiny_npz):
     """Killed during its second job: the first is done, the second stopped, the third never started."""
     overrides = ["-m", *run_overrides(tiny_npz), "seed=0,1,2", "trackio.enabled=false"]

@@ -69,17 +69,16 @@ def test_recorder_keeps_history_current_and_records_status(tmp_path):
     assert metrics["train_images_per_s"] == 50.0
 
 
-def test_only_an_unstarted_run_directory_is_discarded(tmp_path):
+def test_only_an_empty_run_directory_is_discarded(tmp_path):
+    """A launch writes its record only once accepted: a directory refused before holds nothing."""
     unstarted = tmp_path / "a"
-    (unstarted / ".hydra").mkdir(parents=True)
-    (unstarted / "launch.log").write_text("")
+    unstarted.mkdir()
     discard_unstarted(unstarted)
     assert not unstarted.exists()
     started = tmp_path / "b"
     (started / ".hydra").mkdir(parents=True)
-    (started / "history.csv").write_text("epoch\n1\n")
     discard_unstarted(started)
-    assert (started / "history.csv").is_file()
+    assert (started / ".hydra").is_dir()
 
 
 def test_fresh_dir_claims_a_new_name_once_per_process(tmp_path):

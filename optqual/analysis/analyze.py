@@ -33,8 +33,8 @@ from optqual.analysis.solution import NotAnalyzable, Solution, check_comparable
 from optqual.config.upgrade import moved
 from optqual.errors import ConfigError, require
 from optqual.files.atomic import atomic_write, write_json, write_text
-from optqual.files.layout import ANALYSIS_DIR, MULTIRUN, weights_file
-from optqual.runs.reader import is_run_dir, read_sweep
+from optqual.files.layout import ANALYSIS_DIR, MULTIRUN, is_run_dir, weights_file
+from optqual.runs.reader import read_sweep
 from optqual.system.devices import resolve_device
 from optqual.system.machine import set_up_machine
 from optqual.tools.summary import group_jobs

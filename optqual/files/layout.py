@@ -1,9 +1,11 @@
 """The name of every file and folder optqual puts in a run or sweep directory: one place, read by
 what writes them (training, the launcher, the tools) and by what reads them back (optqual/runs/reader.py)."""
 
+from pathlib import Path
+
 # a run directory
-HYDRA_DIR = ".hydra"  # Hydra's record of the launch: config.yaml (composed), hydra.yaml, overrides.yaml
-HYDRA_FILES = {HYDRA_DIR, "launch.log"}  # what Hydra writes before the job's code starts
+HYDRA_DIR = ".hydra"  # the launch's record, as Hydra writes it: config.yaml (composed), hydra.yaml, overrides.yaml
+LOG = "launch.log"  # the job's log lines
 RESOLVED_CONFIG = "resolved_config.yaml"  # the run's config, resolved, with the facts its data decided: rebuilds the model
 HISTORY = "history.csv"  # a row per epoch
 METRICS = "metrics.json"  # how the run stands or ended, its results and facts
@@ -23,6 +25,12 @@ FINAL = "final"  # the last weights
 MULTIRUN = "multirun.yaml"  # the sweep's config, saved before any job starts
 JOBS = "jobs.yaml"  # every job's overrides, saved before any job starts
 SUMMARY_LOCK = ".summary.lock"  # serializes the summaries that jobs ending together write
+SWEEP_LOCK = ".sweep.lock"  # held by the process that runs the sweep
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether `path` holds a run: its record, written once its launch was accepted (optqual/launch/record.py)."""
+    return (path / HYDRA_DIR / "config.yaml").is_file()
 
 
 def weights_file(name: str) -> str:

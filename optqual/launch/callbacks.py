@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn
@@ -29,9 +29,9 @@ from omegaconf.errors import OmegaConfBaseException
 from optqual.config.checks import check_config
 from optqual.errors import ConfigError
 from optqual.files.atomic import check_writable, write_text
-from optqual.files.layout import MULTIRUN, SUMMARY_LOCK
+from optqual.files.layout import MULTIRUN, SUMMARY_LOCK, SWEEP_LOCK
 from optqual.launch.directories import make_dirs, start_claiming
-from optqual.runs.jobs import job_overrides, knows_jobs_up_front, override_values, save_jobs
+from optqual.runs.jobs import command_line, job_overrides, knows_jobs_up_front, override_values, save_jobs
 from optqual.status import RunStatus
 from optqual.tools.summary import Summary, terminal_text, write_summary
 
@@ -79,6 +79,29 @@ def checked_jobs(config: DictConfig) -> list[list[str]]:
     return jobs
 
 
+_sweeping: list[FileLock] = []  # the lock of the sweep this process runs, held until it ends (or the process does)
+
+
+def claim_sweep(sweep_dir: Path, config: DictConfig) -> None:
+    """A sweep directory belongs to one sweep: this process holds its lock while the sweep runs, and a
+    directory that holds another sweep's jobs is refused before anything is written to it."""
+    sweep_dir = sweep_dir.absolute()  # as the messages of its runs name them
+    lock = FileLock(sweep_dir / SWEEP_LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        sys.exit(f"optqual: error: {sweep_dir} is being swept by another process (it holds {SWEEP_LOCK}): "
+                 "wait for it, or sweep into another hydra.sweep.dir")
+    if (sweep_dir / MULTIRUN).is_file():
+        before = [str(o.input_line) for o in command_line(OmegaConf.load(sweep_dir / MULTIRUN).hydra)]
+        now = [str(o.input_line) for o in command_line(config.hydra)]
+        if before != now:
+            lock.release()
+            sys.exit(f"optqual: error: {sweep_dir} holds another sweep ({' '.join(before)}): continue it with "
+                     f"python -m optqual resume {sweep_dir}, or sweep into another hydra.sweep.dir")
+    _sweeping.append(lock)
+
+
 def refresh(sweep_dir: Path) -> Summary:
     with FileLock(sweep_dir / SUMMARY_LOCK):
         return write_summary(sweep_dir)
@@ -92,7 +115,8 @@ class LaunchCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         jobs = checked_jobs(config) if knows_jobs_up_front(config.hydra) else None
-        sweep_dir = output_dir(config, "sweep.dir")  # the first thing written
+        sweep_dir = output_dir(config, "sweep.dir")
+        claim_sweep(sweep_dir, config)
         # the basic sweeper saves it too, Optuna's does not: job names, summary.tune and resume read it
         write_text(sweep_dir / MULTIRUN, OmegaConf.to_yaml(config))
         if jobs is not None:
@@ -112,3 +136,5 @@ class LaunchCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         print(terminal_text(refresh(Path(config.hydra.sweep.dir))), flush=True)
+        while _sweeping:
+            _sweeping.pop().release()

@@ -10,12 +10,10 @@ optqual/runs/jobs.py). A name is only shown, and nothing created, until `start_c
 
 import itertools
 import os
-import shutil
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from optqual.files.layout import HYDRA_FILES
 from optqual.runs.jobs import job_dirname
 
 _claimed: dict[str, str] = {}  # this process's claims: Hydra resolves the same dir more than once
@@ -64,10 +62,10 @@ def fresh_dir(path: str) -> str:
 
 
 def discard_unstarted(run_dir: Path) -> None:
-    """Remove a run directory that holds nothing but what Hydra wrote before the job began, and
-    the folders made for it that are empty now (outputs/runs/<date>/)."""
-    if run_dir.is_dir() and {entry.name for entry in run_dir.iterdir()} <= HYDRA_FILES:
-        shutil.rmtree(run_dir)
+    """Remove a run directory that holds nothing yet (a launch writes its record only once accepted,
+    optqual/launch/record.py), and the folders made for it that are empty now (outputs/runs/<date>/)."""
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
         for folder in reversed(_made):
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()

@@ -29,7 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from optqual.config.resolved import resolved_config
 from optqual.config.upgrade import upgrade
-from optqual.files.layout import HISTORY, HYDRA_DIR, METRICS, MULTIRUN, RESOLVED_CONFIG, weights_file
+from optqual.files.layout import HISTORY, HYDRA_DIR, METRICS, MULTIRUN, RESOLVED_CONFIG, is_run_dir, weights_file
 from optqual.files.lock import trained_now
 from optqual.runs.jobs import expected_overrides, job_dirname, override_values
 from optqual.status import RunStatus
@@ -90,10 +90,6 @@ class Job:
     def weights(self, name: str) -> Path:
         """The file of the weights called `name` (final, best, initial, ema, ...), whether or not it exists."""
         return self.path / weights_file(name)
-
-
-def is_run_dir(path: Path) -> bool:
-    return (path / HYDRA_DIR / "config.yaml").is_file()
 
 
 def read_run(path: str | Path) -> Job:

@@ -6,7 +6,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from optqual.config.diff import ABSENT, config_diff, flatten
-from optqual.runs.reader import Job, RunDirError, is_run_dir, read_run, read_sweep
+from optqual.files.layout import is_run_dir
+from optqual.runs.reader import Job, RunDirError, read_run, read_sweep
 
 
 def hardware(job: Job) -> dict:

@@ -19,8 +19,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from optqual.errors import ConfigError
-from optqual.files.layout import MULTIRUN
-from optqual.runs.reader import Job, is_run_dir, read_run, read_sweep, read_yaml
+from optqual.files.layout import MULTIRUN, is_run_dir
+from optqual.runs.reader import Job, read_run, read_sweep, read_yaml
 from optqual.tools.summary import terminal_text, write_summary
 
 STOPPED_BY_SIGNAL = {130, 143}  # 128 + SIGINT, 128 + SIGTERM: the user wants everything to stop
