@@ -127,21 +127,22 @@ def test_npz_requires_a_path(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("optimizer.lr=0", "optimizer.lr=0.0: must be > 0"),
-        ("epochs=-3", "epochs=-3: must be a positive integer"),
-        ("eval_every=0", "eval_every=0: must be a positive integer"),
+        ("optimizer.lr=0", "optimizer.lr=0.0: must lie in (0, inf)"),
+        ("epochs=-3", "epochs=-3: must lie in [1, inf)"),
+        ("eval_every=0", "eval_every=0: must lie in [1, inf)"),
         ("grad_norm_every=0", "grad_norm_every=0: must be a positive integer or auto"),
         ("grad_norm_every=often", "grad_norm_every=often: must be a positive integer or auto"),
         ("grad_norm_every=2.5", "grad_norm_every=2.5: must be a positive integer or auto"),
-        ("data.batch_size=0", "data.batch_size=0: must be a positive integer"),
-        ("data.val_fraction=0", "data.val_fraction=0.0: must lie strictly between 0 and 1"),
-        ("data.val_fraction=1", "data.val_fraction=1.0: must lie strictly between 0 and 1"),
-        ("optimizer.weight_decay=-1", "optimizer.weight_decay=-1.0: must be >= 0"),
+        ("data.batch_size=0", "data.batch_size=0: must lie in [1, inf)"),
+        ("data.val_fraction=0", "data.val_fraction=0.0: must lie in (0, 1)"),
+        ("data.val_fraction=1", "data.val_fraction=1.0: must lie in (0, 1)"),
+        ("optimizer.weight_decay=-1", "optimizer.weight_decay=-1.0: must lie in [0, inf)"),
     ],
 )
 def test_bad_values_name_key_and_value(override, message):
-    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+    with pytest.raises(ConfigError) as refused:
         check_config(compose_run(override))
+    assert str(refused.value) == message
 
 
 def test_device_auto_picks_what_exists():

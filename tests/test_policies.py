@@ -3,6 +3,7 @@ same op and magnitude, bit for bit; each image draws its own op from the run's a
 values are one-line errors. Repeats and resumes with a policy on: tests/test_components_resume.py."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -120,10 +121,10 @@ def test_the_default_adds_no_policy_and_every_option_draws_from_the_runs_augment
 
 @pytest.mark.parametrize("override, message", [
     ("augment=randaugment augment.magnitude=31", "augment.magnitude=31: must be a bin in [0, num_magnitude_bins=31)"),
-    ("augment=randaugment augment.num_ops=0", "augment.num_ops=0: must be >= 1"),
-    ("augment=trivialaugment augment.num_magnitude_bins=1", "augment.num_magnitude_bins=1: must be >= 2"),
+    ("augment=randaugment augment.num_ops=0", "augment.num_ops=0: must lie in [1, inf)"),
+    ("augment=trivialaugment augment.num_magnitude_bins=1", "augment.num_magnitude_bins=1: must lie in [2, inf)"),
     ("augment=autoaugment augment.policy=mnist", "augment.policy=mnist: must be one of imagenet, cifar10, svhn"),
 ])
 def test_bad_values_are_one_line_errors(override, message):
-    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("[", r"\[").replace(")", r"\)")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         check_config(compose_run(*override.split()))

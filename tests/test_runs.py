@@ -229,29 +229,29 @@ def test_diff_refuses_a_directory_that_is_not_a_run(runs, tmp_path):
     [
         (["optimizer=adamx"], "Could not find 'optimizer/adamx'"),
         (["epochs=abc"], "epochs=abc"),
-        (["optimizer.lr=-0.1"], "optqual: error: optimizer.lr=-0.1: must be > 0"),
-        (["epochs=0"], "optqual: error: epochs=0: must be a positive integer"),
-        (["data.batch_size=0"], "optqual: error: data.batch_size=0: must be a positive integer"),
-        (["data.val_fraction=1.5"], "optqual: error: data.val_fraction=1.5: must lie strictly between 0 and 1"),
+        (["optimizer.lr=-0.1"], "optqual: error: optimizer.lr=-0.1: must lie in (0, inf)"),
+        (["epochs=0"], "optqual: error: epochs=0: must lie in [1, inf)"),
+        (["data.batch_size=0"], "optqual: error: data.batch_size=0: must lie in [1, inf)"),
+        (["data.val_fraction=1.5"], "optqual: error: data.val_fraction=1.5: must lie in (0, 1)"),
         (["device=gpu"], "optqual: error: device=gpu: unknown device"),
-        (["threads=0"], "optqual: error: threads=0: must be a positive integer"),
+        (["threads=0"], "optqual: error: threads=0: must lie in [1, inf)"),
         (["precision=fp16"], "optqual: error: precision=fp16: must be one of fp32, bf16"),
         (["data=npz", "data.path=missing.npz"], "optqual: error: data.path=missing.npz: no such file"),
         (["data=npz"], "optqual: error: data.path is required"),
         (["data.root=nothing_here", "data.download=false"], "optqual: error: data.root=nothing_here: CIFAR-10 not found"),
-        (["optimizer=adamw", "optimizer.betas=[1.5,0.9]"], "optqual: error: optimizer: Invalid beta parameter at index 0: 1.5"),
-        (["scheduler=cosine", "scheduler.warmup_epochs=300"], "optqual: error: scheduler.warmup_epochs=300.0: must be >= 0 and shorter than the run"),
+        (["optimizer=adamw", "optimizer.betas=[1.5,0.9]"], "optqual: error: optimizer.betas=[1.5, 0.9]: each must lie in [0, 1)"),
+        (["scheduler=cosine", "scheduler.warmup_epochs=300"], "optqual: error: scheduler.warmup_epochs=300.0: must be shorter than the run"),
         (["early_stopping.monitor=val_f1"], "optqual: error: early_stopping.monitor=val_f1: no such validation metric"),
         (["optimizer=sam", "optimizer@optimizer.base=adamx"], "Could not find 'optimizer/adamx'"),
         (["optimizer=sam", "optimizer@optimizer.base=sam"], "optqual: error: optimizer.base=sam: SAM needs a base optimizer to wrap, not SAM"),
         (["scheduler=plateau", "eval_every=null"], "optqual: error: scheduler=plateau: steps on a validation metric, but validation is off"),
-        (["clip_grad_norm=-0.5"], "optqual: error: clip_grad_norm=-0.5: must be > 0 (or null: no clipping)"),
-        (["seed=-1"], "optqual: error: seed=-1: must lie in [0, 2**32)"),
+        (["clip_grad_norm=-0.5"], "optqual: error: clip_grad_norm=-0.5: must lie in (0, inf)"),
+        (["seed=-1"], "optqual: error: seed=-1: must lie in [0, 4294967296)"),
         (["experiment_name=a/b"], "optqual: error: experiment_name=a/b: must not hold '/' or '\\': it names the sweep directory"),
-        (["seed=4294967296"], "optqual: error: seed=4294967296: must lie in [0, 2**32)"),
+        (["seed=4294967296"], "optqual: error: seed=4294967296: must lie in [0, 4294967296)"),
         (["+optimizer.foo=1"], "optqual: error: optimizer: SGD.__init__() got an unexpected keyword argument 'foo'"),
         (["+model.foo=1"], "optqual: error: model: CifarResNet() got an unexpected keyword argument 'foo'"),  # before the data loads
-        (["lr_scale=0"], "optqual: error: lr_scale=0.0: must be > 0"),
+        (["lr_scale=0"], "optqual: error: lr_scale=0.0: must lie in (0, inf)"),
         (["scheduler=cosine", "+scheduler.bogus=2"], "optqual: error: scheduler: cosine() got an unexpected keyword argument 'bogus'"),
     ],
 )
@@ -338,7 +338,7 @@ def test_sgd_learns_real_cifar10_images(tmp_path):
 
 
 @pytest.mark.parametrize("option, message", [
-    ("lr: abc", "optqual: error: optimizer: a value of the wrong kind ('>' not supported between instances of 'str' and 'int')"),
+    ("lr: abc", "optqual: error: optimizer: "),
     ("lr: 0.1\nmomentum: fast", "optqual: error: optimizer: "),
 ])
 def test_an_option_without_a_schema_is_still_checked_in_one_line(tmp_path, option, message):

@@ -37,6 +37,7 @@ from optqual.compat import augmentation_ops, geometric_op
 from optqual.components.extension import Extension
 from optqual.components.registry import Component, register
 from optqual.errors import build, require
+from optqual.ranges import within
 
 GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 
@@ -193,14 +194,14 @@ class PolicySchema:
 
 @dataclass
 class RandAugmentSchema(PolicySchema):
-    num_ops: int = 2
-    magnitude: int = 9
-    num_magnitude_bins: int = 31
+    num_ops: int = within(2, "[1, inf)")
+    magnitude: int = within(9, "[0, inf)")
+    num_magnitude_bins: int = within(31, "[2, inf)")
 
 
 @dataclass
 class TrivialAugmentSchema(PolicySchema):
-    num_magnitude_bins: int = 31
+    num_magnitude_bins: int = within(31, "[2, inf)")
 
 
 @dataclass
@@ -220,12 +221,8 @@ def build_policy(node: DictConfig, generator: torch.Generator) -> Optional[Polic
 
 def check(cfg: DictConfig) -> None:
     node = cfg.augment
-    if "num_ops" in node:
-        require(node.num_ops >= 1, "augment.num_ops", node.num_ops, "must be >= 1")
-    if "num_magnitude_bins" in node:
-        require(node.num_magnitude_bins >= 2, "augment.num_magnitude_bins", node.num_magnitude_bins, "must be >= 2")
     if "magnitude" in node:
-        require(0 <= node.magnitude < node.num_magnitude_bins, "augment.magnitude", node.magnitude,
+        require(node.magnitude < node.num_magnitude_bins, "augment.magnitude", node.magnitude,
                 f"must be a bin in [0, num_magnitude_bins={node.num_magnitude_bins})")
     if "policy" in node:
         require(node.policy in POLICIES, "augment.policy", node.policy, f"must be one of {', '.join(POLICIES)}")

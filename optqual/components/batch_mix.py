@@ -26,15 +26,15 @@ from scipy.special import betaincinv
 
 from optqual.components.extension import Extension
 from optqual.components.registry import Component, register
-from optqual.errors import require
+from optqual.ranges import within
 
 
 @dataclass
 class BatchMixSchema:
-    mixup_alpha: Optional[float] = None  # null: no MixUp
-    cutmix_alpha: Optional[float] = None  # null: no CutMix
-    prob: float = 1.0  # the chance that a batch is mixed at all
-    switch_prob: float = 0.5  # with both: the chance of CutMix rather than MixUp
+    mixup_alpha: Optional[float] = within(None, "(0, inf)")  # null: no MixUp
+    cutmix_alpha: Optional[float] = within(None, "(0, inf)")  # null: no CutMix
+    prob: float = within(1.0, "[0, 1]")  # the chance that a batch is mixed at all
+    switch_prob: float = within(0.5, "[0, 1]")  # with both: the chance of CutMix rather than MixUp
 
 
 SCHEMAS = {"batch_mix": BatchMixSchema}
@@ -95,22 +95,12 @@ def build_batch_mix(node: DictConfig, num_classes: int, generator: torch.Generat
     return BatchMix(num_classes, generator, node.mixup_alpha, node.cutmix_alpha, node.prob, node.switch_prob)
 
 
-def check(cfg: DictConfig) -> None:
-    node = cfg.batch_mix
-    for key in ("mixup_alpha", "cutmix_alpha"):
-        if node[key] is not None:
-            require(node[key] > 0, f"batch_mix.{key}", node[key], "must be > 0 (or null: not used)")
-    for key in ("prob", "switch_prob"):
-        require(0 <= node[key] <= 1, f"batch_mix.{key}", node[key], "must lie in [0, 1]")
-
-
 register(Component(
     name="batch_mix",
     summary="MixUp and CutMix of each training batch",
     order=30,
     schemas=SCHEMAS,
     default="none",
-    check=check,
     build=lambda node, context: build_batch_mix(node, context.data.num_classes, context.generator()),
     extension=BatchMix,
     stream="batch_mix",

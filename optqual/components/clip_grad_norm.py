@@ -7,12 +7,10 @@ perturbation, which is normalized).
 """
 
 import torch
-from omegaconf import DictConfig
 from torch.nn.utils import clip_grad_norm_
 
 from optqual.components.extension import Extension
 from optqual.components.registry import Component, register
-from optqual.errors import require
 
 
 class GradClipping(Extension):
@@ -43,11 +41,6 @@ class GradClipping(Extension):
         self.steps = state["steps"]
 
 
-def check(cfg: DictConfig) -> None:
-    if cfg.clip_grad_norm is not None:
-        require(cfg.clip_grad_norm > 0, "clip_grad_norm", cfg.clip_grad_norm, "must be > 0 (or null: no clipping)")
-
-
 def build_clipping(max_norm: float | None, model: torch.nn.Module) -> GradClipping | None:
     return None if max_norm is None else GradClipping([p for p in model.parameters() if p.requires_grad], max_norm)
 
@@ -56,7 +49,6 @@ register(Component(
     name="clip_grad_norm",
     summary="cap the gradient's global L2 norm before every update (null: no clipping)",
     order=40,
-    check=check,
     build=lambda max_norm, context: build_clipping(max_norm, context.model),
     extension=GradClipping,
     examples={"clip_grad_norm": ["clip_grad_norm=0.5"]},

@@ -20,15 +20,16 @@ from torch import nn
 from optqual.components.extension import VALIDATION_METRICS, Extension, better_when
 from optqual.components.registry import Component, register
 from optqual.errors import require
+from optqual.ranges import within
 
 
 @dataclass
 class EarlyStoppingSchema:
     monitor: str = "val_acc"
     mode: str = "auto"  # auto: max for accuracies, min for losses
-    patience: Optional[int] = None  # validations without improvement; null: never stop early
-    min_delta: float = 0.0
-    min_epochs: int = 0  # never stop before this epoch
+    patience: Optional[int] = within(None, "[1, inf)")  # validations without improvement; null: never stop early
+    min_delta: float = within(0.0, "[0, inf)")
+    min_epochs: int = within(0, "[0, inf)")  # never stop before this epoch
 
 
 class EarlyStopping(Extension):
@@ -78,10 +79,7 @@ def check(cfg: DictConfig) -> None:
             f"no such validation metric (choose {' or '.join(VALIDATION_METRICS)})")
     require(node.mode in ("auto", "min", "max"), "early_stopping.mode", node.mode, "must be auto, min or max")
     if node.patience is not None:
-        require(node.patience >= 1, "early_stopping.patience", node.patience, "must be a positive number of validations (or null: off)")
         require(cfg.eval_every is not None, "early_stopping.patience", node.patience, "needs validation, which is off (eval_every=null)")
-    require(node.min_delta >= 0, "early_stopping.min_delta", node.min_delta, "must be >= 0")
-    require(node.min_epochs >= 0, "early_stopping.min_epochs", node.min_epochs, "must be >= 0")
 
 
 register(Component(

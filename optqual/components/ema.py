@@ -23,17 +23,18 @@ from torch import nn
 from optqual.components.extension import Extension
 from optqual.components.registry import BuildContext, Component, register
 from optqual.errors import require
+from optqual.ranges import within
 
 
 @dataclass
 class EmaSchema:
-    decay: Optional[float] = None  # null: off
-    every: int = 1
-    update_after_step: int = 0
+    decay: Optional[float] = within(None, "(0, 1)")  # null: off
+    every: int = within(1, "[1, inf)")
+    update_after_step: int = within(0, "[0, inf)")
     warmup: bool = False
-    warmup_gamma: float = 1.0
-    warmup_power: float = 2 / 3
-    min_decay: float = 0.0
+    warmup_gamma: float = within(1.0, "(0, inf)")
+    warmup_power: float = within(2 / 3, "(0, inf)")
+    min_decay: float = within(0.0, "[0, 1)")
     exclude_buffers: bool = False
 
 
@@ -86,12 +87,7 @@ def check(cfg: DictConfig) -> None:
     node = cfg.ema
     if node.decay is None:
         return
-    require(0 < node.decay < 1, "ema.decay", node.decay, "must lie in (0, 1) (or null: off)")
-    require(0 <= node.min_decay <= node.decay, "ema.min_decay", node.min_decay, f"must lie in [0, decay={node.decay}]")
-    require(node.every >= 1, "ema.every", node.every, "must be a positive number of updates")
-    require(node.update_after_step >= 0, "ema.update_after_step", node.update_after_step, "must be >= 0")
-    require(node.warmup_gamma > 0, "ema.warmup_gamma", node.warmup_gamma, "must be > 0")
-    require(node.warmup_power > 0, "ema.warmup_power", node.warmup_power, "must be > 0")
+    require(node.min_decay <= node.decay, "ema.min_decay", node.min_decay, f"must lie in [0, decay={node.decay}]")
 
 
 register(Component(

@@ -8,7 +8,7 @@ uniformly; with none fitting the image stays whole, as torchvision's. The draws 
 extension's own generator on the device (a stream of the run's seed, in its saved state).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List
 
 import torch
@@ -18,14 +18,15 @@ from optqual.components.extension import Extension
 from optqual.components.registry import Component, register
 from optqual.data.augment import box_shapes, first_fitting
 from optqual.errors import require
+from optqual.ranges import within
 
 
 @dataclass
 class RandomErasingSchema:
-    p: float = 0.0  # 0: off; torchvision's reference recipes use 0.1 to 0.25
-    scale: List[float] = field(default_factory=lambda: [0.02, 0.33])
-    ratio: List[float] = field(default_factory=lambda: [0.3, 3.3])
-    value: float = 0.0
+    p: float = within(0.0, "[0, 1]")  # 0: off; torchvision's reference recipes use 0.1 to 0.25
+    scale: List[float] = within([0.02, 0.33], "(0, 1)")
+    ratio: List[float] = within([0.3, 3.3], "(0, inf)")
+    value: float = within(0.0, "(-inf, inf)")
 
 
 class RandomErasing(Extension):
@@ -68,9 +69,8 @@ def build_random_erasing(node: DictConfig, generator: torch.Generator) -> Random
 
 def check(cfg: DictConfig) -> None:
     node = cfg.random_erasing
-    require(0 <= node.p <= 1, "random_erasing.p", node.p, "must lie in [0, 1]")
-    require(0 < node.scale[0] <= node.scale[1] < 1, "random_erasing.scale", list(node.scale), "needs 0 < low <= high < 1")
-    require(0 < node.ratio[0] <= node.ratio[1], "random_erasing.ratio", list(node.ratio), "needs 0 < low <= high")
+    for key in ("scale", "ratio"):
+        require(len(node[key]) == 2 and node[key][0] <= node[key][1], f"random_erasing.{key}", list(node[key]), "needs [low, high] with low <= high")
 
 
 register(Component(

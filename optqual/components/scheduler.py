@@ -11,7 +11,7 @@ schedule with `SequentialLR`; cosine and onecycle then span the updates after th
 the warmup; the others after every update.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List
 
 import torch
@@ -25,13 +25,14 @@ from optqual.components.extension import VALIDATION_METRICS, Extension, better_w
 from optqual.components.registry import Component, register
 from optqual.components.timeline import UNITS, Timeline
 from optqual.errors import ConfigError, require
+from optqual.ranges import within
 
 @dataclass
 class ScheduleSchema:
     _target_: str = MISSING
     _partial_: bool = True
-    warmup_epochs: float = 0.0
-    warmup_start_factor: float = 0.01
+    warmup_epochs: float = within(0.0, "[0, inf)")
+    warmup_start_factor: float = within(0.01, "(0, 1]")
 
 
 @dataclass
@@ -42,22 +43,22 @@ class ConstantSchema(ScheduleSchema):
 @dataclass
 class CosineSchema(ScheduleSchema):
     _target_: str = "optqual.components.scheduler.cosine"
-    eta_min: float = 0.0
+    eta_min: float = within(0.0, "[0, inf)")
 
 
 @dataclass
 class StepSchema(ScheduleSchema):
     _target_: str = "optqual.components.scheduler.step"
-    step_size: float = MISSING
-    gamma: float = 0.1
+    step_size: float = within(MISSING, "(0, inf)")
+    gamma: float = within(0.1, "(0, 1]")
     unit: str = "epoch"
 
 
 @dataclass
 class MultiStepSchema(ScheduleSchema):
     _target_: str = "optqual.components.scheduler.multistep"
-    milestones: List[float] = field(default_factory=list)
-    gamma: float = 0.1
+    milestones: List[float] = within([], "(0, inf)")
+    gamma: float = within(0.1, "(0, 1]")
     unit: str = "epoch"
 
 
@@ -66,18 +67,18 @@ class PlateauSchema(ScheduleSchema):
     _target_: str = "optqual.components.scheduler.plateau"
     monitor: str = "val_loss"
     mode: str = "auto"
-    factor: float = 0.1
-    patience: int = 10  # validations without improvement
-    threshold: float = 1e-4
-    min_lr: float = 0.0
+    factor: float = within(0.1, "(0, 1)")
+    patience: int = within(10, "[0, inf)")  # validations without improvement
+    threshold: float = within(1e-4, "[0, inf)")
+    min_lr: float = within(0.0, "[0, inf)")
 
 
 @dataclass
 class OneCycleSchema(ScheduleSchema):
     _target_: str = "optqual.components.scheduler.onecycle"
-    pct_start: float = 0.3
-    div_factor: float = 25.0
-    final_div_factor: float = 1e4
+    pct_start: float = within(0.3, "(0, 1)")
+    div_factor: float = within(25.0, "(0, inf)")
+    final_div_factor: float = within(1e4, "(0, inf)")
     anneal_strategy: str = "cos"
     three_phase: bool = False
     cycle_momentum: bool = False  # True cycles momentum / beta1 as fast.ai does; off keeps the optimizer's
@@ -171,24 +172,16 @@ def build_schedule(node: DictConfig, optimizer: Optimizer, epoch_steps: list[int
 
 def check(cfg: DictConfig) -> None:
     node = cfg.scheduler
-    require(0 <= node.warmup_epochs < cfg.epochs, "scheduler.warmup_epochs", node.warmup_epochs,
-            f"must be >= 0 and shorter than the run (epochs={cfg.epochs})")
-    require(0 < node.warmup_start_factor <= 1, "scheduler.warmup_start_factor", node.warmup_start_factor, "must lie in (0, 1]")
+    require(node.warmup_epochs < cfg.epochs, "scheduler.warmup_epochs", node.warmup_epochs, f"must be shorter than the run (epochs={cfg.epochs})")
     if "unit" in node:
         require(node.unit in UNITS, "scheduler.unit", node.unit, f"must be one of {', '.join(UNITS)}")
-    if "step_size" in node:
-        require(node.step_size > 0, "scheduler.step_size", node.step_size, "must be > 0")
     if "milestones" in node:
-        require(list(node.milestones) == sorted(node.milestones) and all(m > 0 for m in node.milestones),
-                "scheduler.milestones", list(node.milestones), "must be positive and increasing")
+        require(list(node.milestones) == sorted(node.milestones), "scheduler.milestones", list(node.milestones), "must be increasing")
     if "monitor" in node:
         require(node.monitor in VALIDATION_METRICS, "scheduler.monitor", node.monitor, f"must be one of {', '.join(VALIDATION_METRICS)}")
         require(cfg.eval_every is not None, "scheduler", "plateau", "steps on a validation metric, but validation is off (eval_every=null)")
     if node._target_ == f"{onecycle.__module__}.{onecycle.__qualname__}":
         require(node.warmup_epochs == 0, "scheduler.warmup_epochs", node.warmup_epochs, "onecycle warms up by itself: set scheduler.pct_start")
-    for key in ("gamma", "factor"):
-        if key in node:
-            require(0 < node[key] <= 1, f"scheduler.{key}", node[key], "must lie in (0, 1]")
     if "mode" in node:
         require(node.mode in ("auto", "min", "max"), "scheduler.mode", node.mode, "must be auto, min or max")
     stand_in = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)], "name": "all"}], lr=0.1, momentum=0.9)

@@ -22,6 +22,7 @@ from optqual.components.registry import components
 from optqual.data import sources
 from optqual.optim import build as optim
 from optqual.plugins import import_submodules
+from optqual.ranges import within
 
 CORE_GROUPS = {"optimizer": optim.SCHEMAS, "model": models.SCHEMAS, "data": sources.SCHEMAS}  # what a run trains
 COMPONENT_PACKAGES = (optqual.components, optqual.sparsity)  # every module of these is imported: its components register
@@ -40,7 +41,7 @@ class TensorBoardSchema:
 
 @dataclass
 class LossSchema:
-    label_smoothing: float = 0.0  # torch's cross_entropy option; validation and test losses are plain
+    label_smoothing: float = within(0.0, "[0, 1)")  # torch's cross_entropy option; validation and test losses are plain
 
 
 @dataclass
@@ -52,18 +53,18 @@ class SummarySchema:
 class RunSettings:
     """The run-level settings, the loss and the core groups; conf/config.yaml gives their values."""
 
-    seed: int = 42
-    epochs: int = 200
-    eval_every: Optional[int] = 10  # null: never validate
-    checkpoint_every: int = 1
+    seed: int = within(42, "[0, 4294967296)")  # numpy's global generator takes 32-bit seeds
+    epochs: int = within(200, "[1, inf)")
+    eval_every: Optional[int] = within(10, "[1, inf)")  # null: never validate
+    checkpoint_every: int = within(1, "[1, inf)")
     grad_norm_every: Any = "auto"  # per-layer gradient norms on steps 0, N, 2N, ... of each epoch; auto: 1, or 8 for a fully connected model
     experiment_name: str = "resnet8_cifar10_baseline"
     device: str = "auto"
-    threads: Optional[int] = None
+    threads: Optional[int] = within(None, "[1, inf)")
     precision: str = "fp32"
     compile: bool = False
-    clip_grad_norm: Optional[float] = None  # a run-level key of a component (optqual/components/clip_grad_norm.py)
-    lr_scale: float = 1.0
+    clip_grad_norm: Optional[float] = within(None, "(0, inf)")  # a run-level key of a component (optqual/components/clip_grad_norm.py)
+    lr_scale: float = within(1.0, "(0, inf)")
     loss: LossSchema = field(default_factory=LossSchema)
     optimizer: Any = MISSING
     model: Any = MISSING

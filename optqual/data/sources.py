@@ -16,10 +16,11 @@ from typing import Any, Callable, List, Optional
 import numpy as np
 import torch
 from filelock import FileLock
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING
 
 from optqual.data.images import ImageData, to_device
-from optqual.errors import ConfigError, require
+from optqual.errors import ConfigError
+from optqual.ranges import within
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 Arrays = dict[str, np.ndarray]
@@ -28,17 +29,17 @@ Arrays = dict[str, np.ndarray]
 @dataclass
 class DataSchema:
     _target_: str = MISSING
-    batch_size: int = 128
+    batch_size: int = within(128, "[1, inf)")
     # {epoch (from 0): size from then on}, replacing batch_size; untyped because OmegaConf cannot merge
     # a command-line dict into a typed Optional[Dict] that is null (check_config checks it instead)
     batch_size_schedule: Any = None
-    val_fraction: float = 0.1
-    split_seed: int = 0
-    num_classes: Optional[int] = None  # null: 1 + the largest label
-    channels: Optional[int] = None  # null: what the images have
-    image_size: Optional[int] = None  # null: what the images have
-    mean: Optional[List[float]] = None  # per channel (or one for all); null: the training split's
-    std: Optional[List[float]] = None
+    val_fraction: float = within(0.1, "(0, 1)")
+    split_seed: int = within(0, "[0, 4294967296)")
+    num_classes: Optional[int] = within(None, "[2, inf)")  # null: 1 + the largest label
+    channels: Optional[int] = within(None, "[1, inf)")  # null: what the images have
+    image_size: Optional[int] = within(None, "[16, inf)")  # null: what the images have; the CIFAR ResNets downsample by 4
+    mean: Optional[List[float]] = within(None, "(-inf, inf)")  # per channel (or one for all); null: the training split's
+    std: Optional[List[float]] = within(None, "(0, inf)")
     augment: Any = MISSING  # a class of optqual.data.augment: each option names its own
 
 
@@ -60,7 +61,7 @@ class SvhnSchema(TorchvisionSchema):
 
 @dataclass
 class PetsSchema(TorchvisionSchema):
-    image_size: Optional[int] = 64
+    image_size: Optional[int] = within(64, "[16, inf)")
 
 
 @dataclass
@@ -69,11 +70,6 @@ class NpzSchema(DataSchema):
 
 
 SCHEMAS = {"torchvision": TorchvisionSchema, "grey": GreySchema, "svhn": SvhnSchema, "pets": PetsSchema, "npz": NpzSchema}
-
-
-def check(data: DictConfig) -> None:
-    if data.get("image_size") is not None:
-        require(data.image_size >= 16, "data.image_size", data.image_size, "must be at least 16 (the CIFAR ResNets downsample by 4)")
 
 
 def read_torchvision(name: str, root: str, download: bool, make: Callable[[bool], Any]) -> Any:

@@ -13,7 +13,7 @@ forward hook on `model.stage2`.
 """
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 import torch
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from optqual.models.pooling import GlobalAvgPool
+from optqual.ranges import within
 
 SHORTCUTS = ("A", "B")
 
@@ -28,11 +29,11 @@ SHORTCUTS = ("A", "B")
 @dataclass
 class CifarResNetSchema:
     _target_: str = "optqual.models.cifar_resnet.CifarResNet"
-    blocks_per_stage: int = 1
-    widths: List[int] = field(default_factory=lambda: [16, 32, 64])
+    blocks_per_stage: int = within(1, "[1, inf)")
+    widths: List[int] = within([16, 32, 64], "[1, inf)")
     shortcut: str = "B"
-    in_channels: Optional[int] = 3  # null: the data's
-    num_classes: Optional[int] = 10  # null: the data's
+    in_channels: Optional[int] = within(3, "[1, inf)")  # null: the data's
+    num_classes: Optional[int] = within(10, "[2, inf)")  # null: the data's
 
 
 SCHEMAS = {"cifar_resnet": CifarResNetSchema}

@@ -5,21 +5,23 @@ Submodules: `flatten`, `hidden1..K` (each a Sequential), `fc`; the embedding is 
 """
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 from torch import nn
+
+from optqual.ranges import within
 
 
 @dataclass
 class MLPSchema:
     _target_: str = "optqual.models.mlp.MLP"
-    hidden: List[int] = field(default_factory=lambda: [512, 256])
-    dropout: float = 0.0
+    hidden: List[int] = within([512, 256], "[1, inf)")
+    dropout: float = within(0.0, "[0, 1)")
     batch_norm: bool = False
-    in_channels: Optional[int] = 3  # null: the data's
-    image_size: Optional[int] = 32  # null: the data's
-    num_classes: Optional[int] = 10  # null: the data's
+    in_channels: Optional[int] = within(3, "[1, inf)")  # null: the data's
+    image_size: Optional[int] = within(32, "[1, inf)")  # null: the data's
+    num_classes: Optional[int] = within(10, "[2, inf)")  # null: the data's
 
 
 SCHEMAS = {"mlp": MLPSchema}

@@ -14,13 +14,14 @@ from torch import nn
 from torchvision.models import resnet18
 
 from optqual.models.pooling import replace_global_pools
+from optqual.ranges import within
 
 
 @dataclass
 class ResNet18CifarSchema:
     _target_: str = "optqual.models.resnet18_cifar.resnet18_cifar"
-    in_channels: Optional[int] = 3  # null: the data's
-    num_classes: Optional[int] = 10  # null: the data's
+    in_channels: Optional[int] = within(3, "[1, inf)")  # null: the data's
+    num_classes: Optional[int] = within(10, "[2, inf)")  # null: the data's
 
 
 SCHEMAS = {"resnet18_cifar": ResNet18CifarSchema}

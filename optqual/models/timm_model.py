@@ -14,6 +14,7 @@ from torch import nn
 
 from optqual.errors import ConfigError, require
 from optqual.models.pooling import replace_global_pools
+from optqual.ranges import within
 
 TARGET = "optqual.models.timm_model.timm_model"
 
@@ -23,8 +24,8 @@ class TimmSchema:
     _target_: str = TARGET
     name: str = "resnet18"
     pretrained: bool = False
-    in_channels: Optional[int] = 3  # null: the data's
-    num_classes: Optional[int] = 10  # null: the data's
+    in_channels: Optional[int] = within(3, "[1, inf)")  # null: the data's
+    num_classes: Optional[int] = within(10, "[2, inf)")  # null: the data's
 
 
 SCHEMAS = {"timm": TimmSchema}

@@ -16,7 +16,7 @@ name (`conv.weight`, not `conv.parametrizations.weight.original`). Each group ha
 history.csv has its learning rate as `lr.<name>`.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator, List
 
 from hydra.utils import instantiate
@@ -28,6 +28,7 @@ from optqual.errors import ConfigError, require
 from optqual.optim.muon import Muon
 from optqual.optim.sam import sam
 from optqual.models.layers import plain_name
+from optqual.ranges import within
 
 SAM_TARGET = f"{sam.__module__}.{sam.__qualname__}"
 MUON_TARGET = f"{Muon.__module__}.{Muon.__qualname__}"
@@ -38,40 +39,40 @@ GROUPING_KEYS = ("no_weight_decay",)  # how parameters are grouped, not an argum
 class PlainSchema:
     _target_: str = MISSING
     _partial_: bool = True
-    lr: float = MISSING
-    weight_decay: float = 0.0
+    lr: float = within(MISSING, "(0, inf)")
+    weight_decay: float = within(0.0, "[0, inf)")
     no_weight_decay: bool = False
 
 
 @dataclass
 class SGDSchema(PlainSchema):
     _target_: str = "torch.optim.SGD"
-    momentum: float = 0.0
-    dampening: float = 0.0
+    momentum: float = within(0.0, "[0, 1)")
+    dampening: float = within(0.0, "[0, 1]")
     nesterov: bool = False
 
 
 @dataclass
 class AdamSchema(PlainSchema):
     _target_: str = "torch.optim.Adam"
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
+    betas: List[float] = within([0.9, 0.999], "[0, 1)")
+    eps: float = within(1e-8, "(0, inf)")
     amsgrad: bool = False
 
 
 @dataclass
 class RMSpropSchema(PlainSchema):
     _target_: str = "torch.optim.RMSprop"
-    alpha: float = 0.99
-    eps: float = 1e-8
-    momentum: float = 0.0
+    alpha: float = within(0.99, "[0, 1)")
+    eps: float = within(1e-8, "(0, inf)")
+    momentum: float = within(0.0, "[0, 1)")
     centered: bool = False
 
 
 @dataclass
 class LionSchema(PlainSchema):
     _target_: str = "pytorch_optimizer.Lion"
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
+    betas: List[float] = within([0.9, 0.99], "[0, 1)")
 
 
 @dataclass
@@ -79,7 +80,7 @@ class SAMSchema:
     _target_: str = SAM_TARGET
     _partial_: bool = True
     base: Any = MISSING  # another option of the group: `optimizer@optimizer.base=adamw`
-    rho: float = 0.05
+    rho: float = within(0.05, "(0, inf)")
     adaptive: bool = False
 
 
@@ -88,11 +89,11 @@ class MuonSchema:
     _target_: str = MUON_TARGET
     _partial_: bool = True
     rest: Any = MISSING  # a plain option of the group: `optimizer@optimizer.rest=sgd`
-    lr: float = 0.02
-    momentum: float = 0.95
+    lr: float = within(0.02, "(0, inf)")
+    momentum: float = within(0.95, "[0, 1)")
     nesterov: bool = True
-    ns_steps: int = 5
-    weight_decay: float = 0.0
+    ns_steps: int = within(5, "[1, inf)")
+    weight_decay: float = within(0.0, "[0, inf)")
 
 
 SCHEMAS = {"sgd": SGDSchema, "adam": AdamSchema, "rmsprop": RMSpropSchema, "lion": LionSchema, "sam": SAMSchema, "muon": MuonSchema}
@@ -186,10 +187,6 @@ def stand_in() -> nn.Module:
 def check(cfg: DictConfig) -> None:
     """Refuse an optimizer config before any work: ranges, nesting, and whatever its constructor refuses."""
     for key, node in walk(cfg.optimizer, "optimizer"):
-        for name, ok, why in (("lr", lambda v: v > 0, "must be > 0"), ("weight_decay", lambda v: v >= 0, "must be >= 0"),
-                              ("rho", lambda v: v > 0, "must be > 0")):
-            if name in node:
-                require(ok(node[name]), f"{key}.{name}", node[name], why)
         if node._target_ == SAM_TARGET:
             require(node.base._target_ != SAM_TARGET, f"{key}.base", "sam", "SAM needs a base optimizer to wrap, not SAM")
         if node._target_ == MUON_TARGET:

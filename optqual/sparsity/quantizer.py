@@ -37,6 +37,7 @@ from torch.nn.utils import parametrize
 from optqual.components.registry import Component, register
 from optqual.errors import require
 from optqual.models.layers import WEIGHTED, check_patterns, layer_names, select_layers
+from optqual.ranges import within
 
 MIN_BITS, MAX_BITS = 2, 8
 PERCENTILE = 0.99
@@ -46,11 +47,11 @@ PERCENTILE = 0.99
 class QuantizerSchema:
     kind: Optional[str] = None  # deadzone, or null (quantizer=none)
     exclude: List[str] = field(default_factory=list)  # conv/linear layer name patterns left in full precision
-    init_logit: float = 3.0  # theta_dz and theta_bit at the start
-    lr_dz: float = 1e-3
-    lr_bit: float = 1e-3
-    weight_decay_dz: float = 0.01
-    weight_decay_bit: float = 0.01
+    init_logit: float = within(3.0, "(-inf, inf)")  # theta_dz and theta_bit at the start
+    lr_dz: float = within(1e-3, "(0, inf)")
+    lr_bit: float = within(1e-3, "(0, inf)")
+    weight_decay_dz: float = within(0.01, "[0, inf)")
+    weight_decay_bit: float = within(0.01, "[0, inf)")
 
 
 SCHEMAS = {"quantizer": QuantizerSchema}
@@ -142,10 +143,6 @@ def check(cfg: DictConfig) -> None:
     if node.kind is None:
         return
     require(node.kind == "deadzone", "quantizer.kind", node.kind, "must be deadzone (or null: quantizer=none)")
-    for key in ("lr_dz", "lr_bit"):
-        require(node[key] > 0, f"quantizer.{key}", node[key], "must be > 0")
-    for key in ("weight_decay_dz", "weight_decay_bit"):
-        require(node[key] >= 0, f"quantizer.{key}", node[key], "must be >= 0")
     names = layer_names(cfg, WEIGHTED)
     check_patterns(node.exclude, names, "quantizer.exclude")
 

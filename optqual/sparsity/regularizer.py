@@ -26,6 +26,7 @@ from optqual.components.extension import Extension
 from optqual.components.registry import Component, register
 from optqual.errors import require
 from optqual.models.layers import CONV, check_patterns, layer_names, matches, select_layers, trained_weight
+from optqual.ranges import within
 from optqual.sparsity import regularizer_schedule
 from optqual.sparsity.regularizer_schedule import build_coefficient, check_coefficient
 
@@ -35,10 +36,10 @@ PENALTIES = ("group_lasso_channels", "group_lasso_blocks", "l1_kernel")
 @dataclass
 class RegularizerSchema:
     penalty: Optional[str] = None  # one of PENALTIES, or null (regularizer=none)
-    strength: float = 1e-4  # the coefficient's scale: its schedule runs from 0 to 1 times this
-    block_size: int = 4  # group_lasso_blocks: filters per group
+    strength: float = within(1e-4, "[0, inf)")  # the coefficient's scale: its schedule runs from 0 to 1 times this
+    block_size: int = within(4, "[1, inf)")  # group_lasso_blocks: filters per group
     exclude: List[str] = field(default_factory=list)  # conv layers left out, e.g. [stem.*]
-    layer_weights: Dict[str, float] = field(default_factory=dict)  # pattern: weight (the first match; default 1)
+    layer_weights: Dict[str, float] = within({}, "[0, inf)")  # pattern: weight (the first match; default 1)
     schedule: Any = MISSING  # regularizer/schedule: constant, linear_warmup, cosine_anneal
 
 
@@ -125,10 +126,6 @@ def check(cfg: DictConfig) -> None:
     if node.penalty is None:
         return
     require(node.penalty in PENALTIES, "regularizer.penalty", node.penalty, f"must be one of {', '.join(PENALTIES)}")
-    require(node.strength >= 0, "regularizer.strength", node.strength, "must be >= 0")
-    require(node.block_size > 0, "regularizer.block_size", node.block_size, "must be a positive integer")
-    for pattern, weight in node.layer_weights.items():
-        require(weight >= 0, f"regularizer.layer_weights.{pattern}", weight, "must be >= 0")
     check_coefficient(node.schedule, "regularizer.schedule", cfg.epochs)
     names = layer_names(cfg, CONV)
     check_patterns(node.exclude, names, "regularizer.exclude")

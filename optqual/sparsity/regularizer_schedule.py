@@ -17,6 +17,7 @@ from omegaconf import MISSING, DictConfig
 
 from optqual.components.timeline import Timeline
 from optqual.errors import require
+from optqual.ranges import within
 
 
 @dataclass
@@ -28,20 +29,20 @@ class CoefficientSchema:
 @dataclass
 class ConstantSchema(CoefficientSchema):
     _target_: str = "optqual.sparsity.regularizer_schedule.constant"
-    value: float = 1.0
+    value: float = within(1.0, "[0, inf)")
 
 
 @dataclass
 class LinearWarmupSchema(CoefficientSchema):
     _target_: str = "optqual.sparsity.regularizer_schedule.linear_warmup"
-    delay: float = 0.0  # epochs at 0
-    ramp: float = 1.0  # epochs from 0 to 1, then 1
+    delay: float = within(0.0, "[0, inf)")  # epochs at 0
+    ramp: float = within(1.0, "(0, inf)")  # epochs from 0 to 1, then 1
 
 
 @dataclass
 class CosineAnnealSchema(CoefficientSchema):
     _target_: str = "optqual.sparsity.regularizer_schedule.cosine_anneal"
-    delay: float = 0.0  # epochs at 0, then a cosine from 0 to 1 over the rest of the run
+    delay: float = within(0.0, "[0, inf)")  # epochs at 0, then a cosine from 0 to 1 over the rest of the run
 
 
 SCHEMAS = {"constant": ConstantSchema, "linear_warmup": LinearWarmupSchema, "cosine_anneal": CosineAnnealSchema}
@@ -75,6 +76,4 @@ def build_coefficient(node: DictConfig, epoch_steps: list[int]) -> Callable[[int
 
 def check_coefficient(node: DictConfig, key: str, epochs: int) -> None:
     if "delay" in node:
-        require(0 <= node.delay < epochs, f"{key}.delay", node.delay, f"must lie in [0, epochs={epochs})")
-    if "ramp" in node:
-        require(node.ramp > 0, f"{key}.ramp", node.ramp, "must be > 0")
+        require(node.delay < epochs, f"{key}.delay", node.delay, f"must lie in [0, epochs={epochs})")

@@ -47,11 +47,11 @@ from torch.nn.utils import parametrize
 
 from optqual.components.extension import Extension
 from optqual.components.registry import BuildContext, Component, register
-from optqual.errors import require
 from optqual.files.atomic import write_json
 from optqual.files.layout import SPARSITY_DIR
 from optqual.models.layers import WEIGHTED, select_layers
 from optqual.models.pooling import GlobalAvgPool
+from optqual.ranges import within
 from optqual.sparsity import pictures
 from optqual.sparsity.quantizer import quantizers
 
@@ -68,8 +68,8 @@ SUMS = {"add", "add_", "iadd", "__add__"}
 @dataclass
 class SparsityReportSchema:
     enabled: Optional[bool] = None  # null: when a regularizer or a quantizer is on
-    zero_threshold: float = 0.0
-    pictures_every: int = 1  # reports between pictures (the last report always has them)
+    zero_threshold: float = within(0.0, "[0, inf)")
+    pictures_every: int = within(1, "[1, inf)")  # reports between pictures (the last report always has them)
 
 
 class KeepPools(torch.fx.Tracer):
@@ -312,19 +312,12 @@ def build_report(node: DictConfig, context: BuildContext) -> SparsityReport | No
                           context.run_dir / SPARSITY_DIR, lambda: context.evaluate(context.model, "test")["acc"], cfg.epochs)
 
 
-def check(cfg: DictConfig) -> None:
-    node = cfg.sparsity
-    require(node.zero_threshold >= 0, "sparsity.zero_threshold", node.zero_threshold, "must be >= 0")
-    require(node.pictures_every > 0, "sparsity.pictures_every", node.pictures_every, "must be a positive integer")
-
-
 register(Component(
     name="sparsity",
     summary="the pruning report after every validation: MACs, BOPs, dead channels, pictures (on with a regularizer or quantizer)",
     order=90,
     schemas=SCHEMAS,
     default="default",
-    check=check,
     build=build_report,
     extension=SparsityReport,
     examples={"sparsity": ["sparsity.enabled=true", "sparsity.zero_threshold=0.01"]},
