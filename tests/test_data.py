@@ -2,11 +2,13 @@
 
 import contextlib
 import hashlib
+import io
 import json
 import pickle
 import subprocess
 import sys
 import tarfile
+import zipfile
 from pathlib import Path
 from typing import Iterator
 
@@ -179,7 +181,7 @@ def test_batches_are_normalized_as_torchvision_does_bit_for_bit(channels, mean, 
     rng = np.random.default_rng(0)
     images = {"x_train": rng.integers(0, 256, (40, 8, 8, channels), dtype=np.uint8), "y_train": np.arange(40) % 10,
               "x_test": rng.integers(0, 256, (12, 8, 8, channels), dtype=np.uint8), "y_test": np.arange(12) % 10}
-    data = to_device(images, torch.device("cpu"), val_fraction=0.25, mean=mean, std=std, augment=CropFlip(padding=0, flip=False))
+    data = to_device(images, torch.device("cpu"), batch_size=8, val_fraction=0.25, mean=mean, std=std, augment=CropFlip(padding=0, flip=False))
     batch, _ = next(data.eval_batches("test", 12))
     for image, ours in zip(images["x_test"], batch):
         assert torch.equal(ours, TF.normalize(TF.to_tensor(image), mean, std))
@@ -207,6 +209,16 @@ MALFORMED = {  # what is wrong -> the end of the one line that must say it
     "negative labels": (arrays(y_test=np.array([1, -1])), "y_test has negative labels (1 of 2, the lowest -1)"),
     "text labels": (arrays(y_train=np.array(["a", "b", "c", "d"])), "y_train must hold class indices, got <U1"),
     "a label per image": (arrays(y_train=np.array([0, 1, 2])), "x_train has 4 images but y_train 3 labels"),
+    "one huge label": (arrays(y_train=np.array([0, 1, 3_000_000, 1])), "the labels must be the classes 0..K-1, each in y_train, when "
+                       "data.num_classes is not given: y_train has 3 classes and labels up to 3000000 (none of class 2); relabel them, "
+                       "or set data.num_classes"),
+    "a class only in test": (arrays(y_test=np.array([3, 0])), "the labels must be the classes 0..K-1, each in y_train, when "
+                             "data.num_classes is not given: y_train has 3 classes and labels up to 3 (none of class 3); relabel them, "
+                             "or set data.num_classes"),
+    "splits of two sizes": (arrays(x_test=np.zeros((2, 6, 6, 3), np.uint8)), "x_test's images are 6x6x3 (HWC), x_train's 8x8x3: "
+                            "both splits must have one image size and channel count"),
+    "splits of two channel counts": (arrays(x_test=np.zeros((2, 8, 8, 1), np.uint8)), "x_test's images are 8x8x1 (HWC), x_train's "
+                                     "8x8x3: both splits must have one image size and channel count"),
 }
 
 
@@ -236,6 +248,52 @@ def test_a_file_that_is_not_a_readable_npz_is_named_and_said_what_it_is(tmp_path
         path.write_bytes(content)
     with pytest.raises(ConfigError) as refused:
         npz(str(path), torch.device("cpu"))
+    assert str(refused.value) == f"data.path={path}: {message}"
+
+
+def test_sparse_labels_are_classes_when_their_number_is_given(tmp_path):
+    np.savez(tmp_path / "sparse.npz", **arrays(y_train=np.array([0, 1, 5, 1]), y_test=np.array([5, 0])))
+    assert npz(str(tmp_path / "sparse.npz"), torch.device("cpu"), batch_size=2, val_fraction=0.5, num_classes=6).num_classes == 6
+
+
+def test_a_batch_larger_than_the_training_set_is_refused(tmp_path):
+    np.savez(tmp_path / "small.npz", **arrays())
+    with pytest.raises(ConfigError, match=r"^data.batch_size=3: larger than the training set \(2 images\)$"):
+        npz(str(tmp_path / "small.npz"), torch.device("cpu"), batch_size=3, val_fraction=0.5)
+
+
+def zip_with(path: Path, members: list[tuple[str, bytes]]) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members:
+            archive.writestr(name, data)
+
+
+def npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("case", ["duplicate member", "raw member", "directory", "symlink loop"])
+def test_what_an_npz_path_is_when_not_an_archive_of_four_arrays_is_said(tmp_path, case):
+    path = tmp_path / "data.npz"
+    good = [(f"{key}.npy", npy(value)) for key, value in arrays().items()]
+    if case == "duplicate member":
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            zip_with(path, [*good, ("y_train.npy", npy(np.array([2, 2, 2, 2])))])
+        message = "the archive holds y_train.npy 2 times; write it again with numpy.savez"
+    elif case == "raw member":
+        zip_with(path, [*good[:3], ("y_test", b"1,0")])
+        message = "y_test is a raw file in the zip, not a .npy array; write the archive with numpy.savez"
+    elif case == "directory":
+        path.mkdir()
+        message = "a directory, not an .npz file"
+    else:
+        path.symlink_to(tmp_path / "loop.npz")
+        (tmp_path / "loop.npz").symlink_to(path)
+        message = "cannot read it (Too many levels of symbolic links)"
+    with pytest.raises(ConfigError) as refused:
+        npz(str(path), torch.device("cpu"), batch_size=2, val_fraction=0.5)
     assert str(refused.value) == f"data.path={path}: {message}"
 
 

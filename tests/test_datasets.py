@@ -61,7 +61,7 @@ def test_cifar100_downloads_verifies_and_reads_fine_labels(tmp_path, monkeypatch
                             "train_list": [["train", md5(folder / "train")]], "test_list": [["test", md5(folder / "test")]],
                             "meta": {**CIFAR100.meta, "md5": md5(folder / "meta")}}.items():
             monkeypatch.setattr(CIFAR100, name, value)
-        data = build(compose_run("data=cifar100", f"data.root={tmp_path / 'data'}", "data.val_fraction=0.5").data, "data", device=CPU)
+        data = build(compose_run("data=cifar100", f"data.root={tmp_path / 'data'}", "data.val_fraction=0.5", "data.batch_size=8").data, "data", device=CPU)
     assert any("cifar-100-python.tar.gz" in r for r in requests)
     assert data.num_classes == 100 and len(data.train_labels) == 30 and len(data.test_labels) == 20
     assert np.array_equal(data.test_images.numpy(), written["test"][0]) and np.array_equal(data.test_labels.numpy(), written["test"][1])
@@ -80,7 +80,7 @@ def test_mnist_downloads_from_a_mirror_with_checksums_and_reads_the_idx_files(tm
     with loopback_server(serve) as (url, requests):
         monkeypatch.setattr(MNIST, "mirrors", [url])
         monkeypatch.setattr(MNIST, "resources", [(f"{name}.gz", md5(serve / f"{name}.gz")) for name in MNIST_FILES])
-        data = mnist(str(tmp_path / "data"), download=True, to_rgb=False, device=CPU, val_fraction=0.2)
+        data = mnist(str(tmp_path / "data"), download=True, to_rgb=False, device=CPU, val_fraction=0.2, batch_size=8)
     assert {r.split()[1] for r in requests if r.startswith("GET")} == {f"/{name}.gz" for name in MNIST_FILES}
     assert data.train_images.shape == (40, 28, 28, 1) and data.test_images.shape == (10, 28, 28, 1)
     assert np.array_equal(data.test_images[..., 0].numpy(), written["test"][0])
@@ -97,13 +97,13 @@ def test_mnist_download_with_a_wrong_checksum_is_refused(tmp_path, monkeypatch):
         monkeypatch.setattr(MNIST, "mirrors", [url])
         monkeypatch.setattr(MNIST, "resources", [(f"{name}.gz", "0" * 32) for name in MNIST_FILES])
         with pytest.raises(ConfigError, match="MNIST not found or corrupted"):
-            mnist(str(tmp_path / "data"), download=True, to_rgb=False, device=CPU)
+            mnist(str(tmp_path / "data"), download=True, to_rgb=False, device=CPU, batch_size=8)
 
 
 def test_fashion_mnist_reads_its_folder_and_to_rgb_gives_three_equal_channels(tmp_path):
     written = write_mnist_raw(tmp_path / "FashionMNIST" / "raw", seed=3)
-    grey = fashion_mnist(str(tmp_path), download=False, to_rgb=False, device=CPU)
-    rgb = fashion_mnist(str(tmp_path), download=False, to_rgb=True, device=CPU, mean=[0.286], std=[0.353])
+    grey = fashion_mnist(str(tmp_path), download=False, to_rgb=False, device=CPU, batch_size=8)
+    rgb = fashion_mnist(str(tmp_path), download=False, to_rgb=True, device=CPU, mean=[0.286], std=[0.353], batch_size=8)
     assert grey.channels == 1 and rgb.channels == 3
     assert torch.equal(rgb.test_images, grey.test_images.expand(-1, -1, -1, 3))
     assert np.array_equal(grey.test_images[..., 0].numpy(), written["test"][0])
@@ -122,10 +122,10 @@ def test_svhn_reads_the_mat_files_with_label_10_as_0_and_adds_extra_on_request(t
         written[split] = x, y % 10
         sums[split] = [SVHN.split_list[split][0], f"{split}_32x32.mat", md5(folder / f"{split}_32x32.mat")]
     monkeypatch.setattr(SVHN, "split_list", sums)
-    data = svhn(str(folder), download=False, include_extra=False, device=CPU, val_fraction=0.1)
+    data = svhn(str(folder), download=False, include_extra=False, device=CPU, val_fraction=0.1, batch_size=8)
     assert np.array_equal(data.test_images.numpy(), written["test"][0]) and np.array_equal(data.test_labels.numpy(), written["test"][1])
     assert len(data.train_labels) + len(data.val_labels) == 30
-    more = svhn(str(folder), download=False, include_extra=True, device=CPU, val_fraction=0.1)
+    more = svhn(str(folder), download=False, include_extra=True, device=CPU, val_fraction=0.1, batch_size=8)
     assert len(more.train_labels) + len(more.val_labels) == 50
     rows = np.concatenate([written["train"][0], written["extra"][0]])
     assert np.array_equal(more.train_images.numpy(), rows[more.train_indices])
@@ -153,7 +153,7 @@ def write_pets(root: Path, per_split: int = 6) -> dict:
 
 def test_oxford_pets_reads_the_official_split_resized_square_on_the_device(tmp_path):
     written = write_pets(tmp_path)
-    data = oxford_pets(str(tmp_path), download=False, image_size=32, device=CPU, val_fraction=0.5)
+    data = oxford_pets(str(tmp_path), download=False, image_size=32, device=CPU, val_fraction=0.5, batch_size=2, num_classes=37)
     assert data.test_images.shape == (6, 32, 32, 3) and data.image_size == 32
     assert np.array_equal(data.test_labels.numpy(), written["test"][1])
     centre = data.test_images[:, 16, 16].numpy().astype(int)
@@ -167,7 +167,7 @@ def test_an_image_size_below_16_is_one_line_before_any_work():
 
 def test_npz_classes_shape_and_statistics_come_from_the_file_when_not_given(tmp_path):
     path = write_npz(tmp_path / "d.npz", n_train=100, n_test=20)
-    data = npz(str(path), CPU, val_fraction=0.2)
+    data = npz(str(path), CPU, val_fraction=0.2, batch_size=8)
     with np.load(path) as raw:
         train = raw["x_train"][data.train_indices].astype(np.float64) / 255
         assert data.num_classes == int(max(raw["y_train"].max(), raw["y_test"].max())) + 1
@@ -175,11 +175,11 @@ def test_npz_classes_shape_and_statistics_come_from_the_file_when_not_given(tmp_
     assert data.std.tolist() == pytest.approx(train.std(axis=(0, 1, 2)).tolist(), abs=1e-6)
     assert (data.channels, data.image_size) == (3, 32)
     with pytest.raises(ConfigError, match=rf"^data.num_classes=2: data.path={path} has labels up to 9"):
-        npz(str(path), CPU, num_classes=2)
+        npz(str(path), CPU, num_classes=2, batch_size=8)
     with pytest.raises(ConfigError, match=r"^data.channels=1: the images have 3"):
-        npz(str(path), CPU, channels=1)
+        npz(str(path), CPU, channels=1, batch_size=8)
     with pytest.raises(ConfigError, match=r"need one value per channel \(3\) or one for all"):
-        npz(str(path), CPU, mean=[0.5, 0.5])
+        npz(str(path), CPU, mean=[0.5, 0.5], batch_size=8)
 
 
 def test_pixel_statistics_are_exact():
@@ -235,7 +235,7 @@ def test_the_shared_mnist_reads_through_the_real_path():
 def test_an_mlp_trains_on_mnist_files_in_process(tmp_path):
     write_mnist_raw(tmp_path / "data" / "MNIST" / "raw", n_train=120, n_test=30)
     launch_here(tmp_path, "model=mlp", "data=mnist", f"data.root={tmp_path / 'data'}", "data.download=false",
-                "model.hidden=[32]", "epochs=2", "trackio.enabled=false", "hydra.run.dir=run")
+                "model.hidden=[32]", "epochs=2", "data.batch_size=32", "trackio.enabled=false", "hydra.run.dir=run")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["data"]["channels"] == 1
     assert metrics["profile"]["macs_per_image"] == 784 * 32 + 32 * 10  # one hidden layer of 32, then 10 classes

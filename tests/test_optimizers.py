@@ -51,7 +51,7 @@ def training(model: nn.Module, optimizer: torch.optim.Optimizer, extensions: dic
     rng = np.random.default_rng(0)
     arrays = {"x_train": rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8), "y_train": rng.integers(0, 10, 20),
               "x_test": rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8), "y_test": rng.integers(0, 10, 4)}
-    data = to_device(arrays, torch.device("cpu"), batch_size=16, val_fraction=0.2)
+    data = to_device(arrays, torch.device("cpu"), batch_size=16, val_fraction=0.2, num_classes=10)
     loop = Training(model, optimizer, data, torch.Generator(), Hooks(extensions or {}), epochs=1, eval_every=1)
     return loop, EpochProgress.begin(1, data, loop.generator)
 

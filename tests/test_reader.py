@@ -22,7 +22,7 @@ def grey_mlp(tmp_path_factory) -> Path:
     """An MLP on MNIST-format files, whose data option leaves the channels to the images (null)."""
     work = tmp_path_factory.mktemp("grey")
     write_mnist_raw(work / "data" / "MNIST" / "raw", n_train=120, n_test=40)
-    launched(work, "model=mlp", "model.hidden=[16]", "data=mnist", f"data.root={work / 'data'}", "data.download=false",
+    launched(work, "model=mlp", "model.hidden=[16]", "data=mnist", f"data.root={work / 'data'}", "data.download=false", "data.batch_size=32",
              "epochs=1", "trackio.enabled=false", "hydra.run.dir=run")
     return work / "run"
 

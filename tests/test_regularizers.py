@@ -117,7 +117,7 @@ def test_accuracy_under_mixing_counts_the_label_with_the_larger_weight():
     rng = np.random.default_rng(1)
     arrays = {"x_train": rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8), "y_train": rng.integers(0, 10, 64),
               "x_test": rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8), "y_test": rng.integers(0, 10, 4)}
-    data = to_device(arrays, torch.device("cpu"), batch_size=64, val_fraction=0.25, num_classes=10)
+    data = to_device(arrays, torch.device("cpu"), batch_size=48, val_fraction=0.25, num_classes=10)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 10))
     seen = {}
 

@@ -161,9 +161,20 @@ def check_arrays(arrays: dict[str, np.ndarray], origin: str, channels: Optional[
             if stated is not None and stated != actual:
                 raise ConfigError(f"data.{key}={stated}: the images have {actual}")
         labels.append(y)
+    shapes = [arrays[f"x_{split}"].shape[1:] for split in ("train", "test")]
+    if shapes[0] != shapes[1]:  # found at test time, after all of training, otherwise
+        raise ConfigError(f"{origin}: x_test's images are {'x'.join(map(str, shapes[1]))} (HWC), x_train's "
+                          f"{'x'.join(map(str, shapes[0]))}: both splits must have one image size and channel count")
     top_label = int(max(y.max() for y in labels))
     if num_classes is not None and top_label >= num_classes:
         raise ConfigError(f"data.num_classes={num_classes}: {origin} has labels up to {top_label}")
+    if num_classes is None:  # read from the labels: a gap would add classes that never train (one label of 3e6: a head of 3e6)
+        present = np.unique(labels[0])
+        if len(present) != top_label + 1:
+            missing = np.setdiff1d(np.arange(min(top_label + 1, 10**7)), present)
+            raise ConfigError(f"{origin}: the labels must be the classes 0..K-1, each in y_train, when data.num_classes is not given: "
+                              f"y_train has {len(present)} classes and labels up to {top_label} (none of class {missing[0]}); "
+                              "relabel them, or set data.num_classes")
     return labels[0], labels[1]
 
 
@@ -179,6 +190,8 @@ def to_device(arrays: dict[str, np.ndarray], device: torch.device, batch_size: i
     if batch_size_schedule and max(batch_size_schedule.values()) > len(train_idx):
         raise ConfigError(f"data.batch_size_schedule={dict(batch_size_schedule)}: a batch of {max(batch_size_schedule.values())} "
                           f"is larger than the training set ({len(train_idx)} images)")
+    if not batch_size_schedule and batch_size > len(train_idx):
+        raise ConfigError(f"data.batch_size={batch_size}: larger than the training set ({len(train_idx)} images)")
     n_channels = x_train.shape[3]
     statistics = functools.cache(lambda: pixel_statistics(x_train[train_idx]))  # once, only if a value is not stated
 

@@ -149,10 +149,23 @@ def read_pets(root: str, download: bool, image_size: int) -> Arrays:
 def read_npz(path: str) -> Arrays:
     """The four arrays of a .npz file; what the file is, if not that, as a ConfigError naming it.
     What the arrays hold is checked with every source's (images.check_arrays)."""
-    if not Path(path).is_file():
-        raise ConfigError(f"data.path={path}: no such file")
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        raise ConfigError(f"data.path={path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"data.path={path}: a directory, not an .npz file") from None
+    except OSError as err:  # permissions, a symlink loop, ...
+        raise ConfigError(f"data.path={path}: cannot read it ({err.strerror})") from None
     if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and blame that
         raise ConfigError(f"data.path={path}: not an .npz archive (numpy.savez's zip of arrays); empty or truncated?")
+    with zipfile.ZipFile(path) as archive:
+        members = archive.namelist()
+    repeated = sorted({name for name in members if members.count(name) > 1})
+    if repeated:  # which of them numpy reads is not defined
+        raise ConfigError(f"data.path={path}: the archive holds {repeated[0]} {members.count(repeated[0])} times; "
+                          "write it again with numpy.savez")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in NPZ_KEYS if key in archive}
@@ -161,6 +174,9 @@ def read_npz(path: str) -> Arrays:
     absent = [key for key in NPZ_KEYS if key not in arrays]
     if absent:
         raise ConfigError(f"data.path={path}: missing arrays {absent} (need {list(NPZ_KEYS)})")
+    raw = [key for key, value in arrays.items() if not isinstance(value, np.ndarray)]
+    if raw:  # np.load hands a member not saved as .npy over as bytes
+        raise ConfigError(f"data.path={path}: {raw[0]} is a raw file in the zip, not a .npy array; write the archive with numpy.savez")
     return arrays
 
 
