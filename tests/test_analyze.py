@@ -1,6 +1,7 @@
 """python -m optqual analyze / compare on real (tiny) runs and sweeps: what they write, that it is
 deterministic and not recomputed, interpolation endpoints, and bad input."""
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -11,6 +12,7 @@ from torch.optim.swa_utils import update_bn
 
 from conftest import launched, tiny_overrides
 from optqual.__main__ import main as optqual
+from optqual.analysis import analyze
 from optqual.analysis.solution import Solution
 from optqual.engine.loop import EVAL_BATCH_SIZE, evaluate
 from optqual.models.cifar_resnet import CifarResNet
@@ -100,6 +102,39 @@ def test_analysis_done_is_kept_and_only_the_missing_is_computed(sweep, tmp_path,
     assert optqual(["analyze", str(copy), *SMALL, "analysis.calibration.bins=10"]) == 0  # other settings: recomputed
     changed = [p.name for p, stamp in stamps.items() if p.stat().st_mtime_ns != stamp]
     assert sorted(set(changed)) == ["calibration.json"] and len(changed) == 4
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_result_vouches_for_its_figures_and_a_stale_or_missing_figure_is_drawn_again(sweep, tmp_path, monkeypatch):
+    """The figures are written first and the JSON last with their checksums: a kill between the two
+    leaves figures the result does not vouch for, which the next analyze draws again from the saved
+    result, without computing the measure again."""
+    run = tmp_path / "optimizer=sgd,seed=0"  # a result names the runs it measured
+    shutil.copytree(sweep / run.name, run)
+    calibration = ["probe_size=48", "train_subset=64", "analysis=[calibration]"]
+    out = run / "analysis"
+    saved = json.loads((out / "calibration.json").read_text())
+    assert saved["figures"] == {name: sha256(out / name) for name in ("reliability.png", "confusion.png")}
+
+    def killed_before(path, data):  # a kill after the figures, before their JSON
+        if path.name == "calibration.json":
+            raise KeyboardInterrupt
+        write_json(path, data)
+
+    write_json = analyze.write_json
+    monkeypatch.setattr(analyze, "write_json", killed_before)
+    with pytest.raises(KeyboardInterrupt):
+        optqual(["analyze", str(run), *calibration, "analysis.calibration.bins=5"])
+    monkeypatch.undo()
+    assert sha256(out / "reliability.png") != saved["figures"]["reliability.png"]  # 5 bins beside the result of 15
+    (out / "confusion.png").unlink()
+    assert optqual(["analyze", str(run), *calibration]) == 0
+    again = json.loads((out / "calibration.json").read_text())
+    assert again["result"] == saved["result"] and again["seconds"] == saved["seconds"]  # drawn again, not computed again
+    assert again["figures"] == saved["figures"] == {name: sha256(out / name) for name in ("reliability.png", "confusion.png")}
 
 
 def test_interpolation_endpoints_are_the_two_runs_with_bn_recomputed_on_the_same_images(sweep):

@@ -4,7 +4,7 @@ The analysis config is composed by Hydra from conf/analyze.yaml and conf/analysi
 `analysis=[weights,sharpness]`, `analysis.sharpness.top_k=3` or `probe_size=512` work as
 anywhere else. Each selected per-run measure writes RUN_DIR/analysis/<measure>.json (its
 settings, the SHA-256 of the weights it analyzed, the seconds it took, its result) and its
-figures; each pairwise measure writes <pairs>/<run_a>__<run_b>/<measure>.json, under
+figures (their checksums in the JSON, which is written last: the commit of both); each pairwise measure writes <pairs>/<run_a>__<run_b>/<measure>.json, under
 SWEEP_DIR/analysis/pairs/ for runs of one sweep. A result whose settings and weights are
 those asked for is kept, so analyzing again is a no-op and a new measure on a finished
 sweep computes only what is missing; `--force` recomputes. Everything is written
@@ -32,7 +32,8 @@ from optqual.analysis.measures import Measure, measures
 from optqual.analysis.solution import NotAnalyzable, Solution, check_comparable
 from optqual.config.upgrade import moved
 from optqual.errors import ConfigError, require
-from optqual.files.atomic import atomic_write, write_json, write_text
+from optqual.files.atomic import write_json, write_text
+from optqual.files.figures import file_sha256, write_figure
 from optqual.files.layout import ANALYSIS_DIR, MULTIRUN, is_run_dir, weights_file
 from optqual.runs.reader import read_sweep
 from optqual.system.devices import resolve_device
@@ -83,41 +84,52 @@ def prepare_process(cfg: DictConfig) -> torch.device:
     return device
 
 
-def up_to_date(path: Path, settings: dict, digests: dict) -> bool:
-    """The result at `path` was computed with these settings on these weights."""
+def saved_result(path: Path, settings: dict, digests: dict) -> dict | None:
+    """What `path` holds when it was computed with these settings on these weights; None otherwise,
+    or when it cannot be read (said, then recomputed)."""
     if not path.is_file():
-        return False
-    saved = json.loads(path.read_text())
-    return moved(saved.get("settings")) == settings and saved.get("weights_sha256") == digests  # saved before a measure moved
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        log.warning("%s: unreadable (%s): recomputed", path, err)
+        return None
+    if moved(saved.get("settings")) != settings or saved.get("weights_sha256") != digests:  # saved before a measure moved
+        return None
+    return saved
 
 
-def save_figures(directory: Path, figures: dict) -> None:
-    import matplotlib.pyplot as plt
-
-    for name, figure in figures.items():
-        atomic_write(directory / name, lambda file, figure=figure: figure.savefig(file, format="png", dpi=110))
-        plt.close(figure)
+def figures_agree(out: Path, figures: dict | None) -> bool:
+    """Every figure a result records is there, byte for byte the one drawn with it."""
+    return figures is not None and all(file_sha256(out / name) == digest for name, digest in figures.items())
 
 
 def run_measure(measure: Measure, node: DictConfig, out: Path, subjects: list[Solution], digests: dict, force: bool) -> dict | None:
-    """One measure of one run (or one pair): computed and saved, or read back when up to date."""
+    """One measure of one run (or one pair): computed and saved, or read back when up to date.
+
+    Its figures and its JSON are committed together: the figures are written first, the JSON last
+    with their checksums, so a kill between them leaves figures the JSON does not vouch for, and a
+    stale or missing figure is drawn again from the saved result."""
     name = measure.name
     settings = OmegaConf.to_container(node, resolve=True)
     path = out / f"{name}.json"
-    if not force and up_to_date(path, settings, digests):
+    saved = None if force else saved_result(path, settings, digests)
+    if saved is not None and (measure.figures is None or figures_agree(out, saved.get("figures"))):
         log.info("%s: %s up to date", " / ".join(s.name for s in subjects), name)
-        return json.loads(path.read_text())["result"]
-    started = time.perf_counter()
-    result = instantiate(node, _convert_="all")(*subjects)
-    seconds = time.perf_counter() - started
+        return saved["result"]
+    if saved is not None:
+        result, seconds = saved["result"], saved["seconds"]
+        log.info("%s: %s figures drawn again from its saved result", " / ".join(s.name for s in subjects), name)
+    else:
+        started = time.perf_counter()
+        result = instantiate(node, _convert_="all")(*subjects)
+        seconds = time.perf_counter() - started
+        log.info("%s: %s in %.1f s", " / ".join(s.name for s in subjects), name, seconds)
     out.mkdir(parents=True, exist_ok=True)
-    if measure.figures is not None:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only
-        save_figures(out, measure.figures(result, *subjects))
-    write_json(path, {"measure": name, "settings": settings, "weights_sha256": digests, "seconds": seconds, "result": result})
-    log.info("%s: %s in %.1f s", " / ".join(s.name for s in subjects), name, seconds)
+    figures = {} if measure.figures is None else {
+        figure_name: write_figure(figure, out / figure_name) for figure_name, figure in measure.figures(result, *subjects).items()}
+    write_json(path, {"measure": name, "settings": settings, "weights_sha256": digests, "seconds": seconds,
+                      "figures": figures, "result": result})
     return result
 
 
@@ -190,10 +202,10 @@ def analyze(directory: str | Path, overrides: list[str], force: bool = False) ->
     directory = Path(directory)
     jobs = read_sweep(directory)
     device = prepare_process(cfg)
-    solutions = load([job.path for job in jobs if job.path is not None], cfg, device)
+    solutions = load([job.path for job in jobs if job.path is not None and job.unreadable is None], cfg, device)
     for job in jobs:
-        if job.path is None:
-            print(f"skipped {job.name}: not started", flush=True)
+        if job.path is None or job.unreadable is not None:
+            print(f"skipped {job.name}: {job.unreadable or 'not started'}", flush=True)
     if not solutions:
         raise ConfigError(f"{directory}: no run with results to analyze")
     results = analyze_runs(solutions, cfg, force)

@@ -24,7 +24,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from optqual.analysis.solution import Solution
-from optqual.files.atomic import atomic_write, write_text
+from optqual.files.atomic import write_text
+from optqual.files.figures import pyplot, write_figure
 from optqual.tools.summary import format_table
 
 # what is compared, from which measure (run: the run's own metrics.json), in words
@@ -204,17 +205,12 @@ def write(out: Path, solutions: list[Solution], groups: dict[str, str], results:
 
 
 def plot(out: Path, solutions: list[Solution], groups: dict[str, str], results: dict, pairs: dict) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     colours = dict(zip(dict.fromkeys(groups[s.name] for s in solutions), plt.get_cmap("tab10").colors))
     written = []
 
     def save(name: str, figure) -> None:
-        atomic_write(out / name, lambda file: figure.savefig(file, format="png", dpi=110))
-        plt.close(figure)
+        write_figure(figure, out / name)
         written.append(name)
 
     with_weights = [s for s in solutions if results[s.name].get("weights")]

@@ -1,6 +1,9 @@
-"""matplotlib for files (no display on a cluster node), and how every figure is finished: the
-sweep's curves (optqual/tools/curves.py), the pruning report's pictures (optqual/sparsity/pictures.py)."""
+"""matplotlib for files (no display on a cluster node), how every figure is written (a PNG, atomically,
+with its checksum: an analysis result records the checksums of its figures), and how the sweep's
+curves (optqual/tools/curves.py) and the pruning report's pictures (optqual/sparsity/pictures.py) are finished."""
 
+import hashlib
+import io
 from pathlib import Path
 
 from optqual.files.atomic import atomic_write
@@ -22,5 +25,21 @@ def save_figure(figure, axes, title: str, path: Path) -> None:
         if axis.has_data():
             axis.legend(fontsize="small")
     figure.suptitle(title)
-    atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=120))
+    write_figure(figure, path, dpi=120)
+
+
+def write_figure(figure, path: Path, dpi: int = 110) -> str:
+    """`figure` as a PNG at `path`, written atomically, then closed; the PNG's SHA-256."""
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=dpi)
     pyplot().close(figure)
+    atomic_write(path, lambda file: file.write(png.getvalue()))
+    return hashlib.sha256(png.getvalue()).hexdigest()
+
+
+def file_sha256(path: Path) -> str | None:
+    """The SHA-256 of the file at `path`; None when there is none."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None

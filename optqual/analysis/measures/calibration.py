@@ -19,6 +19,7 @@ from optqual.analysis.measures import Measure, register
 from optqual.analysis.solution import Solution
 from optqual.engine.loop import EVAL_BATCH_SIZE
 from optqual.errors import require
+from optqual.files.figures import pyplot
 
 
 @dataclass
@@ -80,7 +81,7 @@ def measure(solution: Solution, bins: int) -> dict:
 
 def figures(result: dict, solution: Solution) -> dict:
     """reliability.png (accuracy against confidence per bin) and confusion.png (row-normalized)."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     reliability, axis = plt.subplots(figsize=(5, 5), layout="constrained")
     filled = [row for row in result["bins"] if row["count"]]

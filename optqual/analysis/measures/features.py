@@ -20,6 +20,7 @@ from optqual.analysis.measures import Measure, register
 from optqual.analysis.measures.activations import stage_outputs
 from optqual.analysis.solution import Solution
 from optqual.errors import require
+from optqual.files.figures import pyplot
 
 
 @dataclass
@@ -54,7 +55,7 @@ def measure(solution: Solution, probe_size: int, channels: int, images: int) -> 
 
 def figures(result: dict, solution: Solution) -> dict:
     """filters.png (the first layer's filters) and top_images.png (a row per channel)."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from torchvision.utils import make_grid
 
     weight = first_conv(solution.model)[1].weight.detach().cpu().float()
