@@ -6,8 +6,10 @@ import math
 
 import pytest
 
-from conftest import history, launch_here, launched, tiny_overrides
+from conftest import compose_run, history, launch_here, launched, tiny_overrides, tiny_training
 from optqual.components.timeline import Timeline
+from optqual.config.checks import check_config
+from optqual.data.images import EpochSteps
 
 
 def test_each_epoch_trains_at_its_size_and_the_cosine_spans_the_real_updates(tmp_path, tiny_npz):
@@ -24,7 +26,7 @@ def test_each_epoch_trains_at_its_size_and_the_cosine_spans_the_real_updates(tmp
 
 
 def test_epoch_milestones_and_fractions_fall_on_the_updates_of_uneven_epochs():
-    timeline = Timeline((5, 10, 4), warmup_epochs=1.5)
+    timeline = Timeline(EpochSteps(3, ((1, 5), (2, 10), (3, 4))), warmup_epochs=1.5)
     assert timeline.total_steps == 19 and timeline.warmup_steps == 5 + 5
     assert [timeline.updates(e, "epoch") for e in (0, 1, 2, 2.25, 3)] == [0, 5, 15, 16, 19]
     assert timeline.updates(0.5, "fraction") == 10 and timeline.updates(7, "step") == 7
@@ -39,3 +41,23 @@ def test_bad_schedules_fail_cleanly_before_any_work(tmp_path, tiny_npz, schedule
     result = launch_here(tmp_path, *tiny_overrides(tiny_npz), "trackio.enabled=false", f"data.batch_size_schedule={schedule}")
     assert result.returncode != 0 and result.stderr.strip() == f"optqual: error: {message}", result.stderr
     assert not [p for p in tmp_path.rglob("*") if p.is_file()], "a rejected run left files behind"
+
+
+@pytest.mark.parametrize("epochs, sizes", [(1, {0: 32}), (7, {0: 32}), (7, {0: 32, 2: 16, 5: 48}), (3, {0: 16, 5: 48}), (2, {0: 8, 1: 160})])
+def test_the_updates_of_each_epoch_are_those_of_a_list_written_out(tiny_npz, epochs, sizes):
+    """EpochSteps (the schedule's segments) against the list of every epoch's ceil(images / batch size)."""
+    data = tiny_training(tiny_npz).data
+    data.batch_sizes = sizes
+    images = len(data.train_labels)
+    written = [-(-images // sizes[max(start for start in sizes if start < epoch)]) for epoch in range(1, epochs + 1)]
+    steps = data.epoch_steps(epochs)
+    assert len(steps) == epochs and list(steps) == written and steps.total == sum(written)
+    assert [steps.before(index) for index in range(epochs + 1)] == [sum(written[:index]) for index in range(epochs + 1)]
+
+
+def test_a_billion_epochs_cost_nothing_before_the_first_step(tiny_npz):
+    """The run's length is held as segments: 10^9 epochs are checked and built as fast as 2."""
+    overrides = ["epochs=1000000000", "scheduler=cosine", "data.batch_size_schedule={0:32,500000000:64}"]
+    check_config(compose_run(*tiny_overrides(tiny_npz), *overrides))
+    steps = tiny_training(tiny_npz, *overrides).data.epoch_steps(10**9)
+    assert steps.total == 500_000_000 * 6 + 500_000_000 * 3  # 180 training images: 6 batches of 32, then 3 of 64

@@ -17,6 +17,7 @@ from conftest import REPO, compose_run
 from optqual.components.registry import components
 from optqual.components.scheduler import build_schedule
 from optqual.config.checks import check_config
+from optqual.data.images import EpochSteps
 from optqual.errors import ConfigError
 from optqual.models import build_model
 from optqual.models.cifar_resnet import CifarResNet
@@ -71,7 +72,7 @@ def test_the_default_run_is_the_projects_baseline():
 def learning_rates(cfg, updates: int, steps_per_epoch: int) -> list[float]:
     """The learning rate of each update of `cfg`'s schedule, on an optimizer of its lr."""
     optimizer = torch.optim.SGD([{"params": [nn.Parameter(torch.zeros(1))], "name": "all"}], lr=cfg.optimizer.lr)
-    schedule = build_schedule(cfg.scheduler, optimizer, [steps_per_epoch] * cfg.epochs)
+    schedule = build_schedule(cfg.scheduler, optimizer, EpochSteps(cfg.epochs, ((1, steps_per_epoch),)))
     rates = []
     for _ in range(updates):
         rates.append(optimizer.param_groups[0]["lr"])

@@ -10,6 +10,7 @@ import torch
 
 from conftest import compose_run, launched, tiny_overrides
 from optqual.config.checks import check_config
+from optqual.data.images import EpochSteps
 from optqual.errors import ConfigError
 from optqual.components.scheduler import build_schedule
 
@@ -29,7 +30,7 @@ def lr_per_update(*overrides: str) -> list[tuple[float, float]]:
     check_config(cfg)
     groups = [{"params": [torch.zeros(1, requires_grad=True)], "lr": lr, "name": f"g{i}"} for i, lr in enumerate(BASE)]
     optimizer = torch.optim.SGD(groups, lr=1.0, momentum=0.9)
-    schedule = build_schedule(cfg.scheduler, optimizer, [STEPS_PER_EPOCH] * EPOCHS)
+    schedule = build_schedule(cfg.scheduler, optimizer, EpochSteps(EPOCHS, ((1, STEPS_PER_EPOCH),)))
     used = []
     for _ in range(TOTAL):
         used.append(tuple(group["lr"] for group in optimizer.param_groups))
@@ -106,7 +107,7 @@ def test_onecycle_is_two_cosine_phases_around_the_optimizers_lr():
 def test_plateau_reduces_after_patience_validations_without_improvement():
     cfg = compose_schedule("scheduler=plateau", "scheduler.patience=2", "scheduler.factor=0.5")
     optimizer = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)], "lr": 0.1, "name": "all"}], lr=0.1)
-    schedule = build_schedule(cfg.scheduler, optimizer, [STEPS_PER_EPOCH] * EPOCHS)
+    schedule = build_schedule(cfg.scheduler, optimizer, EpochSteps(EPOCHS, ((1, STEPS_PER_EPOCH),)))
     losses = [1.0, 0.9, 0.9, 0.9, 0.9, 0.95, 0.95, 0.95, 0.95]  # improves twice, then never again
     lrs = []
     for epoch, loss in enumerate(losses, start=1):

@@ -16,6 +16,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR
 
 from conftest import compose_run, launched, tiny_overrides
 from optqual.config.checks import check_config
+from optqual.data.images import EpochSteps
 from optqual.errors import ConfigError
 from optqual.models import build_model
 from optqual.models.layers import plain_state_dict
@@ -32,7 +33,7 @@ EXAMPLE = torch.zeros(1, 3, 32, 32)
 
 def coefficients(*overrides: str, epochs: int = 30, steps: int = 10) -> list[float]:
     cfg = compose_run("regularizer=group_lasso_channels", f"epochs={epochs}", *overrides)
-    factor = build_coefficient(cfg.regularizer.schedule, [steps] * epochs)
+    factor = build_coefficient(cfg.regularizer.schedule, EpochSteps(epochs, ((1, steps),)))
     return [factor(update) for update in range(steps * epochs)]
 
 
@@ -74,7 +75,7 @@ def test_constant_schedule_and_epochs_under_a_batch_size_schedule():
     assert coefficients("regularizer/schedule=constant", "regularizer.schedule.value=0.5", epochs=3) == [0.5] * 30
     cfg = compose_run("regularizer=l1_kernel", "regularizer/schedule=linear_warmup", "regularizer.schedule.delay=1",
                       "regularizer.schedule.ramp=1")
-    factor = build_coefficient(cfg.regularizer.schedule, [4, 2, 8])  # epochs of 4, 2 and 8 updates
+    factor = build_coefficient(cfg.regularizer.schedule, EpochSteps(3, ((1, 4), (2, 2), (3, 8))))  # epochs of 4, 2 and 8 updates
     assert [factor(u) for u in range(14)] == [0, 0, 0, 0, 0, 0.5, 1, 1, 1, 1, 1, 1, 1, 1]
 
 
@@ -104,18 +105,18 @@ def penalty_by_loops(model: nn.Module, kind: str, skip: set[str] = frozenset(), 
 def test_penalties_equal_a_direct_computation(kind):
     model = small_model()
     cfg = compose_run(f"regularizer={kind}", "regularizer.block_size=3")  # 8 filters: blocks of 3, 3 and 2
-    value = build_penalty(cfg.regularizer, model, [10]).value().item()
+    value = build_penalty(cfg.regularizer, model, EpochSteps(1, ((1, 10),))).value().item()
     assert value == pytest.approx(penalty_by_loops(model, kind), rel=1e-6)
     excluded = compose_run(f"regularizer={kind}", "regularizer.block_size=3", "regularizer.exclude=[fir*]",
                            "++regularizer.layer_weights={second: 2.5}")
-    value = build_penalty(excluded.regularizer, model, [10]).value().item()
+    value = build_penalty(excluded.regularizer, model, EpochSteps(1, ((1, 10),))).value().item()
     assert value == pytest.approx(penalty_by_loops(model, kind, skip={"first"}, weights={"second": 2.5}), rel=1e-6)
 
 
 def test_excluded_layers_get_no_gradient_from_the_penalty():
     model = small_model()
     cfg = compose_run("regularizer=group_lasso_channels", "regularizer.exclude=[first]")
-    build_penalty(cfg.regularizer, model, [10]).value().backward()
+    build_penalty(cfg.regularizer, model, EpochSteps(1, ((1, 10),))).value().backward()
     assert model.first.weight.grad is None and model.second.weight.grad.abs().sum() > 0
 
 

@@ -32,7 +32,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from optqual.components.extension import POINTS, Extension, uses
-from optqual.data.images import ImageData
+from optqual.data.images import EpochSteps, ImageData
 from optqual.system.reproducibility import DATA_STREAM, stream_generator
 
 
@@ -44,7 +44,7 @@ class BuildContext:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     data: ImageData
-    epoch_steps: list[int]  # the optimizer updates of each epoch
+    epoch_steps: EpochSteps  # the optimizer updates of each epoch
     seed: int
     stream: str | None  # the component's declared random stream
     run_dir: Path  # where a component that writes files writes them (the pruning report)

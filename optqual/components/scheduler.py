@@ -24,6 +24,7 @@ from torch.optim.lr_scheduler import (CosineAnnealingLR, LinearLR, LRScheduler, 
 from optqual.components.extension import VALIDATION_METRICS, Extension, better_when
 from optqual.components.registry import Component, register
 from optqual.components.timeline import UNITS, Timeline
+from optqual.data.images import EpochSteps
 from optqual.errors import ConfigError, require
 from optqual.ranges import within
 
@@ -159,8 +160,8 @@ class LRSchedule(Extension):
 WARMUP_KEYS = ("warmup_epochs", "warmup_start_factor")  # the warmup in front, not an argument of the schedule
 
 
-def build_schedule(node: DictConfig, optimizer: Optimizer, epoch_steps: list[int]) -> LRSchedule:
-    timeline = Timeline(tuple(epoch_steps), node.warmup_epochs)
+def build_schedule(node: DictConfig, optimizer: Optimizer, epoch_steps: EpochSteps) -> LRSchedule:
+    timeline = Timeline(epoch_steps, node.warmup_epochs)
     options = {key: value for key, value in OmegaConf.to_container(node, resolve=True).items() if key not in WARMUP_KEYS}
     main = instantiate(options, _convert_="all")(optimizer, timeline)
     per_update, on_validation = (None, main) if isinstance(main, ReduceLROnPlateau) else (main, None)
@@ -186,7 +187,7 @@ def check(cfg: DictConfig) -> None:
         require(node.mode in ("auto", "min", "max"), "scheduler.mode", node.mode, "must be auto, min or max")
     stand_in = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)], "name": "all"}], lr=0.1, momentum=0.9)
     try:  # torch's own checks (pct_start, anneal_strategy, ...)
-        build_schedule(node, stand_in, [10] * cfg.epochs)
+        build_schedule(node, stand_in, EpochSteps(cfg.epochs, ((1, 10),)))
     except (ValueError, TypeError) as err:
         raise ConfigError(f"scheduler: {err}") from err
 

@@ -8,17 +8,19 @@ of its updates), `step`s (updates) or a `fraction` of the run, always from the s
 
 from dataclasses import dataclass
 
+from optqual.data.images import EpochSteps
+
 UNITS = ("epoch", "step", "fraction")
 
 
 @dataclass(frozen=True)
 class Timeline:
-    epoch_steps: tuple[int, ...]  # the updates of each epoch (they differ under a batch-size schedule)
+    epoch_steps: EpochSteps  # the updates of each epoch (they differ under a batch-size schedule)
     warmup_epochs: float = 0.0
 
     @property
     def total_steps(self) -> int:
-        return sum(self.epoch_steps)
+        return self.epoch_steps.total
 
     @property
     def warmup_steps(self) -> int:
@@ -29,5 +31,5 @@ class Timeline:
         if unit == "epoch":
             whole = int(amount)
             partial = round((amount - whole) * self.epoch_steps[whole]) if whole < len(self.epoch_steps) else 0
-            return sum(self.epoch_steps[:whole]) + partial
+            return self.epoch_steps.before(whole) + partial
         return round(amount * {"step": 1, "fraction": self.total_steps}[unit])

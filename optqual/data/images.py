@@ -21,6 +21,33 @@ from optqual.data.augment import Augmentation, CropFlip, normalize
 from optqual.errors import ConfigError
 
 
+@dataclass(frozen=True)
+class EpochSteps:
+    """The optimizer updates of each of a run's epochs, indexed from 0 like a list of them, held as
+    the batch-size schedule's segments: its size and its sums do not grow with the number of
+    epochs (a list of 10^9 epochs took minutes and gigabytes before the first step)."""
+
+    epochs: int
+    segments: tuple[tuple[int, int], ...]  # (first epoch, counted from 1; updates of each epoch from there), increasing
+
+    def __len__(self) -> int:
+        return self.epochs
+
+    def __getitem__(self, index: int) -> int:
+        if not 0 <= index < self.epochs:
+            raise IndexError(index)
+        return next(steps for first, steps in reversed(self.segments) if first <= index + 1)
+
+    def before(self, index: int) -> int:
+        """The updates of the first `index` epochs."""
+        ends = [first for first, _ in self.segments[1:]] + [self.epochs + 1]
+        return sum(steps * max(0, min(index + 1, end) - first) for (first, steps), end in zip(self.segments, ends))
+
+    @property
+    def total(self) -> int:
+        return self.before(self.epochs)
+
+
 @dataclass
 class ImageData:
     """uint8 NHWC images and int64 labels on one device, the split, and how batches are made.
@@ -93,9 +120,10 @@ class ImageData:
         for start in range(0, len(labels), batch_size):
             yield self.normalize(images[start : start + batch_size]), labels[start : start + batch_size]
 
-    def epoch_steps(self, epochs: int) -> list[int]:
+    def epoch_steps(self, epochs: int) -> EpochSteps:
         """The number of batches of each of the run's epochs."""
-        return [self.steps(epoch) for epoch in range(1, epochs + 1)]
+        starts = [start for start in sorted(self.batch_sizes) if start < epochs]
+        return EpochSteps(epochs, tuple((start + 1, self.steps(start + 1)) for start in starts))
 
 
 def split_indices(n: int, val_fraction: float, split_seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -253,8 +253,8 @@ class Training:
             return RunStatus.STOPPED_EARLY
         steps = self.data.epoch_steps(self.epochs)
         first = self.current.epoch if self.current else self.epochs_done + 1
-        done = sum(steps[: first - 1]) + (self.current.step if self.current else 0)
-        bar = tqdm(total=sum(steps), initial=done, unit="step", desc="train", disable=None)
+        done = steps.before(first - 1) + (self.current.step if self.current else 0)
+        bar = tqdm(total=steps.total, initial=done, unit="step", desc="train", disable=None)
         with bar, logging_redirect_tqdm():
             for epoch in range(first, self.epochs + 1):
                 if self.current is None:

@@ -24,6 +24,7 @@ from torch import nn
 
 from optqual.components.extension import Extension
 from optqual.components.registry import Component, register
+from optqual.data.images import EpochSteps
 from optqual.errors import require
 from optqual.models.layers import CONV, check_patterns, layer_names, matches, select_layers, trained_weight
 from optqual.ranges import within
@@ -111,7 +112,7 @@ def layer_weight(name: str, weights: dict[str, float]) -> float:
     return next((weight for pattern, weight in weights.items() if matches(name, [pattern])), 1.0)
 
 
-def build_penalty(node: DictConfig, model: nn.Module, epoch_steps: list[int]) -> SparsityPenalty | None:
+def build_penalty(node: DictConfig, model: nn.Module, epoch_steps: EpochSteps) -> SparsityPenalty | None:
     """The run's penalty, or None for `regularizer=none`."""
     if node.penalty is None:
         return None

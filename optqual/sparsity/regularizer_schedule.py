@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig
 
 from optqual.components.timeline import Timeline
+from optqual.data.images import EpochSteps
 from optqual.errors import require
 from optqual.ranges import within
 
@@ -67,10 +68,10 @@ def cosine_anneal(update: int, timeline: Timeline, delay: float) -> float:
     return (1 - math.cos(math.pi * progress)) / 2
 
 
-def build_coefficient(node: DictConfig, epoch_steps: list[int]) -> Callable[[int], float]:
+def build_coefficient(node: DictConfig, epoch_steps: EpochSteps) -> Callable[[int], float]:
     """The factor that `node` gives to each update, counted from 0."""
     shape = instantiate(node)
-    timeline = Timeline(tuple(epoch_steps))
+    timeline = Timeline(epoch_steps)
     return lambda update: shape(update, timeline)
 
 
