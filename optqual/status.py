@@ -15,6 +15,7 @@ class RunStatus(str, Enum):
     PENDING = "pending"  # a sweep job without a directory yet (read back, never written)
     STARTED = "started"  # a sweep job whose directory has no metrics.json yet (read back)
     STOPPED = "stopped"  # recorded running, but no process holds its lock: killed (read back); `resume` continues it
+    UNREADABLE = "unreadable"  # a file of the run cannot be read (read back): reported; `resume` runs it again from its checkpoint
 
     def __str__(self) -> str:
         return self.value

@@ -14,8 +14,10 @@ job's overrides in jobs.yaml, expanded as Hydra's basic sweeper expands them
 one whose directory has no metrics.json yet is `started`; otherwise its status is the one
 metrics.json records (`running`, `completed`, `failed`, ...: optqual/status.py), except that
 a job recorded `running` whose lock no process holds was killed: it reads as `stopped`, and
-`resume` continues it. A single run's directory reads as a sweep of one job. Anything that
-cannot be read is a `RunDirError` naming the path.
+`resume` continues it. A job of a sweep whose files cannot be read (a truncated metrics.json)
+is `unreadable`, with the reason, and every tool goes on with the others. A single run's
+directory reads as a sweep of one job. Anything else that cannot be read is a `RunDirError`
+naming the path.
 """
 
 import csv
@@ -29,7 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from optqual.config.resolved import resolved_config
 from optqual.config.upgrade import upgrade
-from optqual.files.layout import HISTORY, HYDRA_DIR, METRICS, MULTIRUN, RESOLVED_CONFIG, is_run_dir, weights_file
+from optqual.files.layout import HISTORY, HYDRA_DIR, JOBS, METRICS, MULTIRUN, RESOLVED_CONFIG, is_run_dir, weights_file
 from optqual.files.lock import trained_now
 from optqual.runs.jobs import expected_overrides, job_dirname, override_values
 from optqual.status import RunStatus
@@ -54,11 +56,14 @@ class Job:
     path: Path | None  # None while pending
     overrides: list[str]  # the job's command-line overrides, as in .hydra/overrides.yaml
     metrics: dict = field(default_factory=dict)
+    unreadable: str | None = None  # why a file of the job cannot be read (its status is then `unreadable`)
 
     @property
     def status(self) -> RunStatus:
         if self.path is None:
             return RunStatus.PENDING
+        if self.unreadable is not None:
+            return RunStatus.UNREADABLE
         recorded = RunStatus(self.metrics.get("status", RunStatus.STARTED))
         if recorded == RunStatus.RUNNING and not trained_now(self.path):  # killed: metrics.json never heard
             return RunStatus.STOPPED
@@ -115,12 +120,27 @@ def read_sweep(directory: str | Path) -> list[Job]:
         return [read_run(directory)]
     if not directory.is_dir() or not ((directory / MULTIRUN).is_file() or any(map(is_run_dir, directory.iterdir()))):
         raise RunDirError(f"{directory} is neither a sweep directory (no {MULTIRUN}) nor a run directory (no {HYDRA_DIR}/config.yaml)")
-    jobs = [read_run(path) for path in sorted(directory.iterdir()) if is_run_dir(path)]
+    try:
+        expected = [(job_dirname(str(directory), overrides, num), overrides) for num, overrides in enumerate(expected_overrides(directory))]
+    except (OSError, OmegaConfBaseException, ValueError) as err:
+        raise RunDirError(f"{directory / JOBS}: cannot read it ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    by_name = dict(reversed(expected))  # the first job of a name
+    jobs = [read_job(path, by_name.get(path.name, [])) for path in sorted(directory.iterdir()) if is_run_dir(path)]
     started = {tuple(sorted(job.overrides)) for job in jobs}
-    for num, overrides in enumerate(expected_overrides(directory)):
-        if tuple(sorted(overrides)) not in started:
-            jobs.append(Job(job_dirname(str(directory), overrides, num), None, overrides))
+    unreadable = {job.name for job in jobs if job.unreadable is not None}  # started, whatever overrides it lost
+    for name, overrides in expected:
+        if tuple(sorted(overrides)) not in started and name not in unreadable:
+            jobs.append(Job(name, None, overrides))
     return jobs
+
+
+def read_job(path: Path, expected_overrides: list[str]) -> Job:
+    """A job of a sweep; one whose files cannot be read is `unreadable`, with the reason (and the
+    overrides the sweep gave it), so that one bad file stops no tool from reading the others."""
+    try:
+        return read_run(path)
+    except RunDirError as err:
+        return Job(path.name, path, expected_overrides, {"error": str(err)}, unreadable=str(err))
 
 
 def varying_keys(jobs: list[Job]) -> list[str]:

@@ -35,12 +35,14 @@ def format_sweep_diff(sweep_dir: str) -> str:
     if is_run_dir(Path(sweep_dir)):
         raise RunDirError(f"{sweep_dir} is a single run: give a sweep directory, or two runs to compare")
     jobs = read_sweep(sweep_dir)
-    configs = [flatten(OmegaConf.to_container(job.config)) for job in jobs if job.path is not None]
+    configs = [flatten(OmegaConf.to_container(job.config)) for job in jobs if job.path is not None and job.unreadable is None]
     keys = sorted({key for config in configs for key in config})
     varying = {key: list(dict.fromkeys(repr(config.get(key, ABSENT)) for config in configs)) for key in keys}
     varying = {key: values for key, values in varying.items() if len(values) > 1}
-    pending = len(jobs) - len(configs)
+    pending = sum(job.path is None for job in jobs)
+    unreadable = [job.unreadable for job in jobs if job.unreadable is not None]
     head = f"{len(configs)} jobs in {sweep_dir}" + (f" ({pending} more not started)" if pending else "")
+    head += "".join(f"\nleft out, unreadable: {reason}" for reason in unreadable)
     if not varying:
         return f"{head}: identical configs"
     width = max(len(key) for key in varying)

@@ -8,7 +8,9 @@ pointing at the run: the job finds its checkpoint.pt, checks that the config is 
 checkpoint was written with (optqual/train.py), and continues from it.
 `hydra.output_subdir=null` keeps the run's original .hydra/ files as they were. A sweep is resumed job by job: completed and
 diverged jobs are skipped, stopped ones continue, jobs that never started are started in
-the directory the sweep would have given them; the summary is rewritten at the end.
+the directory the sweep would have given them, and a job whose record cannot be read (a
+truncated metrics.json) is run again: from its checkpoint when it has a sound one; the
+summary is rewritten at the end.
 """
 
 import os
@@ -20,7 +22,7 @@ from omegaconf import DictConfig
 
 from optqual.errors import ConfigError
 from optqual.files.layout import MULTIRUN, is_run_dir
-from optqual.runs.reader import Job, read_run, read_sweep, read_yaml
+from optqual.runs.reader import Job, RunDirError, read_job, read_sweep, read_yaml
 from optqual.tools.summary import terminal_text, write_summary
 
 STOPPED_BY_SIGNAL = {130, 143}  # 128 + SIGINT, 128 + SIGTERM: the user wants everything to stop
@@ -62,15 +64,23 @@ def resume_job(job: Job, sweep_dir: Path | None) -> int:
     if job.path is None:  # never started: start it where the sweep would have put it
         print(f"{job.name}: not started, starting it", flush=True)
         return launch(read_yaml(sweep_dir / MULTIRUN).hydra, job.overrides, sweep_dir / job.name, keep_hydra_files=False)
-    print(f"{job.name}: {job.status}, resuming", flush=True)
-    return launch(job.hydra, list(job.hydra.overrides.task), job.path, keep_hydra_files=True)
+    try:
+        hydra_cfg = job.hydra
+    except RunDirError as err:
+        print(f"{job.name}: cannot resume it: {err}", flush=True)
+        return 1
+    if job.unreadable is not None:  # training checks its checkpoint (or starts it again) and writes its record anew
+        print(f"{job.name}: unreadable ({job.unreadable}), running it again", flush=True)
+    else:
+        print(f"{job.name}: {job.status}, resuming", flush=True)
+    return launch(hydra_cfg, list(hydra_cfg.overrides.task), job.path, keep_hydra_files=True)
 
 
 def resume(directory: str | Path) -> int:
     """Resume a run, or every unfinished job of a sweep; 0 when everything ended well."""
     directory = Path(directory)
     if is_run_dir(directory):
-        return resume_job(read_run(directory), None)
+        return resume_job(read_job(directory, []), None)
     failures = 0
     for job in read_sweep(directory):
         code = resume_job(job, directory)

@@ -249,7 +249,10 @@ def progress(jobs: list[Job]) -> str:
     counts = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(sorted(statuses)))
     partial = "" if all(job.status.ended for job in jobs) else " (partial: the sweep is not finished)"
     stopped = "; the stopped ones were killed: `python -m optqual resume` continues them" if RunStatus.STOPPED in statuses else ""
-    return f"{len(jobs)} jobs: {counts}{partial}{stopped}"
+    unreadable = [f"\n  {job.unreadable}" for job in jobs if job.unreadable is not None]
+    if unreadable:
+        unreadable.append("\n  left out of the statistics; `python -m optqual resume` runs them again (from their checkpoints)")
+    return f"{len(jobs)} jobs: {counts}{partial}{stopped}{''.join(unreadable)}"
 
 
 def tuning_text(summary: Summary) -> str:
