@@ -7,7 +7,9 @@ Compose (Hydra) -> check -> set up the machine -> build -> continue from checkpo
 any -> train -> test the last weights and those the components kept -> save.
 """
 
+import contextlib
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -28,7 +30,7 @@ from optqual.engine.checkpoint import CheckpointError, load_checkpoint, save_tra
 from optqual.engine.loop import EVAL_BATCH_SIZE, evaluate
 from optqual.engine.state import StateMismatch
 from optqual.errors import ConfigError
-from optqual.files.atomic import write_json, write_text
+from optqual.files.atomic import DiskFull, remove_leftovers, write_json, write_text
 from optqual.files.layout import CHECKPOINT, FINAL, HYDRA_DIR, INITIAL, METRICS, RESOLVED_CONFIG, is_run_dir, weights_file
 from optqual.files.lock import claimed
 from optqual.launch.directories import discard_unstarted, register_resolvers
@@ -61,6 +63,9 @@ def accept(run_dir: Path, cfg: DictConfig, run: Run) -> bool:
     holds a run is continued from its checkpoint.pt, if any, and only by that very run: a run
     continued with other settings would no longer be the run it claims to be. Nothing is written
     before the launch is accepted. True when the run resumes from a checkpoint."""
+    removed = remove_leftovers(run_dir)
+    if removed:
+        log.info("removed what killed writes left: %s", ", ".join(removed))
     holds_run = is_run_dir(run_dir)
     if holds_run:
         check_same_run(run_dir, composed(run_dir / HYDRA_DIR / "config.yaml"), cfg)
@@ -130,8 +135,15 @@ def train(cfg: DictConfig) -> dict:
             raise JobFailed(f"optqual: error: job {run_dir.name}: {err}") from None
         discard_unstarted(run_dir)  # what was made for a launch refused at once
         sys.exit(f"optqual: error: {err}")
+    except DiskFull as err:  # checkpoint.pt is the last one written whole: resume continues from it once there is room
+        sys.exit(f"optqual: error: {err}; free some space, then python -m optqual resume {run_dir}")
+    except KeyboardInterrupt:  # Ctrl-C while setting up (training itself stops at a step, optqual/system/signals.py)
+        discard_unstarted(run_dir)
+        print("optqual: interrupted before training started: nothing was written" if not run_dir.is_dir() else
+              f"optqual: interrupted; continue with python -m optqual resume {run_dir}", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
     except BaseException:
-        discard_unstarted(run_dir)  # Ctrl-C while setting up, before anything was written
+        discard_unstarted(run_dir)
         raise
 
 
@@ -169,8 +181,10 @@ def fit_and_save(cfg: DictConfig, run: Run, run_dir: Path, resumed: bool) -> dic
                 results = evaluate_on_test(run, run_dir, cfg.precision)
                 track({"epoch": run.training.epochs_done, **results})
     except BaseException as err:
-        run.recorder.write_metrics(RunStatus.INTERRUPTED if isinstance(err, KeyboardInterrupt) else RunStatus.FAILED, error=repr(err),
-                                   dashboard_data_lost=lost)
+        error = str(err) if isinstance(err, DiskFull) else repr(err)
+        with contextlib.suppress(DiskFull):  # the record of a full disk may not fit either; checkpoint.pt is whole
+            run.recorder.write_metrics(RunStatus.INTERRUPTED if isinstance(err, KeyboardInterrupt) else RunStatus.FAILED, error=error,
+                                       dashboard_data_lost=lost)
         raise
     ending = {"checkpoints": run.recorder.checkpoints, "checkpoint_seconds": run.recorder.checkpoint_seconds,  # every process's
               "dashboard_data_lost": lost}

@@ -1,19 +1,27 @@
 """A record nothing can corrupt: a refused launch leaves every file as it was, a sweep directory
-belongs to one sweep, a job that cannot run is recorded as failed while the sweep goes on, and a
-probe of the run lock never refuses the run that takes it."""
+belongs to one sweep, a job that cannot run is recorded as failed while the sweep goes on, a
+probe of the run lock never refuses the run that takes it, one unreadable file stops no tool, and
+a full disk is one line after which resume continues bit for bit."""
 
+import contextlib
 import hashlib
 import json
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from conftest import TRAIN, assert_same_run, cli, launch, launch_here, launched, tiny_overrides
 from optqual import train
+from optqual.engine.checkpoint import load_checkpoint
+from optqual.files.layout import is_run_dir
+from optqual.runs.reader import read_run, read_sweep
+from optqual.status import RunStatus
 from optqual.files.lock import claimed, trained_now
 
 
@@ -135,6 +143,97 @@ def test_ctrl_c_while_a_run_is_set_up_leaves_no_directory(tmp_path, tiny_npz, mo
         raise KeyboardInterrupt
 
     monkeypatch.setattr(train, "build_run", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        launch_here(tmp_path, *tiny_overrides(tiny_npz), "trackio.enabled=false")
+    result = launch_here(tmp_path, *tiny_overrides(tiny_npz), "trackio.enabled=false")
+    assert result.returncode == 130 and result.stderr.splitlines() == ["optqual: interrupted before training started: nothing was written"]
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_one_unreadable_metrics_json_stops_no_tool_and_resume_runs_its_job_again(tmp_path, tiny_npz):
+    """A truncated metrics.json in one job of a sweep: summarize, diff and analyze name the file and
+    go on with the other job; resume runs the job again from its checkpoint, to the same weights."""
+    launched(tmp_path, "-m", *tiny_overrides(tiny_npz), "seed=0,1", "epochs=1", "trackio.enabled=false", "hydra.sweep.dir=sweep")
+    sweep, bad = tmp_path / "sweep", tmp_path / "sweep" / "seed=1"
+    weights = checksums(bad)["final_model.pt"]
+    text = (bad / "metrics.json").read_text()
+    (bad / "metrics.json").write_text(text[: len(text) // 2])
+    named = f"{bad / 'metrics.json'}: cannot read it (JSONDecodeError"
+
+    summarized = cli("summarize", str(sweep))
+    assert summarized.returncode == 0 and "2 jobs: 1 completed, 1 unreadable" in summarized.stdout and named in summarized.stdout
+    differed = cli("diff", str(sweep))
+    assert differed.returncode == 0 and f"left out, unreadable: {named}" in differed.stdout
+    analyzed = cli("analyze", str(sweep), "analysis=[weights]", "probe_size=16", "train_subset=16")
+    assert analyzed.returncode == 0 and f"skipped seed=1: {named}" in analyzed.stdout
+    assert (sweep / "seed=0" / "analysis" / "weights.json").is_file()
+
+    resumed = cli("resume", str(sweep), cwd=tmp_path)
+    assert resumed.returncode == 0 and "seed=1: unreadable (" in resumed.stdout
+    assert metrics(bad)["status"] == "completed" and checksums(bad)["final_model.pt"] == weights
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size: int) -> Iterator[None]:
+    """A tmpfs of `size` bytes at `path`; the test is skipped where this machine cannot mount one."""
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"a full disk needs a small filesystem, and mounting a tmpfs failed here: {mounted.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_naming_the_file_and_resume_then_continues_bit_for_bit(tmp_path, tiny_npz):
+    """A filesystem with room for the first checkpoint but not for the second (the new one is written
+    beside the old): the run stops with one line naming checkpoint.pt and the space it needs,
+    checkpoint.pt stays whole, and once there is room `resume` ends where a run on a roomy disk ends."""
+    overrides = [*tiny_overrides(tiny_npz), "epochs=3", "trackio.enabled=false"]
+    launched(tmp_path, *overrides, "hydra.run.dir=reference")
+    reference = tmp_path / "reference"
+    page = 4096
+    checkpoint = (reference / "checkpoint.pt").stat().st_size
+    present = sum(-(-path.stat().st_size // page) * page for path in reference.rglob("*") if path.is_file() and path.name != "final_model.pt")
+    disk, run = tmp_path / "disk", tmp_path / "disk" / "run"
+    with small_filesystem(disk, present + checkpoint // 2):
+        failed = launch_here(tmp_path, *overrides, f"hydra.run.dir={run}")
+        assert failed.returncode == 1
+        (line,) = failed.stderr.splitlines()
+        assert line.startswith(f"optqual: error: {run / 'checkpoint.pt'}: no space left on device: it needs at least ")
+        assert line.endswith(f"MiB are free there; free some space, then python -m optqual resume {run}")
+        assert not list(run.glob(".*.tmp"))
+        load_checkpoint(run)  # whole: its checksum holds
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        assert cli("resume", str(run), cwd=tmp_path).returncode == 0
+        assert_same_run(reference, run)
+
+
+KILLER = Path(__file__).parent / "kill_at_commit.py"
+
+
+@pytest.mark.slow
+def test_a_kill_at_any_write_leaves_a_run_that_a_relaunch_finishes_bit_for_bit(tmp_path, tiny_npz):
+    """SIGKILL just before each commit of a file a run makes (its record, its split, its weights,
+    every checkpoint, history and metrics), one run per commit: each killed run reads as never
+    started or as stopped, and launching it again finishes it as a run never killed."""
+    overrides = [*tiny_overrides(tiny_npz), "trackio.enabled=false"]
+    counted = subprocess.run([sys.executable, str(KILLER), "-1", *overrides, "hydra.run.dir=reference"], cwd=tmp_path,
+                             capture_output=True, text=True, check=True)
+    commits = int(counted.stderr.rsplit("commits: ", 1)[1])
+    assert commits >= 10
+    for kill_at in range(commits):
+        run = tmp_path / f"killed_at_{kill_at}"
+        killed = subprocess.run([sys.executable, str(KILLER), str(kill_at), *overrides, f"hydra.run.dir={run}"], cwd=tmp_path,
+                                capture_output=True, text=True)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        if is_run_dir(run):
+            assert read_run(run).status in (RunStatus.STARTED, RunStatus.STOPPED), kill_at
+        else:  # killed before its record: a folder with nothing a tool takes for a run
+            assert read_sweep(tmp_path / "reference")  # the tools read on
+            assert all(path.name.endswith(".tmp") or path.name == ".lock" for path in run.iterdir()), kill_at
+        relaunched = launch_here(tmp_path, *overrides, f"hydra.run.dir={run}")
+        assert relaunched.returncode == 0, (kill_at, relaunched.stderr[-2000:])
+        assert_same_run(tmp_path / "reference", run)
+        assert not list(run.glob(".*.tmp")), kill_at

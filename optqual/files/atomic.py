@@ -10,6 +10,7 @@ import io
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -35,8 +36,18 @@ def check_writable(path: Path, key: str) -> None:
         raise ConfigError(f"{key}={path}: cannot write there: {err.strerror or err}{where}") from None
 
 
+class DiskFull(OSError):
+    """A write that found its filesystem full; the message names the file and the space it needs."""
+
+
+FULL = 1 << 20  # bytes: a filesystem with less free after a failed write is the cause of the failure
+
+
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], Any]) -> None:
-    """Write through `write(file)` into a temporary file beside `path`, then rename it into place."""
+    """Write through `write(file)` into a temporary file beside `path`, then rename it into place.
+
+    A write that fails on a full filesystem (torch's zip writer reports it as 'unexpected pos',
+    not as ENOSPC) raises DiskFull, after the temporary file is removed: `path` is as it was."""
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(handle, 0o666 & ~_UMASK)
@@ -45,9 +56,25 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], Any]) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as err:
+        written = Path(temp).stat().st_size if Path(temp).exists() else 0
+        full = isinstance(err, Exception) and shutil.disk_usage(path.parent).free < FULL
         Path(temp).unlink(missing_ok=True)
+        if full or (isinstance(err, OSError) and err.errno == errno.ENOSPC):
+            needed = max(written, path.stat().st_size if path.exists() else 0)
+            raise DiskFull(f"{path}: no space left on device: it needs at least {needed / 2**20:.1f} MiB, and "
+                           f"{shutil.disk_usage(path.parent).free / 2**20:.1f} MiB are free there") from err
         raise
+
+
+def remove_leftovers(directory: Path) -> list[str]:
+    """The temporary files (and the record's temporary folder) of writes a kill interrupted in
+    `directory`, removed; their names. Only for the holder of the directory's lock: no other
+    process writes there then."""
+    leftovers = sorted(directory.glob(".*.tmp"))
+    for path in leftovers:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return [path.name for path in leftovers]
 
 
 def write_text(path: Path, text: str) -> None:

@@ -46,7 +46,7 @@ def check_same_run(run_dir: Path, saved: dict, cfg: DictConfig) -> None:
 
 def write_record(run_dir: Path, cfg: DictConfig) -> None:
     """`run_dir`/.hydra of this launch, as Hydra writes it, all at once."""
-    temp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f"{HYDRA_DIR}."))
+    temp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f"{HYDRA_DIR}.", suffix=".tmp"))  # a kill's leftover: files/atomic.remove_leftovers
     try:
         for name, node in (("config.yaml", cfg), ("hydra.yaml", HydraConfig.instance().cfg),
                            ("overrides.yaml", HydraConfig.get().overrides.task)):
