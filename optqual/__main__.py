@@ -51,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv = ["optqual train", *argv[1:]]  # as Hydra reads a script's command line
         train_main()
         return 0
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)  # overrides may follow an option: analyze DIR --force probe_size=512
+    if unknown and (not hasattr(args, "overrides") or any(word.startswith("-") for word in unknown)):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if unknown:
+        args.overrides += unknown
     try:
         if args.command in ("analyze", "compare"):
             from optqual.analysis.analyze import analyze as analyze_directory, compare as compare_runs  # torch-heavy

@@ -33,6 +33,7 @@ from optqual.errors import ConfigError
 from optqual.files.atomic import DiskFull, remove_leftovers, write_json, write_text
 from optqual.files.layout import CHECKPOINT, FINAL, HYDRA_DIR, INITIAL, METRICS, RESOLVED_CONFIG, is_run_dir, weights_file
 from optqual.files.lock import claimed
+from optqual.launch.arguments import check_arguments
 from optqual.launch.directories import discard_unstarted, register_resolvers
 from optqual.launch.record import check_same_run, composed, run_log, write_record
 from optqual.launch.resources import jobs_at_once
@@ -205,7 +206,16 @@ def fit_and_save(cfg: DictConfig, run: Run, run_dir: Path, resumed: bool) -> dic
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
-def main(cfg: DictConfig) -> float:
+def run_with_hydra(cfg: DictConfig) -> float:
     """Returns the last validation accuracy: the objective a sampling sweeper maximizes
     (hydra/sweeper=optuna; a diverged or unvalidated run counts as 0)."""
     return train(cfg).get("val_acc") or 0.0
+
+
+def main() -> None:
+    """`python -m optqual train ARGS` (and `python launch.py ARGS`): the command line checked, then Hydra."""
+    try:
+        check_arguments(sys.argv[1:])
+    except ConfigError as err:
+        sys.exit(f"optqual: error: {err}")
+    run_with_hydra()

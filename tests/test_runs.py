@@ -253,6 +253,10 @@ def test_diff_refuses_a_directory_that_is_not_a_run(runs, tmp_path):
         (["+model.foo=1"], "optqual: error: model: CifarResNet() got an unexpected keyword argument 'foo'"),  # before the data loads
         (["lr_scale=0"], "optqual: error: lr_scale=0.0: must lie in (0, inf)"),
         (["scheduler=cosine", "+scheduler.bogus=2"], "optqual: error: scheduler: cosine() got an unexpected keyword argument 'bogus'"),
+        (["data=npz", "data.path=/my", "data/x.npz"], "optqual: error: 'data/x.npz' is not an override (KEY=VALUE): a value with a "
+                                                      "space needs quotes, e.g. data.path='/my data/x.npz'"),
+        (["-m", "seed=range(3,3)"], "optqual: error: seed=range(3,3) gives the sweep no job"),
+        (["-m", "optimizer=glob(zzz*)"], "optqual: error: optimizer=glob(zzz*) gives the sweep no job"),
     ],
 )
 def test_bad_input_fails_cleanly_before_any_work(tmp_path, overrides, message):
@@ -370,3 +374,12 @@ def test_a_run_records_its_hardware_and_diff_shows_a_difference(runs, tmp_path):
     lines = run_diff(str(runs["sgd_a"]), str(other)).stdout.splitlines()
     assert [line.split()[0] for line in lines[1:3]] == ["hardware.cpu", "hardware.cpu_isa"]
     assert "-> 'Intel(R) Xeon(R) Platinum 8480+'" in lines[1]
+
+
+def test_a_tools_options_and_overrides_come_in_any_order(tmp_path):
+    """`analyze DIR --force probe_size=512` is `analyze DIR probe_size=512 --force`; an unknown option is still refused."""
+    for order in (["--force", "probe_size=8"], ["probe_size=8", "--force"]):
+        result = cli("analyze", str(tmp_path), *order)
+        assert result.returncode == 2 and result.stderr.startswith(f"optqual analyze: error: {tmp_path} is neither a sweep directory")
+    refused = cli("analyze", str(tmp_path), "probe_size=8", "--forse")
+    assert refused.returncode == 2 and "unrecognized arguments: --forse" in refused.stderr

@@ -64,6 +64,9 @@ def checked_jobs(config: DictConfig) -> list[list[str]]:
         jobs = job_overrides(config.hydra, loader)
     except (ConfigError, HydraException) as err:  # interval(), a glob of a group that does not exist, ...
         sys.exit(f"optqual: error: {one_line(err)}")
+    if not jobs:  # range(3,3), a glob that matches no option: Hydra would run nothing and exit 0
+        swept = " ".join(str(o.input_line) for o in command_line(config.hydra) if o.is_sweep_override())
+        sys.exit(f"optqual: error: {swept or 'the sweep'} gives the sweep no job")
     for num, overrides in enumerate(jobs):
         try:
             job = loader.load_sweep_config(config, overrides)  # a preset's hydra.searchpath and sweeper.params too
