@@ -190,6 +190,20 @@ def test_bad_analysis_input_is_one_line_and_writes_nothing(sweep, tmp_path, caps
     assert sorted(copy.rglob("*")) == before
 
 
+def test_probe_size_holds_only_the_measures_that_take_a_probe(sweep, tmp_path, capsys):
+    """60 test images: the default probe_size (1024) stops no measure that takes no probe, and is
+    refused for one that does, naming the key that was set."""
+    run = tmp_path / "optimizer=sgd,seed=0"
+    shutil.copytree(sweep / run.name, run)
+    assert optqual(["analyze", str(run), "train_subset=64", "analysis=[weights,calibration]"]) == 0
+    for arguments, key in ((["analysis=[activations]"], "probe_size=1024"),
+                           (["analysis=[activations]", "probe_size=48", "analysis.activations.probe_size=100"], "analysis.activations.probe_size=100")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit):
+            optqual(["analyze", str(run), *arguments])
+        assert capsys.readouterr().err.strip() == f"optqual analyze: error: {key}: larger than the test set of {run} (60 images)"
+
+
 def test_compare_refuses_two_architectures(sweep, tmp_path, tiny_npz, capsys):
     launched(tmp_path, *tiny_overrides(tiny_npz), "model.blocks_per_stage=2", "trackio.enabled=false", "hydra.run.dir=deeper")
     with pytest.raises(SystemExit):

@@ -237,3 +237,15 @@ def test_a_kill_at_any_write_leaves_a_run_that_a_relaunch_finishes_bit_for_bit(t
         assert relaunched.returncode == 0, (kill_at, relaunched.stderr[-2000:])
         assert_same_run(tmp_path / "reference", run)
         assert not list(run.glob(".*.tmp")), kill_at
+
+
+def test_a_truncated_history_of_a_finished_run_is_said_and_plotted_as_far_as_it_goes(tmp_path, tiny_npz):
+    launched(tmp_path, *tiny_overrides(tiny_npz), "epochs=3", "trackio.enabled=false", "hydra.run.dir=run")
+    history = tmp_path / "run" / "history.csv"
+    lines = history.read_text().splitlines(keepends=True)
+    history.write_text("".join(lines[:2]) + lines[2][:10])  # the header, epoch 1, and a torn row of epoch 2
+    summarized = cli("summarize", str(tmp_path / "run"))
+    assert summarized.returncode == 0
+    assert f"Warning: {history} holds 1 of the 3 epochs the run trained (truncated?): its curve in curves.png ends early." \
+        in summarized.stdout
+    assert "ends early" in (tmp_path / "run" / "summary.md").read_text()

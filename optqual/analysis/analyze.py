@@ -138,6 +138,16 @@ def chosen(cfg: DictConfig, pairwise: bool) -> dict[str, Measure]:
     return {name: measure for name, measure in measures().items() if name in cfg.analysis and measure.pairwise == pairwise}
 
 
+def check_probe_sizes(cfg: DictConfig, tests: int, directory: Path) -> None:
+    """The probe of each chosen measure that takes one fits in the test set (a measure without one is
+    not held to `probe_size`); the key named is the one set: probe_size, or the measure's own."""
+    for name in cfg.analysis:
+        node = cfg.analysis[name]
+        if "probe_size" in node:
+            key = "probe_size" if OmegaConf.is_interpolation(node, "probe_size") else f"analysis.{name}.probe_size"
+            require(node.probe_size <= tests, key, node.probe_size, f"larger than the test set of {directory} ({tests} images)")
+
+
 def load(directories: list[Path], cfg: DictConfig, device: torch.device) -> list[Solution]:
     """The analyzable runs; each other one is skipped with a line saying why. Weights that no run
     saved are an error naming those they did save."""
@@ -152,8 +162,7 @@ def load(directories: list[Path], cfg: DictConfig, device: torch.device) -> list
         except NotAnalyzable as err:
             print(f"skipped {err}", flush=True)
             continue
-        tests = len(solution.data.test_labels)
-        require(cfg.probe_size <= tests, "probe_size", cfg.probe_size, f"larger than the test set of {directory} ({tests} images)")
+        check_probe_sizes(cfg, len(solution.data.test_labels), directory)
         solutions.append(solution)
     return solutions
 

@@ -22,6 +22,7 @@ naming the path.
 
 import csv
 import functools
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,11 +87,13 @@ class Job:
         return read_yaml(self.path / HYDRA_DIR / "hydra.yaml").hydra
 
     def history(self) -> list[dict[str, float | None]]:
-        """history.csv as numbers; None where a column is empty (epochs without validation)."""
+        """history.csv as numbers; None where a column is empty (epochs without validation). A row cut
+        short (a file truncated outside optqual, which writes it whole) ends it."""
         if self.path is None or not (self.path / HISTORY).is_file():
             return []
         with open(self.path / HISTORY, newline="") as file:
-            return [{key: float(value) if value else None for key, value in row.items()} for row in csv.DictReader(file)]
+            rows = list(itertools.takewhile(lambda row: None not in row.values(), csv.DictReader(file)))
+        return [{key: float(value) if value else None for key, value in row.items()} for row in rows]
 
     def weights(self, name: str) -> Path:
         """The file of the weights called `name` (final, best, initial, ema, ...), whether or not it exists."""

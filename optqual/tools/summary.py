@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 
 from optqual.errors import ConfigError
 from optqual.files.atomic import write_text
-from optqual.files.layout import MULTIRUN
+from optqual.files.layout import HISTORY, MULTIRUN
 from optqual.runs.jobs import override_values
 from optqual.runs.reader import Job, read_sweep, read_yaml, varying_keys
 from optqual.status import RunStatus
@@ -264,6 +264,17 @@ def tuning_text(summary: Summary) -> str:
     return "\n\n".join(lines + edge_warnings(summary.groups, summary.tune))
 
 
+def history_warnings(jobs: list[Job]) -> list[str]:
+    """A finished run whose history.csv holds fewer epochs than it trained: its curve would end early unsaid."""
+    warnings = []
+    for job in jobs:
+        trained = job.metrics.get("epochs") if job.status.has_results else None
+        if trained and len(job.history()) < trained:
+            warnings.append(f"Warning: {job.path / HISTORY} holds {len(job.history())} of the {trained} epochs the run trained "
+                            "(truncated?): its curve in curves.png ends early.")
+    return warnings
+
+
 def markdown(summary: Summary) -> str:
     figures = ["![train loss and val accuracy per group: mean over seeds, min-max band](curves.png)"]
     if summary.tune:
@@ -276,6 +287,7 @@ def markdown(summary: Summary) -> str:
         tuning_text(summary),
         groups_table(summary.groups, summary.metric),
         verdict(summary.groups, summary.metric),
+        *history_warnings(summary.jobs),
         *figures,
         "## Jobs",
         jobs_table(summary.jobs),
@@ -284,7 +296,8 @@ def markdown(summary: Summary) -> str:
 
 def terminal_text(summary: Summary) -> str:
     return "\n".join(part for part in [f"{summary.directory}: {progress(summary.jobs)}", tuning_text(summary),
-                                        groups_table(summary.groups, summary.metric), verdict(summary.groups, summary.metric)] if part)
+                                        groups_table(summary.groups, summary.metric), verdict(summary.groups, summary.metric),
+                                        *history_warnings(summary.jobs)] if part)
 
 
 def summary_csv(groups: list[Group]) -> str:
