@@ -35,6 +35,7 @@ from optqual.files.layout import CHECKPOINT, FINAL, HYDRA_DIR, INITIAL, METRICS,
 from optqual.files.lock import claimed
 from optqual.launch.arguments import check_arguments
 from optqual.launch.directories import discard_unstarted, register_resolvers
+from optqual.launch.plan import check_plan
 from optqual.launch.record import check_same_run, composed, run_log, write_record
 from optqual.launch.resources import jobs_at_once
 from optqual.models.layers import plain_state_dict
@@ -79,6 +80,7 @@ def accept(run_dir: Path, cfg: DictConfig, run: Run) -> bool:
             run.state.load_state_dict(saved["state"])
         except StateMismatch as err:
             raise CheckpointError(f"{run_dir / CHECKPOINT}: {err}") from err
+    log.info(check_plan(run, run_dir, resumed))
     if not holds_run:
         write_record(run_dir, cfg)
     return resumed

@@ -14,10 +14,16 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pytest
+import torch
 
 from conftest import TRAIN, assert_same_run, cli, launch, launch_here, launched, tiny_overrides
 from optqual import train
+from optqual.data import images
+from optqual.data.sources import npz
+from optqual.errors import ConfigError
+from optqual.system.devices import free_memory
 from optqual.engine.checkpoint import load_checkpoint
 from optqual.files.layout import is_run_dir
 from optqual.runs.reader import read_run, read_sweep
@@ -249,3 +255,24 @@ def test_a_truncated_history_of_a_finished_run_is_said_and_plotted_as_far_as_it_
     assert f"Warning: {history} holds 1 of the 3 epochs the run trained (truncated?): its curve in curves.png ends early." \
         in summarized.stdout
     assert "ends early" in (tmp_path / "run" / "summary.md").read_text()
+
+
+def test_a_run_the_disk_cannot_hold_is_refused_before_any_work(tmp_path, tiny_npz):
+    """A filesystem smaller than three copies of the weights (the initial ones, a checkpoint and the
+    next one while it is written): refused in one line, leaving nothing."""
+    disk = tmp_path / "disk"
+    with small_filesystem(disk, 256 * 1024):  # ResNet-8's weights are about 310 KiB
+        refused = launch_here(tmp_path, *tiny_overrides(tiny_npz), "trackio.enabled=false", f"hydra.run.dir={disk / 'run'}")
+        assert refused.returncode == 1
+        (line,) = refused.stderr.splitlines()
+        assert line.startswith(f"optqual: error: {disk / 'run'}: the run needs at least 0.9 MiB of disk for its weights and checkpoints")
+        assert not any(disk.iterdir())
+
+
+def test_data_larger_than_its_device_can_take_is_refused_before_it_moves(tmp_path, monkeypatch):
+    np.savez(tmp_path / "d.npz", x_train=np.zeros((40, 8, 8, 3), np.uint8), y_train=np.arange(40) % 4,
+             x_test=np.zeros((10, 8, 8, 3), np.uint8), y_test=np.arange(10) % 4)
+    monkeypatch.setattr(images, "free_memory", lambda device: 1000)  # bytes
+    with pytest.raises(ConfigError, match=rf"^data.path={tmp_path / 'd.npz'}: its images take 0.00 GiB on cpu, and 0.00 GiB are free there$"):
+        npz(str(tmp_path / "d.npz"), torch.device("cpu"), batch_size=4)
+    assert images.free_memory is not free_memory and free_memory(torch.device("cpu")) > 0  # the real one reads this machine

@@ -19,6 +19,7 @@ import torch
 
 from optqual.data.augment import Augmentation, CropFlip, normalize
 from optqual.errors import ConfigError
+from optqual.system.devices import free_memory
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,10 @@ def to_device(arrays: dict[str, np.ndarray], device: torch.device, batch_size: i
               image_size: Optional[int] = None, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
               augment: Optional[Augmentation] = None, origin: str = "the data") -> ImageData:
     y_train, y_test = check_arrays(arrays, origin, channels, image_size, num_classes)
+    needed = arrays["x_train"].nbytes + arrays["x_test"].nbytes + 8 * (len(y_train) + len(y_test))  # uint8 images, int64 labels
+    free = free_memory(device)
+    if free is not None and needed > free:
+        raise ConfigError(f"{origin}: its images take {needed / 2**30:.2f} GiB on {device}, and {free / 2**30:.2f} GiB are free there")
     x_train = arrays["x_train"]
     top_label = int(max(y_train.max(), y_test.max()))
     train_idx, val_idx = split_indices(len(y_train), val_fraction, split_seed)

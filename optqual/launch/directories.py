@@ -14,6 +14,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from optqual.files.layout import LOCK
 from optqual.runs.jobs import job_dirname
 
 _claimed: dict[str, str] = {}  # this process's claims: Hydra resolves the same dir more than once
@@ -62,9 +63,11 @@ def fresh_dir(path: str) -> str:
 
 
 def discard_unstarted(run_dir: Path) -> None:
-    """Remove a run directory that holds nothing yet (a launch writes its record only once accepted,
-    optqual/launch/record.py), and the folders made for it that are empty now (outputs/runs/<date>/)."""
-    if run_dir.is_dir() and not any(run_dir.iterdir()):
+    """Remove a run directory that holds nothing yet but its released lock (a launch writes its record
+    only once accepted, optqual/launch/record.py), and the folders made for it that are empty now
+    (outputs/runs/<date>/)."""
+    if run_dir.is_dir() and {entry.name for entry in run_dir.iterdir()} <= {LOCK}:
+        (run_dir / LOCK).unlink(missing_ok=True)
         run_dir.rmdir()
         for folder in reversed(_made):
             if folder.is_dir() and not any(folder.iterdir()):

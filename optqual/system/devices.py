@@ -22,3 +22,17 @@ def resolve_device(name: str) -> torch.device:
     else:
         require(device.type == "cpu", "device", name, "unsupported device type")
     return device
+
+
+def free_memory(device: torch.device) -> int | None:
+    """The bytes `device` can still take: CUDA's free memory, the host's available memory (Linux's
+    MemAvailable) for the CPU; None where it cannot be known."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as meminfo:
+                return next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+        except (OSError, StopIteration):
+            return None
+    return None
