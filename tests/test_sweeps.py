@@ -249,7 +249,7 @@ def test_a_bad_value_in_any_job_stops_the_sweep_before_the_first_job(tmp_path, t
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"optqual: error: job #2 (data=npz data.path={tiny_npz} data.batch_size=32 epochs=2 eval_every=1 optimizer.lr=-1 seed=0):"
-        " optimizer.lr=-1.0: must be > 0"]
+        " optimizer.lr=-1.0: must lie in (0, inf)"]
     assert not list(tmp_path.iterdir()), "nothing may be written before the sweep is known to be valid"
 
 
