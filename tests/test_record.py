@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TRAIN, assert_same_run, cli, launch, launch_here, launched, tiny_overrides
+from conftest import TRAIN, assert_same_run, cli, launch_here, launched, tiny_overrides
 from optqual import train
 from optqual.data import images
 from optqual.data.sources import npz
@@ -55,6 +55,7 @@ def test_a_launch_refused_for_another_config_leaves_the_finished_run_as_it_was(t
     assert "optimizer.lr=0.2" not in cli("diff", str(tmp_path / "run"), str(tmp_path / "run")).stdout
 
 
+@pytest.mark.slow
 def test_a_launch_refused_by_the_lock_leaves_the_record_and_resume_continues_the_run_as_started(tmp_path, tiny_npz):
     """Another config launched into a run another process trains (stopped there, holding its lock):
     refused; once that run is killed, `resume` continues it with its own config, bit for bit."""
@@ -67,7 +68,7 @@ def test_a_launch_refused_by_the_lock_leaves_the_record_and_resume_continues_the
             time.sleep(0.01)
         process.send_signal(signal.SIGSTOP)  # mid-run, holding the run's lock
         record = checksums(tmp_path / "run" / ".hydra")
-        refused = launch(tmp_path, *overrides, "optimizer.lr=0.2", "hydra.run.dir=run")
+        refused = launch_here(tmp_path, *overrides, "optimizer.lr=0.2", "hydra.run.dir=run")
         assert refused.returncode == 1 and "is being trained by another process" in refused.stderr
         assert checksums(tmp_path / "run" / ".hydra") == record
     finally:
@@ -88,6 +89,7 @@ def test_a_sweep_directory_belongs_to_one_sweep(tmp_path, tiny_npz):
     assert checksums(tmp_path / "sweep") == before
 
 
+@pytest.mark.slow
 def test_two_sweeps_into_one_directory_at_once_the_second_is_refused(tmp_path, tiny_npz):
     sweep = [*tiny_overrides(tiny_npz), "seed=0,1", "epochs=1000", "trackio.enabled=false", "hydra.sweep.dir=sweep"]
     first = subprocess.Popen([*TRAIN, "-m", *sweep], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -95,7 +97,7 @@ def test_two_sweeps_into_one_directory_at_once_the_second_is_refused(tmp_path, t
         deadline = time.monotonic() + 120
         while not list((tmp_path / "sweep").glob("*/checkpoint.pt")) and time.monotonic() < deadline:
             time.sleep(0.05)
-        second = launch(tmp_path, "-m", *sweep)
+        second = launch_here(tmp_path, "-m", *sweep)
         assert second.returncode == 1
         assert second.stderr.strip() == (f"optqual: error: {tmp_path / 'sweep'} is being swept by another process (it holds "
                                          ".sweep.lock): wait for it, or sweep into another hydra.sweep.dir")
@@ -104,6 +106,7 @@ def test_two_sweeps_into_one_directory_at_once_the_second_is_refused(tmp_path, t
         first.wait()
 
 
+@pytest.mark.slow
 def test_a_job_that_cannot_run_is_recorded_failed_and_the_sweep_goes_on(tmp_path, tiny_npz):
     """A data file missing for one job: the other jobs run, the summary shows the failure, and `resume`
     runs the job once the file is there."""
@@ -228,7 +231,7 @@ def test_a_kill_at_any_write_leaves_a_run_that_a_relaunch_finishes_bit_for_bit(t
     overrides = [*tiny_overrides(tiny_npz), "trackio.enabled=false"]
     counted = subprocess.run([sys.executable, str(KILLER), "-1", *overrides, "hydra.run.dir=reference"], cwd=tmp_path,
                              capture_output=True, text=True, check=True)
-    commits = int(counted.stderr.rsplit("commits: ", 1)[1])
+    commits = int(counted.stderr.rsplit("commits: ", 1)[1])  # and a line "commit: FILE" for each
     assert commits >= 10
     def killed_at(kill_at: int) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, str(KILLER), str(kill_at), *overrides, f"hydra.run.dir=killed_at_{kill_at}"],
@@ -281,3 +284,35 @@ def test_data_larger_than_its_device_can_take_is_refused_before_it_moves(tmp_pat
     with pytest.raises(ConfigError, match=rf"^data.path={tmp_path / 'd.npz'}: its images take 0.00 GiB on cpu, and 0.00 GiB are free there$"):
         npz(str(tmp_path / "d.npz"), torch.device("cpu"), batch_size=4)
     assert images.free_memory is not free_memory and free_memory(torch.device("cpu")) > 0  # the real one reads this machine
+
+
+@pytest.mark.slow
+def test_a_kill_at_a_sweeps_own_writes_leaves_a_sweep_that_resume_or_its_command_finishes(tmp_path, tiny_npz):
+    """SIGKILL at the writes of the sweep itself (jobs.yaml, multirun.yaml, the summary after the
+    first job and at the end) and at the second job's record: a sweep killed before it started
+    says so and its command runs it; any other is finished by resume, each job bit for bit."""
+    sweep = ["-m", *tiny_overrides(tiny_npz), "epochs=1", "seed=0,1", "trackio.enabled=false"]
+    counted = subprocess.run([sys.executable, str(KILLER), "-1", *sweep, "hydra.sweep.dir=reference"], cwd=tmp_path,
+                             capture_output=True, text=True, check=True)
+    files = [line.removeprefix("commit: ") for line in counted.stderr.splitlines() if line.startswith("commit: ")]
+    kills = [files.index("reference/jobs.yaml"), files.index("reference/multirun.yaml"), files.index("reference/summary.csv"),
+             files.index(str(tmp_path / "reference" / "seed=1" / ".hydra")), len(files) - 2]
+
+    def killed_at(kill_at: int) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(KILLER), str(kill_at), *sweep, f"hydra.sweep.dir=killed_at_{kill_at}"],
+                              cwd=tmp_path, capture_output=True, text=True)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(killed_at, kills))
+    for kill_at, killed in zip(kills, outcomes):
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        directory = tmp_path / f"killed_at_{kill_at}"
+        if kill_at < 2:
+            with pytest.raises(RunDirError, match="holds a sweep that never started"):
+                read_sweep(directory)
+            assert launch_here(tmp_path, *sweep, f"hydra.sweep.dir={directory.name}").returncode == 0
+        else:
+            assert cli("resume", str(directory), cwd=tmp_path).returncode == 0
+        for job in ("seed=0", "seed=1"):
+            assert_same_run(tmp_path / "reference" / job, directory / job)
+        assert "2 jobs: 2 completed" in (directory / "summary.md").read_text(), kill_at

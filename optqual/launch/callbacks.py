@@ -120,10 +120,11 @@ class LaunchCallback(Callback):
         jobs = checked_jobs(config) if knows_jobs_up_front(config.hydra) else None
         sweep_dir = output_dir(config, "sweep.dir")
         claim_sweep(sweep_dir, config)
-        # the basic sweeper saves it too, Optuna's does not: job names, summary.tune and resume read it
-        write_text(sweep_dir / MULTIRUN, OmegaConf.to_yaml(config))
         if jobs is not None:
             save_jobs(sweep_dir, jobs)
+        # the sweep's start is committed by its multirun.yaml (read_sweep: a jobs.yaml alone never started);
+        # the basic sweeper saves it too, Optuna's does not: job names, summary.tune and resume read it
+        write_text(sweep_dir / MULTIRUN, OmegaConf.to_yaml(config))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:

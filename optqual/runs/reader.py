@@ -32,7 +32,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from optqual.config.resolved import resolved_config
 from optqual.config.upgrade import upgrade
-from optqual.files.layout import HISTORY, HYDRA_DIR, JOBS, LOCK, METRICS, MULTIRUN, RESOLVED_CONFIG, is_run_dir, weights_file
+from optqual.files.layout import HISTORY, HYDRA_DIR, JOBS, LOCK, METRICS, MULTIRUN, RESOLVED_CONFIG, SWEEP_LOCK, is_run_dir, weights_file
 from optqual.files.lock import trained_now
 from optqual.runs.jobs import expected_overrides, job_dirname, override_values
 from optqual.status import RunStatus
@@ -124,6 +124,8 @@ def read_sweep(directory: str | Path) -> list[Job]:
     names = {entry.name for entry in directory.iterdir()} if directory.is_dir() else set()
     if LOCK in names and all(name == LOCK or name.endswith(".tmp") for name in names):  # its lock, and what a kill left
         raise RunDirError(f"{directory} holds a launch that never started (no record was written): launch it again, or remove it")
+    if SWEEP_LOCK in names and MULTIRUN not in names:  # killed before the sweep's start was committed
+        raise RunDirError(f"{directory} holds a sweep that never started (no {MULTIRUN}): run its command again, or remove it")
     if not directory.is_dir() or not ((directory / MULTIRUN).is_file() or any(map(is_run_dir, directory.iterdir()))):
         raise RunDirError(f"{directory} is neither a sweep directory (no {MULTIRUN}) nor a run directory (no {HYDRA_DIR}/config.yaml)")
     try:
