@@ -316,3 +316,15 @@ def test_a_kill_at_a_sweeps_own_writes_leaves_a_sweep_that_resume_or_its_command
         for job in ("seed=0", "seed=1"):
             assert_same_run(tmp_path / "reference" / job, directory / job)
         assert "2 jobs: 2 completed" in (directory / "summary.md").read_text(), kill_at
+
+
+def test_a_sweep_whose_multirun_yaml_cannot_be_parsed_is_named_by_every_tool(tmp_path, tiny_npz):
+    sweep = tmp_path / "sweep"
+    launched(tmp_path, "-m", *tiny_overrides(tiny_npz), "epochs=1", "seed=0,1", "trackio.enabled=false", "hydra.sweep.dir=sweep")
+    (sweep / "multirun.yaml").write_text('hydra:\n  run:\n    dir: "unterminated\n')
+    for tool in ("summarize", "diff", "resume"):
+        result = cli(tool, str(sweep))
+        assert result.returncode == 2 and result.stderr.startswith(f"optqual {tool}: error: {sweep / 'multirun.yaml'}: cannot read it"), tool
+    refused = launch_here(tmp_path, "-m", *tiny_overrides(tiny_npz), "epochs=1", "seed=0,1", "trackio.enabled=false", "hydra.sweep.dir=sweep")
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines()[0].startswith(f"optqual: error: {sweep / 'multirun.yaml'} cannot be read (")

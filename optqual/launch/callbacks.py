@@ -25,6 +25,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
+import yaml
 
 from optqual.config.checks import check_config
 from optqual.errors import ConfigError
@@ -96,7 +97,11 @@ def claim_sweep(sweep_dir: Path, config: DictConfig) -> None:
         sys.exit(f"optqual: error: {sweep_dir} is being swept by another process (it holds {SWEEP_LOCK}): "
                  "wait for it, or sweep into another hydra.sweep.dir")
     if (sweep_dir / MULTIRUN).is_file():
-        before = [str(o.input_line) for o in command_line(OmegaConf.load(sweep_dir / MULTIRUN).hydra)]
+        try:
+            before = [str(o.input_line) for o in command_line(OmegaConf.load(sweep_dir / MULTIRUN).hydra)]
+        except (OSError, OmegaConfBaseException, ValueError, yaml.YAMLError) as err:
+            lock.release()
+            sys.exit(f"optqual: error: {sweep_dir / MULTIRUN} cannot be read ({one_line(err)}): sweep into another hydra.sweep.dir")
         now = [str(o.input_line) for o in command_line(config.hydra)]
         if before != now:
             lock.release()

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+import yaml
 
 from optqual.config.resolved import resolved_config
 from optqual.config.upgrade import upgrade
@@ -45,7 +46,7 @@ class RunDirError(ValueError):
 def read_yaml(path: Path) -> DictConfig:
     try:
         return OmegaConf.load(path)
-    except (OSError, OmegaConfBaseException, ValueError) as err:
+    except (OSError, OmegaConfBaseException, ValueError, yaml.YAMLError) as err:
         raise RunDirError(f"{path}: cannot read it ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
 
 
@@ -128,9 +129,11 @@ def read_sweep(directory: str | Path) -> list[Job]:
         raise RunDirError(f"{directory} holds a sweep that never started (no {MULTIRUN}): run its command again, or remove it")
     if not directory.is_dir() or not ((directory / MULTIRUN).is_file() or any(map(is_run_dir, directory.iterdir()))):
         raise RunDirError(f"{directory} is neither a sweep directory (no {MULTIRUN}) nor a run directory (no {HYDRA_DIR}/config.yaml)")
+    if MULTIRUN in names:
+        read_yaml(directory / MULTIRUN)  # the job names come from it: one that cannot be read is named
     try:
         expected = [(job_dirname(str(directory), overrides, num), overrides) for num, overrides in enumerate(expected_overrides(directory))]
-    except (OSError, OmegaConfBaseException, ValueError) as err:
+    except (OSError, OmegaConfBaseException, ValueError, yaml.YAMLError) as err:
         raise RunDirError(f"{directory / JOBS}: cannot read it ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
     by_name = dict(reversed(expected))  # the first job of a name
     jobs = [read_job(path, by_name.get(path.name, [])) for path in sorted(directory.iterdir()) if is_run_dir(path)]
