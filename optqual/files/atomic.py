@@ -73,7 +73,10 @@ def remove_leftovers(directory: Path) -> list[str]:
     process writes there then."""
     leftovers = sorted(directory.glob(".*.tmp"))
     for path in leftovers:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     return [path.name for path in leftovers]
 
 
