@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     diff = commands.add_parser("diff", help="config keys that differ between two runs, or vary across a sweep")
     diff.add_argument("run_or_sweep", help="a sweep directory, or the first of two run directories")
     diff.add_argument("run_b", nargs="?", help="the second run directory")
-    summarize = commands.add_parser("summarize", help="write summary.csv, summary.md and curves.png of a sweep (or run)")
+    summarize = commands.add_parser("summarize", help="write summary.csv, summary.md and curves.png (curves.csv: its numbers) of a sweep (or run)")
     summarize.add_argument("directory")
     summarize.add_argument("--metric", choices=sorted(RANKED_BY), default="test_acc",
                            help="rank groups by the test accuracy of the last weights (default) or of the best weights")
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "summarize":
             summary = write_summary(args.directory, args.metric, args.tune)
             print(terminal_text(summary))
-            written = "summary.csv, summary.md, curves.png" + (", sensitivity.png" if summary.tune else "")
+            written = "summary.csv, summary.md, curves.png, curves.csv" + (", sensitivity.png" if summary.tune else "")
             print(f"wrote {written} in {args.directory}")
         elif args.run_b is None:
             print(format_sweep_diff(args.run_or_sweep))

@@ -1,7 +1,10 @@
-"""The one error type for a config value that cannot work, the check that raises it, and
-Hydra's instantiation with its failures reported as that error."""
+"""The one error type for a config value that cannot work, the check that raises it, the
+suggestion for a name mistyped, and Hydra's instantiation with its failures reported as that error."""
 
+import difflib
 import inspect
+import re
+from collections.abc import Iterable
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -18,13 +21,37 @@ def require(ok: bool, key: str, value: Any, why: str) -> None:
         raise ConfigError(f"{key}={value}: {why}")
 
 
+def did_you_mean(given: str, keys: Iterable[str]) -> str:
+    """" (did you mean KEY?)" for the dotted key among `keys` closest to `given` by difflib's ratio
+    (at least 0.6, case aside), or "". Where `given`'s parent is among the keys' parents, only its siblings are
+    compared, by their last names: `optimizer.foo` is not close to `optimizer.lr` for the long
+    prefix they share."""
+    parent, _, name = given.rpartition(".")
+    siblings = {key.rpartition(".")[2].lower(): key for key in keys if key.rpartition(".")[0] == parent}
+    compared = siblings or {key.lower(): key for key in keys}
+    close = difflib.get_close_matches((name if siblings else given).lower(), list(compared), n=1)  # adamW is adamw
+    return f" (did you mean {compared[close[0]]}?)" if close else ""
+
+
 def build(node: DictConfig, key: str, **kwargs) -> Any:
     """hydra.utils.instantiate on the config `node` found at `key`, a failure reported as that key's config error."""
     try:
         return instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as err:
         cause = err.__cause__
-        raise (cause if isinstance(cause, ConfigError) else ConfigError(f"{key}: {cause or err}")) from err
+        if isinstance(cause, ConfigError):
+            raise cause from err
+        raise ConfigError(f"{key}: {cause or err}{keyword_hint(node, key, str(cause))}") from err
+
+
+def keyword_hint(node: DictConfig, key: str, message: str) -> str:
+    """For a constructor's "unexpected keyword argument 'X'", X a key of `node`: the argument that
+    `node`'s constructor takes closest to X."""
+    unexpected = re.search(r"unexpected keyword argument '(\w+)'", message)
+    if not unexpected or unexpected[1] not in node or "_target_" not in node:
+        return ""
+    taken = inspect.signature(get_object(node._target_)).parameters
+    return did_you_mean(f"{key}.{unexpected[1]}", [f"{key}.{name}" for name in taken if name not in ("self", "params")])
 
 
 def check_arguments(node: DictConfig, key: str) -> None:
@@ -35,4 +62,4 @@ def check_arguments(node: DictConfig, key: str) -> None:
     try:
         inspect.signature(target).bind_partial(**{name: None for name in node if not str(name).startswith("_")})
     except TypeError as err:
-        raise ConfigError(f"{key}: {getattr(target, '__qualname__', node._target_)}() {err}") from None
+        raise ConfigError(f"{key}: {getattr(target, '__qualname__', node._target_)}() {err}{keyword_hint(node, key, str(err))}") from None

@@ -34,6 +34,7 @@ from optqual.files.atomic import DiskFull, remove_leftovers, write_json, write_t
 from optqual.files.layout import CHECKPOINT, FINAL, HYDRA_DIR, INITIAL, METRICS, RESOLVED_CONFIG, is_run_dir, weights_file
 from optqual.files.lock import claimed
 from optqual.launch.arguments import check_arguments
+from optqual.launch.overrides import check_command
 from optqual.launch.directories import discard_unstarted, register_resolvers
 from optqual.launch.plan import check_plan
 from optqual.launch.record import check_same_run, composed, run_log, write_record
@@ -218,6 +219,7 @@ def main() -> None:
     """`python -m optqual train ARGS` (and `python launch.py ARGS`): the command line checked, then Hydra."""
     try:
         check_arguments(sys.argv[1:])
+        check_command(sys.argv[1:])
     except ConfigError as err:
         sys.exit(f"optqual: error: {err}")
     run_with_hydra()

@@ -174,7 +174,9 @@ def test_unanalyzable_runs_are_skipped_with_a_reason_and_the_rest_goes_on(sweep,
 
 @pytest.mark.parametrize("arguments, message", [
     (["probe_size=100"], "probe_size=100: larger than the test set of"),
-    (["analysis=[weigths]"], "Could not load 'analysis/weigths'"),
+    (["analysis=[weigths]"], "analysis=weigths: no such option (did you mean analysis=weights?)"),
+    (["probe_sise=3"], "probe_sise=3: the analysis has no key probe_sise (did you mean probe_size=3?)"),
+    (["+probe=3"], "probe=3: the analysis has no key probe (did you mean probe_size=3?)"),
     (["analysis.sharpness.top_k=9"], "analysis.sharpness.top_k=9: must lie in 1..5"),
     (["weights=middle"], "weights=middle: no run here saved middle_model.pt (their weights: best, final, initial)"),
 ])

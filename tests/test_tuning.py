@@ -61,6 +61,23 @@ def test_the_tuned_value_is_selected_on_validation_never_on_test(tmp_path):
         "optimizer=adamw,optimizer.lr=0.01,seed=0", "optimizer=adamw,optimizer.lr=0.01,seed=1"}
 
 
+def test_curves_show_each_groups_selected_setting_and_nothing_else(tmp_path):
+    """curves.png says "mean over seeds": its numbers (curves.csv) are those of the selected
+    setting's seeds, not an average over every learning rate tried."""
+    fake_sweep(tmp_path)
+    for job in tmp_path.glob("optimizer=*"):
+        lr, seed = float(job.name.split("optimizer.lr=")[1].split(",")[0]), int(job.name[-1])
+        (job / "history.csv").write_text("epoch,train_loss,val_acc\n" + "".join(f"{e},{lr * 10 + seed + e},{lr + seed}\n" for e in (1, 2)))
+    write_summary(tmp_path, tune=["optimizer.lr"])
+    with open(tmp_path / "curves.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert {row["curve"] for row in rows} == {"optimizer=sgd, selected optimizer.lr=0.1", "optimizer=adamw, selected optimizer.lr=0.01"}
+    sgd = [row for row in rows if row["curve"].startswith("optimizer=sgd") and row["column"] == "train_loss"]
+    assert sgd[0]["runs"] == "optimizer=sgd,optimizer.lr=0.1,seed=0;optimizer=sgd,optimizer.lr=0.1,seed=1"
+    assert [(float(r["epoch"]), int(r["n"]), float(r["mean"]), float(r["min"]), float(r["max"])) for r in sgd] == [
+        (1.0, 2, 2.5, 2.0, 3.0), (2.0, 2, 3.5, 3.0, 4.0)]  # lr 0.1: 1 + seed + epoch over seeds 0 and 1
+
+
 def test_a_partial_tuned_sweep_is_summarised_as_partial(tmp_path):
     (tmp_path / "jobs.yaml").write_text(OmegaConf.to_yaml([[f"optimizer={o}", f"optimizer.lr={lr}", f"seed={s}"]
                                                             for (o, lr) in RESULTS for s in (0, 1)]))

@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
 from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
@@ -30,17 +32,20 @@ from optqual import config_dir
 from optqual.analysis import comparison
 from optqual.analysis.measures import Measure, measures
 from optqual.analysis.solution import NotAnalyzable, Solution, check_comparable
+from optqual.config.checks import WHERE_ANALYSIS_KEYS_ARE, check_known_keys
 from optqual.config.upgrade import moved
 from optqual.errors import ConfigError, require
 from optqual.files.atomic import write_json, write_text
 from optqual.files.figures import file_sha256, write_figure
 from optqual.files.layout import ANALYSIS_DIR, MULTIRUN, is_run_dir, weights_file
+from optqual.launch.overrides import explain
 from optqual.runs.reader import read_sweep
 from optqual.system.devices import resolve_device
 from optqual.system.machine import set_up_machine
 from optqual.tools.summary import group_jobs
 
 log = logging.getLogger(__name__)
+ANALYZE = "analyze"  # conf/analyze.yaml
 
 
 @dataclass
@@ -65,7 +70,11 @@ def compose_config(overrides: list[str]) -> DictConfig:
     """conf/analyze.yaml with `overrides`, its values checked."""
     register_schemas()
     with initialize_config_dir(str(config_dir().resolve()), version_base="1.3"):
-        cfg = compose("analyze", overrides=list(overrides))
+        try:
+            cfg = compose(ANALYZE, overrides=list(overrides))
+        except HydraException as err:
+            raise ConfigError(explain(err, list(overrides), GlobalHydra.instance().config_loader(), config_name=ANALYZE)) from None
+    check_known_keys(cfg, "analysis", WHERE_ANALYSIS_KEYS_ARE)
     require(cfg.weights.isidentifier(), "weights", cfg.weights, "must name a run's weights: final, best, ema, ... (<weights>_model.pt)")
     require(cfg.pairs in ("default", "all"), "pairs", cfg.pairs, "must be default or all")
     for key in ("probe_size", "train_subset"):

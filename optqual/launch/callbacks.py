@@ -32,6 +32,7 @@ from optqual.errors import ConfigError
 from optqual.files.atomic import check_writable, write_text
 from optqual.files.layout import MULTIRUN, SUMMARY_LOCK, SWEEP_LOCK
 from optqual.launch.directories import make_dirs, start_claiming
+from optqual.launch.overrides import explain
 from optqual.runs.jobs import command_line, job_overrides, knows_jobs_up_front, override_values, save_jobs
 from optqual.status import RunStatus
 from optqual.tools.summary import Summary, terminal_text, write_summary
@@ -74,7 +75,9 @@ def checked_jobs(config: DictConfig) -> list[list[str]]:
             with open_dict(job):
                 del job["hydra"]  # as the job gets it
             check_config(job)
-        except (ConfigError, HydraException, OmegaConfBaseException) as err:
+        except HydraException as err:
+            sys.exit(f"optqual: error: job #{num} ({' '.join(overrides)}): {explain(err, overrides, loader, RunMode.RUN)}")
+        except (ConfigError, OmegaConfBaseException) as err:
             sys.exit(f"optqual: error: job #{num} ({' '.join(overrides)}): {one_line(err)}")
     values = [override_values(overrides) for overrides in jobs]
     for key in config.summary.tune:  # a summary that cannot be written would surface only at the first job's end

@@ -1,46 +1,60 @@
-"""curves.png: train loss and validation accuracy per group, mean over seeds with a min-max band;
-sensitivity.png: validation accuracy and final train loss against a tuned value."""
+"""curves.png: train loss and validation accuracy per group, mean over seeds with a min-max band,
+and curves.csv, the numbers it draws; sensitivity.png: validation accuracy and final train loss
+against a tuned value."""
 
+import csv
+import io
 import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from optqual.files.atomic import write_text
 from optqual.files.figures import pyplot, save_figure
 from optqual.runs.reader import Job
 
 PANELS = (("train_loss", "train loss (log scale)", "log"), ("val_acc", "validation accuracy", "linear"))
 
 
-def band(histories: list[list[dict]], column: str) -> tuple[list[float], list[float], list[float], list[float]]:
-    """Epochs, and the mean, min and max over runs of `column` at each epoch where some run has a
-    finite value (diverged runs drop out of the band where their values stop being finite)."""
+def band(histories: list[list[dict]], column: str) -> list[tuple[float, int, float, float, float]]:
+    """(epoch, n, mean, min, max) over runs of `column` at each epoch where some run has a finite
+    value (diverged runs drop out of the band where their values stop being finite)."""
     by_epoch: dict[float, list[float]] = defaultdict(list)
     for history in histories:
         for record in history:
             value = record.get(column)
             if value is not None and math.isfinite(value):
                 by_epoch[record["epoch"]].append(value)
-    epochs = sorted(by_epoch)
-    values = [by_epoch[epoch] for epoch in epochs]
-    return epochs, [sum(v) / len(v) for v in values], [min(v) for v in values], [max(v) for v in values]
+    return [(epoch, len(values), sum(values) / len(values), min(values), max(values))
+            for epoch, values in sorted(by_epoch.items())]
 
 
-def plot_curves(groups: dict[str, list[Job]], path: Path) -> None:
-    """One colour per group; the line is the mean over the group's runs, the band their min-max."""
+CURVES_COLUMNS = ("curve", "runs", "column", "epoch", "n", "mean", "min", "max")
+
+
+def plot_curves(curves: dict[str, list[Job]], path: Path) -> None:
+    """One colour per curve, drawn from exactly the runs given for it (for a tuned group, those of
+    its selected setting): the line is their mean, the band their min-max. The numbers drawn go to
+    curves.csv beside the PNG, so a reader can check or redraw them."""
     from matplotlib import ticker
 
     plt = pyplot()
     figure, axes = plt.subplots(1, len(PANELS), figsize=(12, 4.5), layout="constrained", sharex=True)
     colours = plt.get_cmap("tab10").colors
-    for index, (label, jobs) in enumerate(groups.items()):
-        histories = [history for history in (job.history() for job in jobs) if history]
-        if not histories:
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(CURVES_COLUMNS)
+    for index, (label, jobs) in enumerate(curves.items()):
+        drawn = [(job, history) for job in jobs if (history := job.history())]
+        if not drawn:
             continue
         colour = colours[index % len(colours)]
+        names = ";".join(job.name for job, _ in drawn)
         for axis, (column, _, _) in zip(axes, PANELS):
-            epochs, mean, low, high = band(histories, column)
-            axis.plot(epochs, mean, color=colour, marker="o" if len(epochs) < 3 else None, label=f"{label} (n={len(histories)})")
+            points = band([history for _, history in drawn], column)
+            writer.writerows([label, names, column, *point] for point in points)
+            epochs, _, mean, low, high = zip(*points) if points else ([],) * 5
+            axis.plot(epochs, mean, color=colour, marker="o" if len(epochs) < 3 else None, label=f"{label} (n={len(drawn)})")
             axis.fill_between(epochs, low, high, color=colour, alpha=0.2, linewidth=0)
     for axis, (_, title, scale) in zip(axes, PANELS):
         axis.set(xlabel="epoch", ylabel=title, yscale=scale)
@@ -48,6 +62,7 @@ def plot_curves(groups: dict[str, list[Job]], path: Path) -> None:
         if scale == "log":  # plain numbers (0.3, 2), not 3x10^-1
             for set_formatter in (axis.yaxis.set_major_formatter, axis.yaxis.set_minor_formatter):
                 set_formatter(ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    write_text(path.with_suffix(".csv"), table.getvalue())
     save_figure(figure, axes, f"{path.parent.name}: mean over seeds, band = min-max over seeds", path)
 
 

@@ -1,6 +1,6 @@
 """What a sweep found: a row per job, seeds grouped into mean and spread, and a verdict.
 
-`write_summary(directory)` writes summary.csv, summary.md and curves.png into a sweep (or
+`write_summary(directory)` writes summary.csv, summary.md and curves.png (with curves.csv, its numbers) into a sweep (or
 single-run) directory. It reads only what the jobs wrote, so it works while a sweep is
 still running (a partial summary) and after some jobs failed: they are listed with their
 status, and the group statistics use the completed jobs only.
@@ -276,7 +276,8 @@ def history_warnings(jobs: list[Job]) -> list[str]:
 
 
 def markdown(summary: Summary) -> str:
-    figures = ["![train loss and val accuracy per group: mean over seeds, min-max band](curves.png)"]
+    figures = ["![train loss and val accuracy per group" + (" at its selected setting" if summary.tune else "")
+               + ": mean over seeds, min-max band (numbers: curves.csv)](curves.png)"]
     if summary.tune:
         figures.insert(0, "![validation accuracy and final train loss against the tuned value: mean over seeds, "
                           "min-max band, the selected setting circled](sensitivity.png)")
@@ -329,6 +330,14 @@ def sensitivity_lines(groups: list[Group], tune: list[str], selected_on: str) ->
     return lines
 
 
+def curves(groups: list[Group]) -> dict[str, list[Job]]:
+    """curves.png's curves: each group's runs, of its selected setting when tuned (a tuned group
+    with no selection yet has no curve: no setting has results)."""
+    return {f"{group.label}, selected {group.selected}" if group.settings else group.label:
+            group.settings[group.selected] if group.settings else group.jobs
+            for group in groups if group.selected or not group.settings}
+
+
 def sweep_tune(directory: Path) -> list[str]:
     """The keys the sweep itself asks its summary to tune (`summary.tune` in its multirun.yaml)."""
     saved = directory / MULTIRUN
@@ -345,7 +354,7 @@ def write_summary(directory: str | Path, metric: str = "test_acc", tune: list[st
     tune = sweep_tune(directory) if tune is None else tune
     summary = Summary(directory, jobs, group_jobs(jobs, metric, tune), metric, list(tune))
     write_text(summary.directory / "summary.csv", summary_csv(summary.groups))
-    plot_curves({group.label: group.jobs for group in summary.groups}, summary.directory / "curves.png")
+    plot_curves(curves(summary.groups), summary.directory / "curves.png")
     if summary.tune:
         selected_on = SELECTED_ON[metric]
         plot_sensitivity(sensitivity_lines(summary.groups, summary.tune, selected_on), summary.tune[0], selected_on,
