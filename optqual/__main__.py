@@ -7,11 +7,22 @@ import sys
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
+from optqual import config_dir
 from optqual.errors import ConfigError
 from optqual.runs.reader import RunDirError
 from optqual.tools.diff import format_diff, format_sweep_diff
 from optqual.tools.resume import resume
 from optqual.tools.summary import RANKED_BY, terminal_text, write_summary
+
+
+def analysis_settings() -> str:
+    """What `analyze` and `compare` take, read from conf/ (the measures need torch to import)."""
+    options = {group: sorted(path.stem for path in (config_dir() / group).glob("*.yaml")) for group in ("analysis", "effort")}
+    keys = [line.split(":")[0] for line in (config_dir() / "analyze.yaml").read_text().splitlines()
+            if line and not line.startswith((" ", "#", "-", "defaults"))]
+    return (f"measures: analysis=[{','.join(options['analysis'])}] (the default: all), each with its keys "
+            f"(analysis.sharpness.top_k=3; conf/analysis/); effort={'|'.join(options['effort'])} (quick: a first look in "
+            f"under a minute per run); keys: {', '.join(keys)} (conf/analyze.yaml)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,11 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     profile.add_argument("directory", help="a run directory")
     profile.add_argument("--device", default="auto", help="where to time it (default: cuda when present, else cpu)")
     profile.add_argument("--calls", type=int, default=200, help="timed batch-1 calls after the warm-up")
-    analyze = commands.add_parser("analyze", help="how the solutions differ: measures per run, and a sweep's comparison")
+    analyze = commands.add_parser("analyze", help="how the solutions differ: measures per run, and a sweep's comparison",
+                                  epilog=analysis_settings())
     analyze.add_argument("directory", help="a run directory, or a sweep directory")
     analyze.add_argument("overrides", nargs="*", help="of conf/analyze.yaml, e.g. analysis=[weights,sharpness] probe_size=512")
     analyze.add_argument("--force", action="store_true", help="recompute results that are up to date")
-    compare = commands.add_parser("compare", help="the pairwise measures of two runs (interpolation, CKA, disagreement)")
+    compare = commands.add_parser("compare", help="the pairwise measures of two runs (interpolation, CKA, disagreement)",
+                                  epilog=analysis_settings())
     compare.add_argument("run_a")
     compare.add_argument("run_b")
     compare.add_argument("overrides", nargs="*", help="of conf/analyze.yaml, e.g. analysis.interpolation.points=21")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch.optim.swa_utils import update_bn
 
 from conftest import launched, tiny_overrides
@@ -192,18 +193,22 @@ def test_bad_analysis_input_is_one_line_and_writes_nothing(sweep, tmp_path, caps
     assert sorted(copy.rglob("*")) == before
 
 
-def test_probe_size_holds_only_the_measures_that_take_a_probe(sweep, tmp_path, capsys):
-    """60 test images: the default probe_size (1024) stops no measure that takes no probe, and is
-    refused for one that does, naming the key that was set."""
+def test_the_default_probe_takes_a_smaller_test_set_whole_and_records_it(sweep, tmp_path, capsys):
+    """60 test images: unset, probe_size takes all 60 (recorded in the result); a value set that is
+    too large is refused, naming the key that was set and the largest value allowed."""
     run = tmp_path / "optimizer=sgd,seed=0"
     shutil.copytree(sweep / run.name, run)
-    assert optqual(["analyze", str(run), "train_subset=64", "analysis=[weights,calibration]"]) == 0
-    for arguments, key in ((["analysis=[activations]"], "probe_size=1024"),
+    assert optqual(["analyze", str(run), "train_subset=64", "analysis=[weights,activations]"]) == 0
+    saved = json.loads((run / "analysis" / "activations.json").read_text())
+    assert saved["settings"]["probe_size"] == 60
+    assert OmegaConf.load(run / "analysis" / "config.yaml").analysis.activations.probe_size == 60
+    for arguments, key in ((["analysis=[activations]", "probe_size=100"], "probe_size=100"),
                            (["analysis=[activations]", "probe_size=48", "analysis.activations.probe_size=100"], "analysis.activations.probe_size=100")):
         capsys.readouterr()
         with pytest.raises(SystemExit):
             optqual(["analyze", str(run), *arguments])
-        assert capsys.readouterr().err.strip() == f"optqual analyze: error: {key}: larger than the test set of {run} (60 images)"
+        assert capsys.readouterr().err.strip() == (f"optqual analyze: error: {key}: larger than the test set of {run} (60 images): "
+                                                   f"set at most {key.split('=')[0]}=60, or leave it unset")
 
 
 def test_compare_refuses_two_architectures(sweep, tmp_path, tiny_npz, capsys):
@@ -213,3 +218,21 @@ def test_compare_refuses_two_architectures(sweep, tmp_path, tiny_npz, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "have different architectures" in err[0]
     assert not (tmp_path / "deeper" / "analysis").exists() and not (sweep / "optimizer=sgd,seed=0" / "analysis" / "pairs").exists()
+
+
+def test_long_measures_write_their_progress_as_lines_where_stderr_is_no_terminal(capsys):
+    """A log file or a SLURM output gets plain lines (tqdm alone would print nothing there)."""
+    from optqual.system.progress import progress
+
+    with progress(3, "sharpness run_a: Lanczos", "step", every=0) as bar:
+        for _ in range(3):
+            bar.update()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("sharpness run_a: Lanczos: 0/3 steps, 00:00 elapsed")
+    assert lines[-1].startswith("sharpness run_a: Lanczos: 3/3 steps") and len(lines) == 4 and "\r" not in "".join(lines)
+
+
+def test_effort_quick_measures_sharpness_on_fewer_images_and_says_so():
+    quick, full = analyze.compose_config(["effort=quick"]), analyze.compose_config([])
+    assert quick.analysis.sharpness.train_subset == 1024 and full.analysis.sharpness.train_subset == 5120
+    assert OmegaConf.to_container(quick.analysis.weights) == OmegaConf.to_container(full.analysis.weights)

@@ -12,13 +12,14 @@ atomically, and a run's own files are never touched. A sweep then gets its compa
 (optqual/analysis/comparison.py).
 """
 
+import copy
 import itertools
 import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -46,12 +47,13 @@ from optqual.tools.summary import group_jobs
 
 log = logging.getLogger(__name__)
 ANALYZE = "analyze"  # conf/analyze.yaml
+DEFAULT_PROBE = 1024  # test images: activations, features and CKA, when probe_size is not set
 
 
 @dataclass
 class AnalyzeSchema:
     weights: str = "final"
-    probe_size: int = 1024
+    probe_size: Optional[int] = None  # null: the first DEFAULT_PROBE test images, or all of them when fewer
     train_subset: int = 5120
     seed: int = 0
     device: str = "auto"
@@ -78,7 +80,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
     require(cfg.weights.isidentifier(), "weights", cfg.weights, "must name a run's weights: final, best, ema, ... (<weights>_model.pt)")
     require(cfg.pairs in ("default", "all"), "pairs", cfg.pairs, "must be default or all")
     for key in ("probe_size", "train_subset"):
-        require(cfg[key] > 0, key, cfg[key], "must be a positive number of images")
+        require(cfg[key] is None or cfg[key] > 0, key, cfg[key], "must be a positive number of images")
     for name in cfg.analysis:
         measures()[name].check(cfg.analysis[name])
     return cfg
@@ -147,14 +149,28 @@ def chosen(cfg: DictConfig, pairwise: bool) -> dict[str, Measure]:
     return {name: measure for name, measure in measures().items() if name in cfg.analysis and measure.pairwise == pairwise}
 
 
-def check_probe_sizes(cfg: DictConfig, tests: int, directory: Path) -> None:
-    """The probe of each chosen measure that takes one fits in the test set (a measure without one is
-    not held to `probe_size`); the key named is the one set: probe_size, or the measure's own."""
+def with_probe_sizes(cfg: DictConfig, solutions: list[Solution]) -> DictConfig:
+    """`cfg` with each chosen measure's probe a number of test images, as its result records it: the
+    number set, which must fit in every run's test set, or (null, the default) the first
+    DEFAULT_PROBE test images, all of them when a test set is smaller. A measure without a probe is
+    not held to it. An error names the key that was set: probe_size, or the measure's own."""
+    if not solutions:
+        return cfg
+    smallest = min(solutions, key=lambda solution: len(solution.data.test_labels))
+    tests = len(smallest.data.test_labels)
+    cfg = copy.deepcopy(cfg)
     for name in cfg.analysis:
         node = cfg.analysis[name]
-        if "probe_size" in node:
-            key = "probe_size" if OmegaConf.is_interpolation(node, "probe_size") else f"analysis.{name}.probe_size"
-            require(node.probe_size <= tests, key, node.probe_size, f"larger than the test set of {directory} ({tests} images)")
+        if "probe_size" not in node:
+            continue
+        key = "probe_size" if OmegaConf.is_interpolation(node, "probe_size") else f"analysis.{name}.probe_size"
+        if node.probe_size is None:
+            node.probe_size = min(DEFAULT_PROBE, tests)
+        else:
+            require(node.probe_size <= tests, key, node.probe_size,
+                    f"larger than the test set of {smallest.run_dir} ({tests} images): set at most {key}={tests}, or leave it unset")
+        measures()[name].check(node)
+    return cfg
 
 
 def load(directories: list[Path], cfg: DictConfig, device: torch.device) -> list[Solution]:
@@ -171,7 +187,6 @@ def load(directories: list[Path], cfg: DictConfig, device: torch.device) -> list
         except NotAnalyzable as err:
             print(f"skipped {err}", flush=True)
             continue
-        check_probe_sizes(cfg, len(solution.data.test_labels), directory)
         solutions.append(solution)
     return solutions
 
@@ -221,6 +236,7 @@ def analyze(directory: str | Path, overrides: list[str], force: bool = False) ->
     jobs = read_sweep(directory)
     device = prepare_process(cfg)
     solutions = load([job.path for job in jobs if job.path is not None and job.unreadable is None], cfg, device)
+    cfg = with_probe_sizes(cfg, solutions)
     for job in jobs:
         if job.path is None or job.unreadable is not None:
             print(f"skipped {job.name}: {job.unreadable or 'not started'}", flush=True)
@@ -243,6 +259,7 @@ def compare(run_a: str | Path, run_b: str | Path, overrides: list[str], force: b
     cfg = compose_config(overrides)
     device = prepare_process(cfg)
     solutions = load([Path(run_a), Path(run_b)], cfg, device)
+    cfg = with_probe_sizes(cfg, solutions)
     if len(solutions) < 2:
         raise ConfigError("compare needs two runs with results")
     a, b = solutions

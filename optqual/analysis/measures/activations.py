@@ -13,6 +13,7 @@ all directions carry equal weight, 1 when one does.
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from omegaconf import DictConfig
@@ -29,11 +30,11 @@ EMBEDDING = "embedding"
 class ActivationsSchema:
     _target_: str = "optqual.analysis.measures.activations.measure"
     _partial_: bool = True
-    probe_size: int = 1024
+    probe_size: Optional[int] = None  # null: set when the runs are loaded (optqual/analysis/analyze.py)
 
 
 def check(node: DictConfig) -> None:
-    require(node.probe_size > 0, "analysis.activations.probe_size", node.probe_size, "must be a positive number of images")
+    require(node.probe_size is None or node.probe_size > 0, "analysis.activations.probe_size", node.probe_size, "must be a positive number of images")
 
 
 def classifier(model: nn.Module) -> nn.Module:

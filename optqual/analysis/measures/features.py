@@ -10,6 +10,7 @@ as the raw test images.
 """
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,7 @@ from optqual.files.figures import pyplot
 class FeaturesSchema:
     _target_: str = "optqual.analysis.measures.features.measure"
     _partial_: bool = True
-    probe_size: int = 1024
+    probe_size: Optional[int] = None  # null: set when the runs are loaded (optqual/analysis/analyze.py)
     channels: int = 8
     images: int = 8
 
@@ -35,7 +36,7 @@ class FeaturesSchema:
 def check(node: DictConfig) -> None:
     for name in ("channels", "images"):
         require(node[name] > 0, f"analysis.features.{name}", node[name], "must be positive")
-    require(node.images <= node.probe_size, "analysis.features.images", node.images, f"must not exceed the probe ({node.probe_size})")
+    require(node.probe_size is None or node.images <= node.probe_size, "analysis.features.images", node.images, f"must not exceed the probe ({node.probe_size})")
 
 
 def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:

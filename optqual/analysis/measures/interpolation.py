@@ -17,12 +17,12 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 from torch.optim.swa_utils import update_bn
-from tqdm import tqdm
 
 from optqual.analysis.measures import Measure, register
 from optqual.analysis.solution import Solution, check_comparable
 from optqual.engine.loop import EVAL_BATCH_SIZE, evaluate
 from optqual.errors import require
+from optqual.system.progress import progress
 
 
 @dataclass
@@ -47,14 +47,16 @@ def compare(a: Solution, b: Solution, points: int, train_images: int, seed: int,
     chunks = a.train_subset(train_images, seed, chunk)
     ends = [(pa.detach(), pb.detach()) for pa, pb in zip(a.model.parameters(), b.model.parameters())]
     curve = []
-    for alpha in tqdm(torch.linspace(0, 1, points).tolist(), desc=f"interpolate {a.name} -> {b.name}", unit="point", disable=None):
-        with torch.no_grad():
-            for p, (pa, pb) in zip(model.parameters(), ends):
-                p.copy_(torch.lerp(pa, pb, alpha))
-        update_bn([images for images, _ in chunks], model)
-        train = evaluate(model, iter(chunks))
-        test = evaluate(model, a.data.eval_batches("test", EVAL_BATCH_SIZE))
-        curve.append({"alpha": alpha, "train_loss": train["loss"], "train_acc": train["acc"], "test_loss": test["loss"], "test_acc": test["acc"]})
+    with progress(points, f"interpolation {a.name} -> {b.name}: BN statistics and losses", "point") as bar:
+        for alpha in torch.linspace(0, 1, points).tolist():
+            with torch.no_grad():
+                for p, (pa, pb) in zip(model.parameters(), ends):
+                    p.copy_(torch.lerp(pa, pb, alpha))
+            update_bn([images for images, _ in chunks], model)
+            train = evaluate(model, iter(chunks))
+            test = evaluate(model, a.data.eval_batches("test", EVAL_BATCH_SIZE))
+            curve.append({"alpha": alpha, "train_loss": train["loss"], "train_acc": train["acc"], "test_loss": test["loss"], "test_acc": test["acc"]})
+            bar.update()
     barrier = {f"barrier_{split}_loss": max(point[f"{split}_loss"] for point in curve) - (curve[0][f"{split}_loss"] + curve[-1][f"{split}_loss"]) / 2
                for split in ("train", "test")}
     return {**barrier, "curve": curve, "train_images": sum(len(labels) for _, labels in chunks)}

@@ -43,6 +43,7 @@ from tqdm import tqdm
 from optqual.analysis.measures import Measure, register
 from optqual.analysis.solution import Solution
 from optqual.errors import require
+from optqual.system.progress import progress
 
 
 @dataclass
@@ -142,7 +143,7 @@ def lanczos_top_eigenvalues(hvp, dim: int, k: int, max_products: int, tolerance:
         residuals = (beta * vectors[-1, -wanted:].flip(0)).abs() / top.abs().clamp_min(1e-30)
         if progress is not None:
             progress.update()
-            progress.set_postfix(top=f"{top[0]:.4g}", residual=f"{residuals.max():.1e}")
+            progress.set_postfix(top=f"{top[0]:.4g}", residual=f"{residuals.max():.1e}", refresh=False)
         converged = wanted == k and float(residuals.max()) < tolerance
         if converged or len(alphas) >= max_products or beta < 1e-12 * abs(float(top[0])):
             return {"eigenvalues": top.tolist(), "relative_residuals": residuals.tolist(), "products": len(alphas),
@@ -215,10 +216,12 @@ def measure(solution: Solution, train_subset: int, seed: int, top_k: int, max_pr
     hvp = HessianVectorProducts(solution.model, chunks)
     generator = torch.Generator(device=solution.device).manual_seed(seed)
     total = max_products + trace_passes + directions * len(radii)
-    with tqdm(total=total, desc=f"sharpness {solution.name}", unit="pass", disable=None) as bar:
+    with progress(total, f"sharpness {solution.name}: Lanczos, Hessian-vector products on {hvp.count} images", "step") as bar:
         top = lanczos_top_eigenvalues(hvp, hvp.dim, top_k, max_products, tolerance, generator, bar)
         bar.total -= max_products - top["products"]
+        bar.set_description(f"sharpness {solution.name}: trace, Hutchinson passes on {hvp.count} images")
         trace = hutchinson_trace(hvp, trace_passes, generator, top.pop("basis"), top.pop("basis_trace"), bar)
+        bar.set_description(f"sharpness {solution.name}: loss at {directions} random directions x {len(radii)} radii")
         perturbation = perturbation_loss_increase(solution.model, chunks, radii, directions, generator, bar)
     return {
         "top_eigenvalue": top["eigenvalues"][0],

@@ -11,6 +11,7 @@ the unbiased estimator has no bias toward similarity from a finite number of ima
 """
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from omegaconf import DictConfig
@@ -26,12 +27,14 @@ from optqual.errors import require
 class SimilaritySchema:
     _target_: str = "optqual.analysis.measures.similarity.compare"
     _partial_: bool = True
-    probe_size: int = 1024
+    probe_size: Optional[int] = None  # null: set when the runs are loaded (optqual/analysis/analyze.py)
     minibatch: int = 256
 
 
 def check(node: DictConfig) -> None:
     # the unbiased HSIC needs more than 3 images in every minibatch, the last one included
+    if node.probe_size is None:  # checked again once the runs say how many test images there are
+        return
     last = node.probe_size % node.minibatch or node.minibatch
     require(node.minibatch > 3 and last > 3, "analysis.similarity.minibatch", node.minibatch,
             f"every minibatch of the probe ({node.probe_size} images) must hold more than 3 images")
