@@ -7,6 +7,8 @@ import hashlib
 import json
 import pickle
 import tarfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ from optqual.__main__ import main as optqual_main
 from optqual.data.augment import ResizedCropFlip, draw_resized_crops, resized_crop
 from optqual.config.checks import check_config
 from optqual.data.images import pixel_statistics
-from optqual.data.sources import fashion_mnist, mnist, npz, oxford_pets, svhn
+from optqual.data.sources import LAYOUTS, fashion_mnist, mnist, npz, oxford_pets, read_cifar, read_grey, read_pets, read_svhn, svhn
 from optqual.errors import ConfigError, build
 
 CPU = torch.device("cpu")
@@ -96,7 +98,7 @@ def test_mnist_download_with_a_wrong_checksum_is_refused(tmp_path, monkeypatch):
     with loopback_server(serve) as (url, _):
         monkeypatch.setattr(MNIST, "mirrors", [url])
         monkeypatch.setattr(MNIST, "resources", [(f"{name}.gz", "0" * 32) for name in MNIST_FILES])
-        with pytest.raises(ConfigError, match="MNIST not found or corrupted"):
+        with pytest.raises(ConfigError, match=r"MNIST did not verify after its download \(interrupted, or altered\): delete .*/MNIST/raw"):
             mnist(str(tmp_path / "data"), download=True, to_rgb=False, device=CPU, batch_size=8)
 
 
@@ -250,3 +252,30 @@ def test_profile_of_a_directory_that_is_not_a_run_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         optqual_main(["profile", str(tmp_path)])
     assert exit_.value.code == 2 and "not a run directory" in capsys.readouterr().err.strip()
+
+
+READERS = {"CIFAR-10": lambda root, download: read_cifar("CIFAR-10", root, download),
+           "CIFAR-100": lambda root, download: read_cifar("CIFAR-100", root, download),
+           "MNIST": lambda root, download: read_grey("MNIST", root, download, False),
+           "FashionMNIST": lambda root, download: read_grey("FashionMNIST", root, download, False),
+           "SVHN": lambda root, download: read_svhn(root, download, False),
+           "OxfordIIITPet": lambda root, download: read_pets(root, download, 64)}
+
+
+@pytest.mark.parametrize("name", sorted(READERS))
+def test_every_dataset_that_cannot_be_read_names_the_fix(name, tmp_path, monkeypatch):
+    """Offline (every download refused, as on a machine without a network), a download names how to
+    point at a copy or at images of one's own; with download off, where the copy must be."""
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network here")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(ConfigError) as failed:
+        READERS[name](str(tmp_path / "data"), True)
+    assert str(failed.value) == (f"data.root={tmp_path / 'data'}: downloading {name} failed (no network here): without a network, "
+                                 f"put a copy at DIR/{LAYOUTS[name]} and set data.root=DIR data.download=false, "
+                                 "or train on images of your own: data=npz data.path=FILE.npz")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError) as absent:
+        READERS[name](str(tmp_path / "empty"), False)
+    assert str(absent.value).endswith(f"set data.root to the folder that holds {LAYOUTS[name]}, or data.download=true")

@@ -9,6 +9,7 @@ augmentation) pass through to optqual.data.images.to_device.
 
 import zipfile
 import zlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Optional
@@ -72,20 +73,47 @@ class NpzSchema(DataSchema):
 SCHEMAS = {"torchvision": TorchvisionSchema, "grey": GreySchema, "svhn": SvhnSchema, "pets": PetsSchema, "npz": NpzSchema}
 
 
+# what torchvision reads under data.root, per dataset: where a copy made elsewhere goes
+LAYOUTS = {"CIFAR-10": "cifar-10-batches-py/", "CIFAR-100": "cifar-100-python/", "MNIST": "MNIST/raw/",
+           "FashionMNIST": "FashionMNIST/raw/", "SVHN": "train_32x32.mat and test_32x32.mat",
+           "OxfordIIITPet": "oxford-iiit-pet/"}
+OWN_IMAGES = "or train on images of your own: data=npz data.path=FILE.npz"
+
+
+def download_failure(err: Exception) -> str | None:
+    """Why a download failed, in a few words; None when `err` is not a failed download (a file that
+    did not verify, a dataset not there)."""
+    if isinstance(err, OSError):  # URLError, HTTPError, connection refused, ...
+        return str(getattr(err, "reason", err))
+    if str(err).startswith("Error downloading"):  # MNIST's, after every mirror failed: the last mirror's error last
+        last = [line for line in str(err).splitlines() if line.strip()][-1]
+        if "corrupted" in last:  # torchvision's "File not found or corrupted.": a checksum that did not match
+            return None
+        return re.sub(r"^<urlopen error (.*)>$", r"\1", last)
+    return None
+
+
 def read_torchvision(name: str, root: str, download: bool, make: Callable[[bool], Any]) -> Any:
     """`make(download)` (torchvision datasets of one root) under the root's download lock,
-    torchvision's failures as one line."""
+    torchvision's failures as one line that says what to type."""
+    layout = LAYOUTS[name]
     if not download and not Path(root).is_dir():
-        raise ConfigError(f"data.root={root}: {name} not found (no such directory; set data.download=true)")
+        raise ConfigError(f"data.root={root}: {name} not found (no such directory): set data.root to the folder that "
+                          f"holds {layout}, or data.download=true")
     Path(root).mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(Path(root) / f".{name.lower()}.lock"):
             return make(download)
-    except RuntimeError as err:  # torchvision's "Dataset not found or corrupted", or every mirror failed
-        hint = "set data.download=true" if not download else "the download did not verify"
-        raise ConfigError(f"data.root={root}: {name} not found or corrupted ({hint})") from err
-    except OSError as err:  # URLError, HTTPError, connection refused, ...
-        raise ConfigError(f"data.root={root}: downloading {name} failed: {err}") from err
+    except (OSError, RuntimeError) as err:  # torchvision's "Dataset not found or corrupted", a failed download, ...
+        failure = download_failure(err)
+        if failure is not None:
+            raise ConfigError(f"data.root={root}: downloading {name} failed ({failure}): without a network, put a copy "
+                              f"at DIR/{layout} and set data.root=DIR data.download=false, {OWN_IMAGES}") from err
+        if download:
+            raise ConfigError(f"data.root={root}: {name} did not verify after its download (interrupted, or altered): "
+                              f"delete {Path(root) / layout.split()[0]} and run again") from err
+        raise ConfigError(f"data.root={root}: {name} not found or corrupted ({layout} missing or incomplete): set "
+                          f"data.root to the folder that holds {layout}, or data.download=true") from err
 
 
 def arrays_of(train_x: Any, train_y: Any, test_x: Any, test_y: Any) -> Arrays:
