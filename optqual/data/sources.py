@@ -7,9 +7,9 @@ that every source shares (batch size, split, classes, channels, image size, norm
 augmentation) pass through to optqual.data.images.to_device.
 """
 
+import re
 import zipfile
 import zlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Optional
