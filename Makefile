@@ -23,7 +23,7 @@ test-fast: $(VENV)/.installed
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
 dashboard: $(VENV)/.installed
-	TRACKIO_DIR=outputs/trackio $(VENV)/bin/trackio show $(ARGS)
+	$(PY) -m optqual dashboard $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

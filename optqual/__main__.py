@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     profile.add_argument("directory", help="a run directory")
     profile.add_argument("--device", default="auto", help="where to time it (default: cuda when present, else cpu)")
     profile.add_argument("--calls", type=int, default=200, help="timed batch-1 calls after the warm-up")
+    dashboard = commands.add_parser("dashboard", help="the Trackio dashboard of a run's or a sweep's project, unsmoothed")
+    dashboard.add_argument("directory", help="a run directory, or a sweep directory")
+    dashboard.add_argument("--port", type=int, default=None, help="serve on this port (default: the first free from 7860)")
+    dashboard.add_argument("--no-browser", dest="browser", action="store_false", help="print the address only")
     analyze = commands.add_parser("analyze", help="how the solutions differ: measures per run, and a sweep's comparison",
                                   epilog=analysis_settings())
     analyze.add_argument("directory", help="a run directory, or a sweep directory")
@@ -82,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
 
             print(format_profile(profile_run(args.directory, args.device, args.calls)))
             print(f"wrote {args.directory}/profile.json")
+        elif args.command == "dashboard":
+            from optqual.tools.dashboard import show  # trackio: a web server
+
+            show(args.directory, args.port, args.browser)
         elif args.command == "resume":
             return resume(args.directory)
         elif args.command == "summarize":

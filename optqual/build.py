@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from optqual.components.extension import Extension
 from optqual.components.registry import BuildContext, components
 from optqual.config.resolved import resolved_config
+from optqual.config.schema import experiment_title
 from optqual.data.images import ImageData
 from optqual.engine.hooks import Hooks
 from optqual.engine.loop import EVAL_BATCH_SIZE, Training, evaluate, grad_norm_every
@@ -36,6 +37,7 @@ class Run:
     state: TrainingState  # everything checkpoint.pt saves and restores
     recorder: RunRecorder  # history.csv and metrics.json
     config: dict  # resolved, with what the data decided: alone, it rebuilds the model (resolved_config.yaml)
+    choices: dict[str, str]  # the option of each group Hydra composed (the dashboards group runs by them)
 
 
 def build_training(cfg: DictConfig, data: ImageData, device: torch.device, run_dir: Path) -> Training:
@@ -72,6 +74,8 @@ def build_run(cfg: DictConfig, choices: dict[str, str], run_dir: Path, device: t
     training = build_training(cfg, data, device, run_dir)
     model = training.model
     recorder = RunRecorder(run_dir, {
+        "experiment": experiment_title(cfg.experiment_name, choices),  # the Trackio project
+        "trackio_dir": str(Path(cfg.trackio.dir).resolve()) if cfg.trackio.enabled else None,  # `optqual dashboard` opens it
         "seed": cfg.seed,
         "optimizer": choices["optimizer"],
         "scheduler": choices["scheduler"],
@@ -90,4 +94,4 @@ def build_run(cfg: DictConfig, choices: dict[str, str], run_dir: Path, device: t
              "rng": RandomState({"data": training.generator}), "loop": training, "record": recorder}
     for name, part in parts.items():
         state.register(name, part)
-    return Run(training, state, recorder, resolved_config(cfg, data.facts()))
+    return Run(training, state, recorder, resolved_config(cfg, data.facts()), dict(choices))

@@ -173,7 +173,7 @@ def fit_and_save(cfg: DictConfig, run: Run, run_dir: Path, resumed: bool) -> dic
 
     lost: dict[str, str] = {}  # what a dashboard failed to store, known once it is closed
     try:
-        with tracking(cfg, run.recorder.facts["optimizer"], run_dir, resumed, run.recorder.history, lost) as track, \
+        with tracking(cfg, run.recorder.facts["experiment"], run.choices, run_dir, resumed, run.recorder.history, lost) as track, \
                 stop_on_signals() as stop:
             def on_epoch(record: dict) -> None:
                 pictures = record.pop("pictures", {})  # files, not history columns

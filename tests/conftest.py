@@ -218,11 +218,13 @@ def history(run_dir: Path) -> list[dict]:
         return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(file)]
 
 
-TIMING = {"train_seconds", "train_images_per_s", "wall_seconds", "peak_rss_mb", "peak_gpu_mb", "checkpoints", "checkpoint_seconds"}
+TIMING = {"train_seconds", "train_images_per_s", "wall_seconds", "peak_rss_mb", "peak_gpu_mb", "checkpoints", "checkpoint_seconds",
+          "trackio_dir"}  # and where the run logged its dashboard: not what it computed
 
 
 def assert_same_run(a: Path, b: Path) -> None:
-    """Final (and best) weights, history and metrics equal bit for bit (all but timing and memory)."""
+    """Final (and best) weights, history and metrics equal bit for bit (all but timing, memory and
+    where the dashboard went)."""
     for weights in ("final_model.pt", "best_model.pt"):
         if (a / weights).exists() or (b / weights).exists():
             wa, wb = (torch.load(run / weights, weights_only=True) for run in (a, b))

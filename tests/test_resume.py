@@ -140,12 +140,12 @@ def test_trackio_holds_every_epoch_exactly_once_after_sigkill_and_resume(tmp_pat
     killed = faulty_run(tmp_path, when, *run_overrides(tiny_npz), "hydra.run.dir=run", f"checkpoint_every={every}")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     run, trackio_dir = tmp_path / "run", tmp_path / "outputs" / "trackio"
-    before = {row["step"] for row in trackio_logs(trackio_dir, "resnet8_cifar10_baseline", "run")}
+    before = {row["step"] for row in trackio_logs(trackio_dir, "resnet8_npz", "run")}
 
     result = resume(run)
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_run(reference, run)
-    rows = trackio_logs(trackio_dir, "resnet8_cifar10_baseline", "run")
+    rows = trackio_logs(trackio_dir, "resnet8_npz", "run")
     charts = {chart: [row["step"] for row in rows if chart in row] for chart in ("accuracy/train", "loss/train", "accuracy/val", "accuracy/test")}
     assert charts == {"accuracy/train": list(range(1, 9)), "loss/train": list(range(1, 9)), "accuracy/val": list(range(1, 9)),
                       "accuracy/test": [8]}, f"Trackio held epochs {sorted(before)} when the run was killed"
@@ -159,7 +159,7 @@ def test_a_dashboard_that_fails_to_store_is_recorded_as_lost_data(tmp_path, tiny
     assert result.returncode == 0, result.stderr[-3000:]
     recorded = metrics(tmp_path / "run")
     assert recorded["status"] == "completed"
-    assert re.match(r"\d+ of \d+ values logged are not in .*trackio \(project resnet8_cifar10_baseline, run run; the first: epoch \d+ ",
+    assert re.match(r"\d+ of \d+ values logged are not in .*trackio \(project resnet8_npz, run run; the first: epoch \d+ ",
                     recorded["dashboard_data_lost"]["trackio"]), recorded["dashboard_data_lost"]
     assert "Trackio lost data: " in (tmp_path / "run" / "launch.log").read_text()
 
@@ -181,7 +181,7 @@ def test_sigterm_mid_epoch_checkpoints_and_resume_completes(tmp_path, tiny_npz, 
     result = resume(run)
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_run(reference, run)
-    with sqlite3.connect(tmp_path / "outputs" / "trackio" / "resnet8_cifar10_baseline.db") as db:
+    with sqlite3.connect(tmp_path / "outputs" / "trackio" / "resnet8_npz.db") as db:
         steps = [step for (step,) in db.execute("select step from metrics order by id")]
         runs = db.execute("select count(*) from configs").fetchone()[0]
     assert runs == 1, "the resumed run appends to its Trackio run"

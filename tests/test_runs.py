@@ -111,9 +111,9 @@ def test_sgd_and_adamw_find_different_solutions(runs):
 
 
 @pytest.mark.slow
-def test_single_run_directory_is_named_by_date_time_optimizer_seed(runs):
+def test_single_run_directory_is_named_by_date_time_experiment_optimizer_seed(runs):
     relative = runs["adamw"].relative_to(runs["work"])
-    assert re.fullmatch(r"outputs/runs/\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}_adamw_seed3", relative.as_posix())
+    assert re.fullmatch(r"outputs/runs/\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}_resnet8_npz_adamw_seed3", relative.as_posix())
 
 
 @pytest.mark.slow
@@ -155,18 +155,20 @@ def test_validation_runs_every_n_epochs_and_at_the_end(tmp_path, tiny_npz):
 
 @pytest.mark.slow
 def test_trackio_gets_every_epoch_offline(runs):
-    database = runs["work"] / "outputs" / "trackio" / "resnet8_cifar10_baseline.db"
+    database = runs["work"] / "outputs" / "trackio" / "resnet8_npz.db"
     with sqlite3.connect(database) as db:
         rows = db.execute("select run_name, step, metrics from metrics order by id").fetchall()
-    name = runs["adamw"].name  # a run is named after its directory: <time>_adamw_seed3
+    time, _, what = runs["adamw"].name.partition("_resnet8_npz_")  # its directory: <time>_<model>_<data>_<optimizer>_seed<seed>
+    name = f"{what} @ {runs['adamw'].parent.name}/{time}"  # what varies first
+    assert what == "adamw_seed3"
     adamw = [(step, json.loads(metrics)) for run_name, step, metrics in rows if run_name == name]
     assert [step for step, _ in adamw] == [1, 2, 2]  # two epochs, then the test metrics
     assert "loss/train" in adamw[0][1] and "per_layer_grad_norm/fc" in adamw[0][1] and "accuracy/test" in adamw[-1][1]
-    check = (f"import trackio; r = [r for r in trackio.Api().runs('resnet8_cifar10_baseline') if r.name == '{name}'][0];"
-             "print(r.config['optimizer']['_target_'], r.config['seed'], r.config['sweep'])")
+    check = (f"import trackio; r = [r for r in trackio.Api().runs('resnet8_npz') if r.name == '{name}'][0];"
+             "print(r.config['optimizer'], r.config['optimizer._target_'], r.config['seed'], r.config['sweep'])")
     env = {**os.environ, "TRACKIO_DIR": str(database.parent)}
     out = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.split()[-3:] == ["torch.optim.AdamW", "3", "None"]
+    assert out.split()[-4:] == ["adamw", "torch.optim.AdamW", "3", "None"]
 
 
 @pytest.mark.slow
@@ -187,7 +189,7 @@ def test_ctrl_c_keeps_the_history_checkpoints_and_finishes_trackio(tmp_path, tin
     epochs_done = len(history.read_text().splitlines()) - 1
     assert 2 <= metrics["epochs"] == epochs_done < 1000
     assert (tmp_path / "run" / "checkpoint.pt").is_file() and not (tmp_path / "run" / "final_model.pt").exists()
-    with sqlite3.connect(tmp_path / "outputs" / "trackio" / "resnet8_cifar10_baseline.db") as db:
+    with sqlite3.connect(tmp_path / "outputs" / "trackio" / "resnet8_npz.db") as db:
         logged = db.execute("select count(*) from metrics").fetchone()[0]
     assert logged == epochs_done
 
@@ -329,7 +331,7 @@ def test_help_lists_the_groups_a_run_composes_and_cfg_resolve_writes_nothing(tmp
 
     shown = launch_here(tmp_path, "optimizer=adamw", "seed=3", "--cfg", "hydra", "--resolve")
     assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
-    assert re.search(r"dir: outputs/runs/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d_adamw_seedunset", shown.stdout)  # `--cfg hydra` has no seed
+    assert re.search(r"dir: outputs/runs/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d_resnet8_cifar10_adamw_seedunset", shown.stdout)  # `--cfg hydra` has no seed
     assert not list(tmp_path.iterdir()), "showing the config writes nothing"
 
 

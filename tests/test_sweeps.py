@@ -192,10 +192,11 @@ def test_joblib_runs_jobs_in_parallel_and_matches_the_sequential_sweep(sweep, tm
         assert all(torch.equal(a[k], b[k]) for k in a), job
     assert {k: v["test_acc"] for k, v in summary_rows(parallel).items()} == {k: v["test_acc"] for k, v in summary_rows(sweep[0]).items()}
 
-    with sqlite3.connect(tmp_path / "outputs" / "trackio" / "resnet8_cifar10_baseline.db") as db:
+    with sqlite3.connect(tmp_path / "outputs" / "trackio" / "resnet8_npz.db") as db:
         configs = {name: json.loads(config) for name, config in db.execute("select run_name, config from configs")}
         logged = db.execute("select run_name, count(*) from metrics group by run_name").fetchall()
-    assert sorted(configs) == [f"{parallel.name}/{job}" for job in JOBS]
+    started = f"{parallel.parent.name}/{parallel.name.removesuffix('_resnet8_npz')}"
+    assert sorted(configs) == [f"{job.replace('optimizer=', '')} @ {started}" for job in JOBS]
     assert all(config["sweep"] == parallel.name and config["run_dir"].startswith(str(parallel)) for config in configs.values())
     assert sorted(count for _, count in logged) == [3, 3, 3, 3]  # two epochs and the test metrics
 
@@ -315,7 +316,7 @@ def test_every_basic_sweeper_syntax_is_summarized_diffed_and_resumed(tmp_path, t
     (["optimizer=sgd,nope"], "optqual: error: job #1 (optimizer=nope"),
     (["seed=range(0,3)", "optimizer.lr=-1"], "optqual: error: job #0 (seed=0 optimizer.lr=-1"),
     (["model=mlp,resnet8", "++model.hidden=[8]"], "optqual: error: job #1 (model=resnet8 ++model.hidden=[8] trackio.enabled=False): "
-     "model: CifarResNet() got an unexpected keyword argument 'hidden'"),  # found without building a model
+     "model.hidden=[8]: the run has no key model.hidden"),  # found without building a model
 ])
 def test_a_sweep_that_cannot_run_is_one_line_before_anything_is_written(tmp_path, sweep_syntax, error):
     result = launch_here(tmp_path, "-m", *sweep_syntax, "trackio.enabled=false")

@@ -7,9 +7,16 @@ import sqlite3
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import pytest
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.initialize import initialize_config_dir
+from hydra.types import RunMode
+from omegaconf import OmegaConf
 
-from conftest import history, launch_here, launched, stopped_after, tiny_overrides
-from optqual.recording.dashboards import dashboard_name
+from conftest import REPO, history, launch, launch_here, launched, stopped_after, tiny_overrides
+from optqual.launch.directories import register_resolvers
+from optqual.recording.dashboards import dashboard_name, run_name
+from optqual.tools.dashboard import dashboard_of, unsmoothed
 
 
 def test_names_put_accuracy_and_loss_first_and_grad_norms_last():
@@ -38,7 +45,7 @@ def tensorboard_scalars(run_dir, kind: str = "scalars") -> dict[int, dict[str, f
 
 def trackio_scalars(workdir, run_name: str) -> dict[int, dict[str, float]]:
     steps: dict[int, dict[str, float]] = {}
-    with sqlite3.connect(workdir / "outputs" / "trackio" / "resnet8_cifar10_baseline.db") as db:
+    with sqlite3.connect(workdir / "outputs" / "trackio" / "resnet8_npz.db") as db:
         for step, metrics in db.execute("select step, metrics from metrics where run_name = ? order by id", (run_name,)):
             steps.setdefault(step, {}).update(json.loads(metrics))
     return steps
@@ -70,3 +77,38 @@ def test_both_dashboards_get_the_same_scalars_and_a_resume_logs_no_epoch_twice(t
 def test_neither_dashboard_writes_nothing_of_theirs(tmp_path, tiny_npz):
     launched(tmp_path, *tiny_overrides(tiny_npz), "epochs=1", "trackio.enabled=false", "hydra.run.dir=run")
     assert not (tmp_path / "run" / "tensorboard").exists() and not (tmp_path / "outputs" / "trackio").exists()
+
+
+@pytest.mark.slow
+def test_a_sweeps_dashboard_reads_at_a_glance_and_its_command_works_here(tmp_path, tiny_npz, capsys):
+    """Runs named by what varies (the optimizer and the seed first), grouped by optimizer, with the
+    optimizer a config key one can group by; a project per experiment; the command each run
+    prints opens this project's data wherever the launch ran (TRACKIO_DIR unset)."""
+    sweep = tmp_path / "outputs" / "multirun" / "2026-12-07" / "10-00-00_resnet8_npz"
+    result = launch(tmp_path, "-m", *tiny_overrides(tiny_npz), "epochs=1", "optimizer=sgd,adamw", "seed=0,1",
+                    f"hydra.sweep.dir={sweep}")  # a process of its own: Trackio takes one data directory per process
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(tmp_path / "outputs" / "trackio" / "resnet8_npz.db") as db:
+        configs = {name: json.loads(config) for name, config in db.execute("select run_name, config from configs")}
+    assert sorted(configs) == [f"{optimizer},seed={seed} @ 2026-12-07/10-00-00" for optimizer in ("adamw", "sgd") for seed in (0, 1)]
+    for name, config in configs.items():
+        assert config["optimizer"] == config["_Group"] == name.split(",")[0]  # a scalar key: Trackio offers it in "Group by"
+        assert config["optimizer.lr"] == (0.1 if config["optimizer"] == "sgd" else 1e-3) and config["sweep"] == sweep.name
+    assert f"dashboard: python -m optqual dashboard {sweep}" in result.stdout + result.stderr
+    assert dashboard_of(sweep) == ("resnet8_npz", tmp_path / "outputs" / "trackio")
+    assert unsmoothed("http://127.0.0.1:7860?project=resnet8_npz&write_token=x") == \
+        "http://127.0.0.1:7860?project=resnet8_npz&write_token=x&smoothing=0"
+
+
+def test_runs_are_named_by_what_ran_and_unrelated_runs_never_share_a_project(tmp_path):
+    """<time>_<experiment>_<optimizer>_seed<seed>: the experiment is the preset's, or the model and data."""
+    register_resolvers()
+    names = {}
+    for overrides in (["data=mnist", "model=mlp"], [], ["experiment=he2016"], ["experiment_name=mine", "optimizer=adamw", "seed=3"]):
+        with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+            config = GlobalHydra.instance().config_loader().load_configuration("config", overrides, RunMode.RUN)
+            HydraConfig.instance().set_config(config)
+            names[" ".join(overrides)] = OmegaConf.select(config, "hydra.run.dir").split("/")[-1].split("_", 1)[1]
+    assert names == {"data=mnist model=mlp": "mlp_mnist_sgd_seed42", "": "resnet8_cifar10_sgd_seed42",
+                     "experiment=he2016": "he2016_sgd_seed42", "experiment_name=mine optimizer=adamw seed=3": "mine_adamw_seed3"}
+    assert run_name(tmp_path / "2026-12-07" / "10-00-00_mlp_mnist_sgd_seed42", "mlp_mnist", {}) == "sgd_seed42 @ 2026-12-07/10-00-00"

@@ -39,9 +39,11 @@ def check_run(cfg: DictConfig) -> None:
         require(0 in schedule, "data.batch_size_schedule", shown, "must start at epoch 0")
         require(all(epoch >= 0 and size > 0 for epoch, size in schedule.items()), "data.batch_size_schedule", shown,
                 "needs epochs >= 0 and positive batch sizes")
-    require(bool(cfg.experiment_name.strip()), "experiment_name", "''", "must not be empty")
-    require("/" not in cfg.experiment_name and "\\" not in cfg.experiment_name, "experiment_name", cfg.experiment_name,
-            "must not hold '/' or '\\': it names the sweep directory and the Trackio project")
+    name = cfg.experiment_name
+    if name is not None:  # null: <model>_<data> (config/schema.py: experiment_title)
+        require(bool(name.strip()), "experiment_name", "''", "must not be empty (null: <model>_<data>)")
+        require("/" not in name and "\\" not in name, "experiment_name", name,
+                "must not hold '/' or '\\': it names the sweep directory and the Trackio project")
     if cfg.trackio.enabled:  # Trackio would only warn, and lose every metric
         check_writable(Path(cfg.trackio.dir), "trackio.dir")
 

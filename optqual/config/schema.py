@@ -9,7 +9,7 @@ into every run without an edit to conf/config.yaml.
 """
 
 from dataclasses import dataclass, field, make_dataclass
-from typing import Any, List, Optional
+from typing import Any, List, Mapping, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
@@ -58,7 +58,7 @@ class RunSettings:
     eval_every: Optional[int] = within(10, "[1, inf)")  # null: never validate
     checkpoint_every: int = within(1, "[1, inf)")
     grad_norm_every: Any = "auto"  # per-layer gradient norms on steps 0, N, 2N, ... of each epoch; auto: 1, or 8 for a fully connected model
-    experiment_name: str = "resnet8_cifar10_baseline"
+    experiment_name: Optional[str] = None  # the Trackio project and the name of run and sweep directories (experiment_title)
     device: str = "auto"
     threads: Optional[int] = within(None, "[1, inf)")
     precision: str = "fp32"
@@ -69,6 +69,13 @@ class RunSettings:
     optimizer: Any = MISSING
     model: Any = MISSING
     data: Any = MISSING
+
+
+def experiment_title(name: Optional[str], choices: Mapping[str, Any]) -> str:
+    """What a run belongs to: `experiment_name` when set (each preset sets its own), else its model and
+    data (`mlp_mnist`): the Trackio project, and the start of run and sweep directory names, so that
+    unrelated runs never share a dashboard project."""
+    return name or f"{choices['model']}_{choices['data']}"
 
 
 @dataclass

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from optqual.config.schema import experiment_title
 from optqual.files.layout import LOCK
 from optqual.runs.jobs import job_dirname
 
@@ -75,8 +76,12 @@ def discard_unstarted(run_dir: Path) -> None:
 
 
 def register_resolvers() -> None:
-    """The resolvers conf/config.yaml uses to name run, sweep and job directories."""
+    """The resolvers conf/config.yaml uses to name run, sweep and job directories: what the run belongs
+    to (optqual_experiment), then what varies."""
     if not OmegaConf.has_resolver("optqual_job_dir"):
         OmegaConf.register_new_resolver("optqual_job_dir", job_dirname)
     if not OmegaConf.has_resolver("optqual_fresh_dir"):
         OmegaConf.register_new_resolver("optqual_fresh_dir", fresh_dir, use_cache=True)
+    if not OmegaConf.has_resolver("optqual_experiment"):
+        OmegaConf.register_new_resolver("optqual_experiment",
+                                        lambda name, model, data: experiment_title(name, {"model": model, "data": data}))

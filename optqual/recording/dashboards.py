@@ -12,6 +12,7 @@ TensorBoard gets the pictures too). metrics.json and history.csv keep their flat
 """
 
 import contextlib
+import io
 import logging
 import math
 import os
@@ -56,14 +57,50 @@ def trackio_held(project: str, name: str) -> set[tuple[int, str]]:
     return {(row["step"], chart) for row in trackio_logged(project, name) for chart in row if chart not in ("step", "timestamp")}
 
 
-@contextlib.contextmanager
-def trackio_run(cfg: DictConfig, group: str, run_dir: Path, resume: bool, history: list[dict], lost: dict[str, str]) -> Iterator[Log]:
-    """Open a Trackio run and yield its `log(record)`; the run is finished even if training fails.
+def run_name(run_dir: Path, project: str, choices: Mapping[str, str]) -> str:
+    """Trackio's name of a run: what varies first, as the dashboard's narrow run list cuts names
+    short at the end. In a sweep, the job's overrides with a group's option shown alone
+    (`adamw,seed=1` for `optimizer=adamw,seed=1`); alone, the optimizer and seed (`sgd_seed42`);
+    then when it (or its sweep) started, which tells apart the runs of several sweeps of one
+    project and lets a resumed run find its own. A directory not named by optqual keeps its name."""
+    sweep = run_dir.parent if sweep_of(run_dir) else None
+    named = sweep or run_dir
+    started, found, rest = named.name.partition(f"_{project}")
+    when = f"{named.parent.name}/{started}" if found else named.name  # outputs/.../<date>/<time>_<project>...
+    if sweep:
+        parts = [part.partition("=") for part in run_dir.name.split(",")]  # a list's comma too: a part without "=" stays
+        shown = [value if key in choices and sep else f"{key}{sep}{value}" for key, sep, value in parts]
+        return f"{','.join(shown)} @ {when}"
+    return f"{rest.removeprefix('_')} @ {when}" if found and rest.startswith("_") else run_dir.name
 
-    The run is named after its directory (`<sweep>/<job>` in a sweep), so every run has its
-    own name and a resumed run (`resume`) appends to the one it started. Its config is the
-    composed config plus `run_dir` (absolute) and `sweep` (the sweep's name, None for a
-    single run), so the dashboard can filter one sweep's runs.
+
+def flat_config(cfg: DictConfig, choices: Mapping[str, str]) -> dict:
+    """The run's config as the dashboard can group and filter runs by it: the option of each group
+    (`optimizer: adamw`) and every value under its dotted key (`optimizer.lr`), scalars all
+    (Trackio offers no nested value to group by)."""
+    flat = {}
+
+    def walk(node: object, key: str) -> None:
+        if isinstance(node, dict):
+            for name, value in node.items():
+                walk(value, f"{key}.{name}" if key else str(name))
+        else:
+            flat[key] = node if node is None or isinstance(node, (bool, int, float, str)) else str(node)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return {**{group: option for group, option in choices.items() if option is not None and "/" not in group}, **flat}
+
+
+@contextlib.contextmanager
+def trackio_run(cfg: DictConfig, project: str, choices: Mapping[str, str], run_dir: Path, resume: bool, history: list[dict],
+                lost: dict[str, str]) -> Iterator[Log]:
+    """Open a Trackio run in `project` and yield its `log(record)`; the run is finished even if
+    training fails.
+
+    The run is named by what varies (run_name); its group is its optimizer, and its config is
+    flat (flat_config) plus `run_dir` (absolute) and `sweep` (the sweep's directory name, None
+    for a single run), so the dashboard can group runs by optimizer or any key and filter one
+    sweep's runs.
 
     Trackio writes in the background, half a second behind: a process killed just after a
     checkpoint dies with epochs the checkpoint holds but Trackio's database does not. So a
@@ -82,13 +119,12 @@ def trackio_run(cfg: DictConfig, group: str, run_dir: Path, resume: bool, histor
         raise ConfigError(f"trackio.dir={cfg.trackio.dir}: this process already logs to {trackio_dir()}; "
                           "Trackio takes one directory per process")
 
-    config = OmegaConf.to_container(cfg, resolve=True)
-    sweep = sweep_of(run_dir)
-    config.update(run_dir=str(run_dir.resolve()), sweep=sweep)
-    name = run_dir.name if sweep is None else f"{sweep}/{run_dir.name}"
-    project = cfg.experiment_name
-    trackio.init(project=project, name=name, group=group, config=config, resume="allow" if resume else "never",
-                 auto_log_cpu=False, auto_log_gpu=False)
+    config = flat_config(cfg, choices) | {"run_dir": str(run_dir.resolve()), "sweep": sweep_of(run_dir)}
+    name = run_name(run_dir, project, choices)
+    with contextlib.redirect_stdout(io.StringIO()):  # its hint `trackio show --project` opens an empty dashboard without TRACKIO_DIR
+        trackio.init(project=project, name=name, group=choices["optimizer"], config=config, resume="allow" if resume else "never",
+                     auto_log_cpu=False, auto_log_gpu=False)
+    logger.info("dashboard: python -m optqual dashboard %s", run_dir.parent if sweep_of(run_dir) else run_dir)
     logged = trackio_held(project, name) if resume else set()  # what the stopped process's Trackio wrote
     sent: set[tuple[int, str]] = set()
 
@@ -136,14 +172,16 @@ def tensorboard_run(run_dir: Path, resume: bool, epochs_done: int) -> Iterator[L
 
 
 @contextlib.contextmanager
-def tracking(cfg: DictConfig, group: str, run_dir: Path, resume: bool, history: list[dict], lost: dict[str, str]) -> Iterator[Log]:
+def tracking(cfg: DictConfig, project: str, choices: Mapping[str, str], run_dir: Path, resume: bool, history: list[dict],
+             lost: dict[str, str]) -> Iterator[Log]:
     """`log(record)` to every dashboard the config turns on (Trackio, TensorBoard, both, neither),
-    for a run that starts, or resumes with `history` restored from its checkpoint. Once they are
-    closed, `lost` says what a dashboard failed to store."""
+    for a run of `project` (the Trackio project) composed of `choices` (each group's option) that
+    starts, or resumes with `history` restored from its checkpoint. Once they are closed, `lost`
+    says what a dashboard failed to store."""
     with contextlib.ExitStack() as stack:
         logs = []
         if cfg.trackio.enabled:
-            logs.append(stack.enter_context(trackio_run(cfg, group, run_dir, resume, history, lost)))
+            logs.append(stack.enter_context(trackio_run(cfg, project, choices, run_dir, resume, history, lost)))
         if cfg.tensorboard.enabled:  # its writer flushes every epoch: nothing to catch up
             logs.append(stack.enter_context(tensorboard_run(run_dir, resume, len(history))))
 
