@@ -236,3 +236,34 @@ def test_effort_quick_measures_sharpness_on_fewer_images_and_says_so():
     quick, full = analyze.compose_config(["effort=quick"]), analyze.compose_config([])
     assert quick.analysis.sharpness.train_subset == 1024 and full.analysis.sharpness.train_subset == 5120
     assert OmegaConf.to_container(quick.analysis.weights) == OmegaConf.to_container(full.analysis.weights)
+
+
+def test_the_comparison_figures_show_exactly_what_their_legends_and_scales_say():
+    """Each interpolation line is its pair's curve under a legend entry naming which runs it joins
+    (two kinds of between-group pairs never share a style); each CKA cell is its pair's value, on a
+    colour scale stretched over the values found."""
+    from matplotlib.colors import to_hex
+
+    from optqual.analysis.comparison import cka_figure, interpolation_figure
+    from optqual.files.figures import pyplot
+
+    plt = pyplot()
+    groups = {"a1": "A", "a2": "A", "b1": "B", "c1": "C"}
+    curves = {pair: [{"alpha": a / 4, "train_loss": i + a, "test_loss": 10 * i + a} for a in range(5)]
+              for i, pair in enumerate([("a1", "a2"), ("a1", "b1"), ("a1", "c1")])}
+    figure = interpolation_figure(plt, curves, groups, {"A": "tab:blue", "B": "tab:orange", "C": "tab:green"})
+    train, test = figure.axes
+    assert [line.get_label() for line in train.lines] == ["within A", "between A / B", "between A / C"]
+    assert len({(to_hex(line.get_color()), line.get_linestyle()) for line in train.lines}) == 3
+    for line, curve in zip(test.lines, curves.values()):
+        assert list(line.get_ydata()) == [point["test_loss"] for point in curve]
+    plt.close(figure)
+
+    similar = {("a1", "a2"): {"stem": 0.91, "pool": 0.86}, ("a1", "b1"): {"stem": 0.88, "pool": 0.87}}
+    figure = cka_figure(plt, ["a1", "a2", "b1"], similar)
+    stem, pool = (axis for axis in figure.axes if axis.get_title() in ("stem", "pool"))
+    image = stem.images[0]
+    assert image.get_array()[0][1] == 0.91 and image.get_array()[1][0] == 0.91 and image.norm.vmin == 0.85
+    assert image.get_array().mask[1][2]  # a2 and b1 were not compared: a blank cell
+    assert [label.get_text() for label in stem.get_xticklabels()] == ["a1", "a2", "b1"]
+    plt.close(figure)

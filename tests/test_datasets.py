@@ -66,6 +66,7 @@ def test_cifar100_downloads_verifies_and_reads_fine_labels(tmp_path, monkeypatch
         data = build(compose_run("data=cifar100", f"data.root={tmp_path / 'data'}", "data.val_fraction=0.5", "data.batch_size=8").data, "data", device=CPU)
     assert any("cifar-100-python.tar.gz" in r for r in requests)
     assert data.num_classes == 100 and len(data.train_labels) == 30 and len(data.test_labels) == 20
+    assert data.class_names == [f"class{i}" for i in range(100)]  # the names in its meta file, for the figures
     assert np.array_equal(data.test_images.numpy(), written["test"][0]) and np.array_equal(data.test_labels.numpy(), written["test"][1])
     rows = data.train_indices
     assert np.array_equal(data.train_images.numpy(), written["train"][0][rows])
@@ -85,6 +86,7 @@ def test_mnist_downloads_from_a_mirror_with_checksums_and_reads_the_idx_files(tm
         data = mnist(str(tmp_path / "data"), download=True, to_rgb=False, device=CPU, val_fraction=0.2, batch_size=8)
     assert {r.split()[1] for r in requests if r.startswith("GET")} == {f"/{name}.gz" for name in MNIST_FILES}
     assert data.train_images.shape == (40, 28, 28, 1) and data.test_images.shape == (10, 28, 28, 1)
+    assert data.class_names == [str(digit) for digit in range(10)]  # torchvision's "0 - zero": the digit
     assert np.array_equal(data.test_images[..., 0].numpy(), written["test"][0])
     assert np.array_equal(data.test_labels.numpy(), written["test"][1])
 
@@ -165,6 +167,17 @@ def test_oxford_pets_reads_the_official_split_resized_square_on_the_device(tmp_p
 def test_an_image_size_below_16_is_one_line_before_any_work():
     with pytest.raises(ConfigError, match=r"^data.image_size=8: must lie in \[16, inf\)$"):
         check_config(compose_run("data=oxford_pets", "data.image_size=8"))
+
+
+def test_npz_may_name_its_classes_one_per_class(tmp_path):
+    path = write_npz(tmp_path / "d.npz", n_train=100, n_test=20)
+    with np.load(path) as raw:
+        arrays = dict(raw)
+    np.savez(tmp_path / "named.npz", **arrays, class_names=np.array([f"kind {i}" for i in range(10)]))
+    assert npz(str(tmp_path / "named.npz"), CPU, batch_size=8).class_names == [f"kind {i}" for i in range(10)]
+    np.savez(tmp_path / "short.npz", **arrays, class_names=np.array(["cat", "dog"]))
+    with pytest.raises(ConfigError, match=r"class_names holds 2 names for 10 classes \(one per class, in label order\)"):
+        npz(str(tmp_path / "short.npz"), CPU, batch_size=8)
 
 
 def test_npz_classes_shape_and_statistics_come_from_the_file_when_not_given(tmp_path):

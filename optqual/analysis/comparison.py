@@ -121,12 +121,16 @@ def differences(by_group: dict[str, dict[str, list[float]]], words: dict[str, st
     return sentences
 
 
+def pair_kind(group_a: str, group_b: str) -> str:
+    """`within G` for two runs of group G, `between G1 / G2` (in name order) for runs of two groups."""
+    return f"within {group_a}" if group_a == group_b else f"between {' / '.join(sorted((group_a, group_b)))}"
+
+
 def pair_groups(pairs: dict, groups: dict[str, str]) -> dict[str, dict[str, list[float]]]:
     """Pair measure values by kind of pair: `within <group>` or `between <g1> / <g2>`."""
     kinds: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for (a, b), results in pairs.items():
-        ga, gb = groups[a], groups[b]
-        kind = f"within {ga}" if ga == gb else f"between {' / '.join(sorted((ga, gb)))}"
+        kind = pair_kind(groups[a], groups[b])
         for measure, key, _ in PAIRS:
             if results.get(measure):
                 kinds[kind][f"{measure}.{key}"].append(results[measure][key])
@@ -204,6 +208,60 @@ def write(out: Path, solutions: list[Solution], groups: dict[str, str], results:
     return ["comparison.csv", "comparison.md", *figures]
 
 
+def interpolation_figure(plt, curves: dict, groups: dict[str, str], colours: dict):
+    """The loss along the line between the two runs of each pair, train subset and test set side by
+    side: pairs within a group in the group's colour, solid; pairs of two groups dashed, a colour for
+    each couple of groups, so that each line's legend entry says which runs it joins."""
+    figure, axes = plt.subplots(1, 2, figsize=(13, 5), layout="constrained", sharey=True)
+    kinds = sorted({pair_kind(groups[a], groups[b]) for a, b in curves})
+    between = [kind for kind in kinds if kind.startswith("between")]
+    styles = {kind: {"color": colours[kind.removeprefix("within ")], "linestyle": "-"} for kind in kinds if kind not in between}
+    styles |= {kind: {"color": plt.get_cmap("Dark2").colors[i % 8], "linestyle": "--"} for i, kind in enumerate(between)}
+    labelled = set()
+    for (a, b), curve in curves.items():
+        kind = pair_kind(groups[a], groups[b])
+        for axis, split in zip(axes, ("train", "test")):
+            axis.plot([p["alpha"] for p in curve], [p[f"{split}_loss"] for p in curve], label=None if kind in labelled else kind,
+                      **styles[kind])
+        labelled.add(kind)
+    for axis, split in zip(axes, ("train subset", "test set")):
+        axis.set(xlabel="a: the weights (1 - a) A + a B", ylabel="loss", title=split)
+        axis.grid(alpha=0.3)
+    axes[1].legend(fontsize="small", title="pairs (a line per pair)")
+    figure.suptitle("Loss along the straight line between two solutions, batch norm recomputed at each point")
+    return figure
+
+
+def cka_figure(plt, names: list[str], similar: dict):
+    """Linear CKA between runs, a heatmap per stage (three to a row), each cell written out, the
+    colour scale stretched over the values found (0.85 and 0.90 look alike on one from 0 to 1)."""
+    stages = list(next(iter(similar.values())))
+    values = [cka for pair in similar.values() for cka in pair.values()]
+    low = math.floor(min(values) * 20) / 20  # to the 0.05 below
+    columns = min(3, len(stages))
+    rows = math.ceil(len(stages) / columns)
+    side = max(3.2, 0.5 * len(names) + 1.5)
+    figure, axes = plt.subplots(rows, columns, figsize=(side * columns + 2, side * rows + 1), layout="constrained", squeeze=False)
+    short = [name if len(name) <= 24 else name[:23] + "…" for name in names]
+    for axis, stage in zip(axes.flat, stages):
+        matrix = [[1.0 if a == b else similar.get((a, b), similar.get((b, a), {})).get(stage, math.nan) for b in names] for a in names]
+        image = axis.imshow(matrix, vmin=low, vmax=1, cmap="viridis")
+        axis.set_title(stage)
+        axis.set_xticks(range(len(names)), short, rotation=45, ha="right", fontsize=8)
+        axis.set_yticks(range(len(names)), short, fontsize=8)
+        if len(names) <= 12:
+            for i, row in enumerate(matrix):
+                for j, value in enumerate(row):
+                    if not math.isnan(value):
+                        axis.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                                  color="black" if value > (low + 1) / 2 else "white")
+    for axis in list(axes.flat)[len(stages):]:
+        axis.set_visible(False)
+    figure.colorbar(image, ax=axes, shrink=0.6, label=f"linear CKA (scale from {low:.2f})")
+    figure.suptitle("Linear CKA between runs, per stage (blank: pair not compared)")
+    return figure
+
+
 def plot(out: Path, solutions: list[Solution], groups: dict[str, str], results: dict, pairs: dict) -> list[str]:
     plt = pyplot()
     colours = dict(zip(dict.fromkeys(groups[s.name] for s in solutions), plt.get_cmap("tab10").colors))
@@ -219,6 +277,8 @@ def plot(out: Path, solutions: list[Solution], groups: dict[str, str], results: 
         layers = [row["layer"] for row in results[with_weights[0].name]["weights"]["layers"]]
         for group, colour in colours.items():
             members = [results[s.name]["weights"]["layers"] for s in with_weights if groups[s.name] == group]
+            if not members:
+                continue
             for axis, key in zip(axes, ("l2_norm", "stable_rank")):
                 values = [[layer[key] for layer in run] for run in members]
                 mean = [statistics.fmean(column) for column in zip(*values)]
@@ -247,34 +307,9 @@ def plot(out: Path, solutions: list[Solution], groups: dict[str, str], results: 
 
     curves = {key: value["interpolation"]["curve"] for key, value in pairs.items() if value.get("interpolation")}
     if curves:
-        figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
-        labelled = set()
-        for (a, b), curve in curves.items():
-            within = groups[a] == groups[b]
-            label = f"within {groups[a]}" if within else "between groups"
-            style = {"color": colours[groups[a]] if within else "black", "linestyle": "-" if within else "--"}
-            for axis, split in zip(axes, ("train", "test")):
-                axis.plot([p["alpha"] for p in curve], [p[f"{split}_loss"] for p in curve], label=None if label in labelled else label, **style)
-            labelled.add(label)
-        for axis, split in zip(axes, ("train subset", "test set")):
-            axis.set(xlabel="a: (1 - a) theta_A + a theta_B", ylabel="loss", title=f"loss along the line between two solutions ({split}), BN recomputed")
-            axis.grid(alpha=0.3)
-            axis.legend(fontsize="small")
-        save("interpolation.png", figure)
+        save("interpolation.png", interpolation_figure(plt, curves, groups, colours))
 
     similar = {key: value["similarity"]["cka"] for key, value in pairs.items() if value.get("similarity")}
     if similar:
-        names = [s.name for s in solutions]
-        stages = list(next(iter(similar.values())))
-        figure, axes = plt.subplots(1, len(stages), figsize=(3.2 * len(stages), 3.6), layout="constrained")
-        for axis, stage in zip(axes, stages):
-            matrix = [[1.0 if a == b else similar.get((a, b), similar.get((b, a), {})).get(stage, math.nan) for b in names] for a in names]
-            image = axis.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
-            axis.set_title(stage, fontsize=9)
-            axis.set_xticks(range(len(names)), [str(i) for i in range(len(names))], fontsize=7)
-            axis.set_yticks(range(len(names)), [str(i) for i in range(len(names))], fontsize=7)
-        figure.colorbar(image, ax=axes, shrink=0.8, label="linear CKA")
-        figure.suptitle("CKA per stage between runs (blank: pair not compared); runs: "
-                        + "; ".join(f"{i} {name}" for i, name in enumerate(names)), fontsize=7)
-        save("cka.png", figure)
+        save("cka.png", cka_figure(plt, [s.name for s in solutions], similar))
     return written

@@ -71,6 +71,7 @@ class ImageData:
     mean: torch.Tensor  # per channel, on the device
     std: torch.Tensor
     augmentation: Augmentation
+    class_names: Optional[list[str]] = None  # in label order, where the dataset names its classes
 
     @property
     def channels(self) -> int:
@@ -226,6 +227,10 @@ def to_device(arrays: dict[str, np.ndarray], device: torch.device, batch_size: i
     if not batch_size_schedule and batch_size > len(train_idx):
         raise ConfigError(f"data.batch_size={batch_size}: larger than the training set ({len(train_idx)} images)")
     n_channels = x_train.shape[3]
+    classes = num_classes if num_classes is not None else top_label + 1
+    names = arrays.get("class_names")
+    if names is not None and (names.ndim != 1 or len(names) != classes):
+        raise ConfigError(f"{origin}: class_names holds {names.size} names for {classes} classes (one per class, in label order)")
     statistics = functools.cache(lambda: pixel_statistics(x_train[train_idx]))  # once, only if a value is not stated
 
     def images(x: np.ndarray) -> torch.Tensor:
@@ -241,8 +246,9 @@ def to_device(arrays: dict[str, np.ndarray], device: torch.device, batch_size: i
         train_indices=train_idx,
         val_indices=val_idx,
         batch_sizes=dict(sorted(batch_size_schedule.items())) if batch_size_schedule else {0: batch_size},
-        num_classes=num_classes if num_classes is not None else top_label + 1,
+        num_classes=classes,
         mean=channel_statistic(mean, "mean", n_channels, lambda: statistics()[0]).to(device),
         std=channel_statistic(std, "std", n_channels, lambda: statistics()[1]).to(device),
         augmentation=augment if augment is not None else CropFlip(padding=0, flip=False),
+        class_names=None if names is None else [str(name) for name in names],
     )

@@ -24,6 +24,7 @@ from optqual.errors import ConfigError
 from optqual.ranges import within
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+CLASS_NAMES = "class_names"  # optional: a name per class, in label order (figures show them: the confusion matrix)
 Arrays = dict[str, np.ndarray]
 
 
@@ -116,8 +117,9 @@ def read_torchvision(name: str, root: str, download: bool, make: Callable[[bool]
                           f"data.root to the folder that holds {layout}, or data.download=true") from err
 
 
-def arrays_of(train_x: Any, train_y: Any, test_x: Any, test_y: Any) -> Arrays:
-    return {"x_train": np.asarray(train_x), "y_train": np.asarray(train_y), "x_test": np.asarray(test_x), "y_test": np.asarray(test_y)}
+def arrays_of(train_x: Any, train_y: Any, test_x: Any, test_y: Any, class_names: Optional[list[str]] = None) -> Arrays:
+    arrays = {"x_train": np.asarray(train_x), "y_train": np.asarray(train_y), "x_test": np.asarray(test_x), "y_test": np.asarray(test_y)}
+    return arrays if class_names is None else arrays | {CLASS_NAMES: np.asarray(class_names)}
 
 
 def read_cifar(name: str, root: str, download: bool) -> Arrays:
@@ -126,7 +128,7 @@ def read_cifar(name: str, root: str, download: bool) -> Arrays:
 
     cls = {"CIFAR-10": CIFAR10, "CIFAR-100": CIFAR100}[name]
     train, test = read_torchvision(name, root, download, lambda fetch: (cls(root, train=True, download=fetch), cls(root, train=False)))
-    return arrays_of(train.data, train.targets, test.data, test.targets)
+    return arrays_of(train.data, train.targets, test.data, test.targets, train.classes)
 
 
 def read_grey(name: str, root: str, download: bool, to_rgb: bool) -> Arrays:
@@ -140,7 +142,8 @@ def read_grey(name: str, root: str, download: bool, to_rgb: bool) -> Arrays:
     def images(split) -> np.ndarray:
         return np.repeat(split.data.numpy()[..., None], channels, axis=3)
 
-    return arrays_of(images(train), train.targets.numpy(), images(test), test.targets.numpy())
+    names = [name.split(" - ")[0] for name in train.classes]  # MNIST's "0 - zero" is the digit
+    return arrays_of(images(train), train.targets.numpy(), images(test), test.targets.numpy(), names)
 
 
 def read_svhn(root: str, download: bool, include_extra: bool) -> Arrays:
@@ -171,7 +174,8 @@ def read_pets(root: str, download: bool, image_size: int) -> Arrays:
             labels.append(label)
         return torch.stack(squares).permute(0, 2, 3, 1).numpy(), np.array(labels)
 
-    return arrays_of(*images_and_labels(sets[0]), *images_and_labels(sets[1]))
+    breeds = sets[0].classes  # torchvision names the breeds its trainval split holds: all 37 of an intact copy
+    return arrays_of(*images_and_labels(sets[0]), *images_and_labels(sets[1]), breeds if len(breeds) == 37 else None)
 
 
 def read_npz(path: str) -> Arrays:
@@ -196,7 +200,7 @@ def read_npz(path: str) -> Arrays:
                           "write it again with numpy.savez")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in NPZ_KEYS if key in archive}
+            arrays = {key: archive[key] for key in (*NPZ_KEYS, CLASS_NAMES) if key in archive}
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as err:  # damaged members, object arrays
         raise ConfigError(f"data.path={path}: cannot read its arrays: {err}") from None
     absent = [key for key in NPZ_KEYS if key not in arrays]

@@ -80,30 +80,39 @@ def measure(solution: Solution, bins: int) -> dict:
 
 
 def figures(result: dict, solution: Solution) -> dict:
-    """reliability.png (accuracy against confidence per bin) and confusion.png (row-normalized)."""
+    """reliability.png (accuracy against confidence per bin) and confusion.png (row-normalized, the
+    dataset's class names where it has them)."""
     plt = pyplot()
 
-    reliability, axis = plt.subplots(figsize=(5, 5), layout="constrained")
+    reliability, axis = plt.subplots(figsize=(5.5, 5.5), layout="constrained")
     filled = [row for row in result["bins"] if row["count"]]
     width = 1 / len(result["bins"])
     axis.bar([row["low"] for row in filled], [row["accuracy"] for row in filled], width=width, align="edge",
-             edgecolor="black", label="accuracy")
+             edgecolor="black", label="accuracy of the bin's images")
     axis.bar([row["low"] for row in filled], [row["confidence"] - row["accuracy"] for row in filled], width=width, align="edge",
-             bottom=[row["accuracy"] for row in filled], color="tab:red", alpha=0.3, label="gap to confidence")
+             bottom=[row["accuracy"] for row in filled], color="tab:red", alpha=0.3, hatch="//", edgecolor="tab:red",
+             label="up to their mean confidence\n(above the bar: over-confident)")
     axis.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
-    axis.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
-             title=f"{solution.name}: ECE {result['ece']:.3f}, NLL {result['nll']:.3f}")
+    axis.set(xlabel=f"confidence (top softmax probability), {len(result['bins'])} equal bins", ylabel="accuracy",
+             xlim=(0, 1), ylim=(0, 1), title=f"{solution.name}\nECE {result['ece']:.3f}, NLL {result['nll']:.3f}, "
+                                              f"{result['test_images']} test images")
     axis.legend(loc="upper left", fontsize="small")
 
     confusion = torch.tensor(result["confusion"], dtype=torch.float64)
+    classes = len(confusion)
+    names = solution.data.class_names or [str(label) for label in range(classes)]
     normalized = confusion / confusion.sum(dim=1, keepdim=True).clamp_min(1)
-    matrix, axis = plt.subplots(figsize=(6, 5), layout="constrained")
+    side = min(12.0, max(6.0, 0.55 * classes))
+    matrix, axis = plt.subplots(figsize=(side + 1, side), layout="constrained")
     image = axis.imshow(normalized.numpy(), cmap="Blues", vmin=0, vmax=1)
-    axis.set(xlabel="predicted class", ylabel="true class", title=f"{solution.name}: test confusion (rows sum to 1)")
-    matrix.colorbar(image, ax=axis)
-    if len(confusion) <= 20:
-        for (i, j), value in zip(torch.cartesian_prod(torch.arange(len(confusion)), torch.arange(len(confusion))).tolist(), normalized.flatten()):
-            axis.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6, color="white" if value > 0.5 else "black")
+    axis.set(xlabel="predicted class", ylabel="true class", title=f"{solution.name}: test confusion (each row sums to 1)")
+    matrix.colorbar(image, ax=axis, shrink=0.8, label="share of the true class's test images")
+    if classes <= 40:  # a name per row and column while they can be read
+        axis.set_xticks(range(classes), names, rotation=45, ha="right", fontsize=8)
+        axis.set_yticks(range(classes), names, fontsize=8)
+    if classes <= 20:
+        for (i, j), value in zip(torch.cartesian_prod(torch.arange(classes), torch.arange(classes)).tolist(), normalized.flatten()):
+            axis.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if value > 0.5 else "black")
     return {"reliability.png": reliability, "confusion.png": matrix}
 
 
