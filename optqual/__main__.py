@@ -25,7 +25,8 @@ def analysis_settings() -> str:
             f"under a minute per run); keys: {', '.join(keys)} (conf/analyze.yaml)")
 
 
-def main(argv: list[str] | None = None) -> int:
+def command_line() -> argparse.ArgumentParser:
+    """The commands and their arguments (`train`'s own are Hydra's)."""
     parser = argparse.ArgumentParser(prog="python -m optqual", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     # Hydra reads the rest of a `train` command line itself (overrides, -m, --help, --cfg job, ...)
@@ -61,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("run_b")
     compare.add_argument("overrides", nargs="*", help="of conf/analyze.yaml, e.g. analysis.interpolation.points=21")
     compare.add_argument("--force", action="store_true", help="recompute results that are up to date")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = command_line()
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:
         from optqual.train import main as train_main  # torch-heavy

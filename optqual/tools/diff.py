@@ -31,7 +31,7 @@ def format_diff(run_a: str, run_b: str) -> str:
 
 
 def format_sweep_diff(sweep_dir: str) -> str:
-    """The config keys that vary across a sweep's jobs, each with its values in job order."""
+    """The config keys that vary across a sweep's jobs, each value once, in the order the job directories sort."""
     if is_run_dir(Path(sweep_dir)):
         raise RunDirError(f"{sweep_dir} is a single run: give a sweep directory, or two runs to compare")
     jobs = read_sweep(sweep_dir)
