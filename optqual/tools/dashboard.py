@@ -6,6 +6,7 @@ which flattens runs of a few dozen epochs), wherever the runs logged it (Trackio
 import contextlib
 import io
 import os
+import time
 import webbrowser
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -33,7 +34,6 @@ def show(directory: str | Path, port: int | None = None, browser: bool = True) -
     project, data = dashboard_of(directory)
     os.environ["TRACKIO_DIR"] = str(data)  # Trackio reads it once, when imported
     import trackio
-    from trackio.utils import block_main_thread_until_keyboard_interrupt
 
     with contextlib.redirect_stdout(io.StringIO()):  # its address without the project's settings below
         _, _, _, url = trackio.show(project=project, open_browser=False, block_thread=False, server_port=port)
@@ -41,4 +41,6 @@ def show(directory: str | Path, port: int | None = None, browser: bool = True) -
     print(f"the dashboard of project {project} ({data}): {url}\nCtrl-C stops it", flush=True)
     if browser:
         webbrowser.open(url)
-    block_main_thread_until_keyboard_interrupt()
+    with contextlib.suppress(KeyboardInterrupt):  # the server runs in Trackio's threads until the process ends
+        while True:
+            time.sleep(3600)
