@@ -65,13 +65,13 @@ def explain(err: HydraException, overrides: list[str], loader: ConfigLoader, mod
     except (HydraException, OmegaConfBaseException):
         known = dotted_keys(loader.load_configuration(config_name, [], mode))
     known = [name for name in known if not name.startswith("hydra.")]
+    what, where = KEYS_OF[config_name]
     if key in known and override.is_delete():
-        return f"{override.input_line}: a key of the run's schema cannot be removed; set it instead ({key}=...)"
+        return f"{override.input_line}: a key of the {what}'s schema cannot be removed; set it instead ({key}=...)"
     if key in known:
         return f"{override.input_line}: {first_line(err.__cause__ or err)}"
     hint = did_you_mean(key, known)
     hint = hint.replace("mean ", "mean ~") if override.is_delete() else hint.replace("?)", f"={override.get_value_element_as_str()}?)")
-    what, where = KEYS_OF[config_name]
     return f"{override.input_line}: the {what} has no key {key}{hint}; {where}"
 
 
