@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.optim.swa_utils import update_bn
 
-from conftest import launched, tiny_overrides
+from conftest import HEAD_NPZ, launched, tiny_overrides
 from optqual.__main__ import main as optqual
 from optqual.analysis import analyze
 from optqual.analysis.solution import Solution
@@ -267,3 +267,17 @@ def test_the_comparison_figures_show_exactly_what_their_legends_and_scales_say()
     assert image.get_array().mask[1][2]  # a2 and b1 were not compared: a blank cell
     assert [label.get_text() for label in stem.get_xticklabels()] == ["a1", "a2", "b1"]
     plt.close(figure)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HEAD_NPZ.is_file(), reason=f"real CIFAR-10 images not found at {HEAD_NPZ}")
+def test_analyze_and_compare_take_their_default_probe_on_the_shared_real_images(tmp_path, capsys):
+    """cifar10_head.npz has 1,017 test images, fewer than the default probe's 1,024."""
+    for seed in (0, 1):
+        launched(tmp_path, "data=npz", f"data.path={HEAD_NPZ}", "epochs=1", f"seed={seed}", f"hydra.run.dir=run{seed}", "trackio.enabled=false")
+    probed = "analysis=[activations,features,calibration]"  # the measures of the default probe (sharpness takes none)
+    assert optqual(["analyze", str(tmp_path / "run0"), probed]) == 0
+    assert optqual(["compare", str(tmp_path / "run0"), str(tmp_path / "run1"), "analysis=[similarity]"]) == 0
+    for name in ("activations", "features"):
+        assert json.loads((tmp_path / "run0" / "analysis" / f"{name}.json").read_text())["settings"]["probe_size"] == 1017
+    assert "CKA per stage" in capsys.readouterr().out
