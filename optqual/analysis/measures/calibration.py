@@ -108,7 +108,8 @@ def figures(result: dict, solution: Solution) -> dict:
     axis.set(xlabel="predicted class", ylabel="true class", title=f"{solution.name}: test confusion (each row sums to 1)")
     matrix.colorbar(image, ax=axis, shrink=0.8, label="share of the true class's test images")
     if classes <= 40:  # a name per row and column while they can be read
-        axis.set_xticks(range(classes), names, rotation=45, ha="right", fontsize=8)
+        slanted = max(map(len, names)) > 3  # names, not digits
+        axis.set_xticks(range(classes), names, rotation=45 if slanted else 0, ha="right" if slanted else "center", fontsize=8)
         axis.set_yticks(range(classes), names, fontsize=8)
     if classes <= 20:
         for (i, j), value in zip(torch.cartesian_prod(torch.arange(classes), torch.arange(classes)).tolist(), normalized.flatten()):
