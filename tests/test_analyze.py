@@ -254,6 +254,7 @@ def test_the_comparison_figures_show_exactly_what_their_legends_and_scales_say()
     figure = interpolation_figure(plt, curves, groups, {"A": "tab:blue", "B": "tab:orange", "C": "tab:green"})
     train, test = figure.axes
     assert [line.get_label() for line in train.lines] == ["within A", "between A / B", "between A / C"]
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["within A", "between A / B", "between A / C"]
     assert len({(to_hex(line.get_color()), line.get_linestyle()) for line in train.lines}) == 3
     for line, curve in zip(test.lines, curves.values()):
         assert list(line.get_ydata()) == [point["test_loss"] for point in curve]

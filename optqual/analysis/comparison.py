@@ -227,7 +227,8 @@ def interpolation_figure(plt, curves: dict, groups: dict[str, str], colours: dic
     for axis, split in zip(axes, ("train subset", "test set")):
         axis.set(xlabel="a: the weights (1 - a) A + a B", ylabel="loss", title=split)
         axis.grid(alpha=0.3)
-    axes[1].legend(fontsize="small", title="pairs (a line per pair)")
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=min(3, len(kinds)), fontsize="small",
+                  title="pairs (a line per pair)")  # each pair's entry once: both panels draw it
     figure.suptitle("Loss along the straight line between two solutions, batch norm recomputed at each point")
     return figure
 
