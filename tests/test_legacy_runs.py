@@ -78,5 +78,5 @@ def test_a_component_added_since_reads_as_off_and_turning_it_on_is_another_run(t
     run = unpack("components", tmp_path)
     assert read_run(run).config.ema.decay is None
     overrides = [*json.loads((LEGACY / "components" / "expected.json").read_text())["overrides"], "ema.decay=0.9"]
-    refused = launch_here(tmp_path, *overrides, "hydra.run.dir=run", "hydra.output_subdir=null")
-    assert refused.returncode == 1 and "holds a run of another config (ema.decay: None -> 0.9)" in refused.stderr
+    refused = launch_here(tmp_path, *overrides, "experiment_name=resnet8_cifar10_baseline", "hydra.run.dir=run", "hydra.output_subdir=null")
+    assert refused.returncode == 1 and "holds a run of another config (ema.decay: None -> 0.9)" in refused.stderr  # as resume pins it

@@ -34,7 +34,7 @@ def refused(*argv: str) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("group, option", all_group_options())
 def test_every_option_mistyped_is_refused_with_the_option_it_meant(group, option):
-    if group == "analysis":
+    if group in ("analysis", "effort"):
         pytest.skip("a group of `optqual analyze` (tests/test_analyze.py)")
     if group.startswith("regularizer/schedule"):
         pytest.skip("a subgroup chosen through its parent (regularizer/schedule@regularizer.schedule=...)")

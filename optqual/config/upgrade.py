@@ -1,8 +1,10 @@
 """Configs saved by earlier versions of optqual, read as this version composes them.
 
 A run's config is saved with it (.hydra/config.yaml, resolved_config.yaml, checkpoint.pt), and
-`resume` continues a run only with the config it was started with. Two things change under a
-saved config: modules move, and components are added. The `_target_`s saved before a move name
+`resume` continues a run only with the config it was started with. Three things change under a
+saved config: modules move, components are added, and defaults change. A run that got a default
+since changed is resumed with that value pinned on its command line (`pinned_defaults`), so it
+is composed as it was started: the same config, the same Trackio project. The `_target_`s saved before a move name
 the old place: they are read as the new one. A component added after a run was configured is
 absent from its config: the run had it off, as a component is added switched off, so it is read
 with the component's default option. A run started before either change resumes, and every tool
@@ -42,6 +44,17 @@ def moved(tree: Any) -> Any:
     if isinstance(tree, list):
         return [moved(item) for item in tree]
     return tree
+
+
+# run-level defaults that changed, and the value a run composed before the change got
+CHANGED_DEFAULTS = {"experiment_name": "resnet8_cifar10_baseline"}  # 2026-12-07: null, read as <model>_<data>
+
+
+def pinned_defaults(config: Any, overrides: list[str]) -> list[str]:
+    """`key=value` for each default since changed that `config` (a run's, or a sweep's) got without
+    setting it in `overrides`: what relaunches it as it was composed."""
+    given = {override.split("=", 1)[0].lstrip("+~") for override in overrides}
+    return [f"{key}={old}" for key, old in CHANGED_DEFAULTS.items() if key not in given and config.get(key) == old]
 
 
 @functools.cache

@@ -6,7 +6,8 @@ runs from: a checkout's launch.py, or an installed package's `python -m optqual 
 the directory it was started from, with its own command-line overrides and `hydra.run.dir`
 pointing at the run: the job finds its checkpoint.pt, checks that the config is the one the
 checkpoint was written with (optqual/train.py), and continues from it.
-`hydra.output_subdir=null` keeps the run's original .hydra/ files as they were. A sweep is resumed job by job: completed and
+`hydra.output_subdir=null` keeps the run's original .hydra/ files as they were; a default that
+changed since the run started is pinned to the value it got (optqual/config/upgrade.py). A sweep is resumed job by job: completed and
 diverged jobs are skipped, stopped ones continue, jobs that never started are started in
 the directory the sweep would have given them, and a job whose record cannot be read (a
 truncated metrics.json) is run again: from its checkpoint when it has a sound one; the
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from optqual.config.upgrade import pinned_defaults
 from optqual.errors import ConfigError
 from optqual.files.layout import MULTIRUN, is_run_dir
 from optqual.runs.reader import Job, RunDirError, read_job, read_sweep, read_yaml
@@ -63,7 +65,8 @@ def resume_job(job: Job, sweep_dir: Path | None) -> int:
         return 0
     if job.path is None:  # never started: start it where the sweep would have put it
         print(f"{job.name}: not started, starting it", flush=True)
-        return launch(read_yaml(sweep_dir / MULTIRUN).hydra, job.overrides, sweep_dir / job.name, keep_hydra_files=False)
+        sweep = read_yaml(sweep_dir / MULTIRUN)
+        return launch(sweep.hydra, job.overrides + pinned_defaults(sweep, job.overrides), sweep_dir / job.name, keep_hydra_files=False)
     try:
         hydra_cfg = job.hydra
     except RunDirError as err:
@@ -73,7 +76,8 @@ def resume_job(job: Job, sweep_dir: Path | None) -> int:
         print(f"{job.name}: unreadable ({job.unreadable}), running it again", flush=True)
     else:
         print(f"{job.name}: {job.status}, resuming", flush=True)
-    return launch(hydra_cfg, list(hydra_cfg.overrides.task), job.path, keep_hydra_files=True)
+    overrides = list(hydra_cfg.overrides.task)
+    return launch(hydra_cfg, overrides + pinned_defaults(job.config, overrides), job.path, keep_hydra_files=True)
 
 
 def resume(directory: str | Path) -> int:
