@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make run ARGS="..."` and `make test` (`make test-fast`: the
-# tests not marked slow, under 3 minutes on 2 cores). Each creates .venv with the pinned versions
+# tests not marked slow, about 4 minutes on 2 cores). Each creates .venv with the pinned versions
 # in constraints.txt when it is missing.
 PYTHON ?= python3
 VENV ?= .venv
