@@ -23,9 +23,10 @@ def require(ok: bool, key: str, value: Any, why: str) -> None:
 
 def did_you_mean(given: str, keys: Iterable[str]) -> str:
     """" (did you mean KEY?)" for the dotted key among `keys` closest to `given` by difflib's ratio
-    (at least 0.6, case aside), or "". Where `given`'s parent is among the keys' parents, only its siblings are
-    compared, by their last names: `optimizer.foo` is not close to `optimizer.lr` for the long
-    prefix they share."""
+    (at least 0.6, case aside), or "". Where `given`'s parent is among the keys' parents, only its
+    siblings are compared, by their last names: `optimizer.foo` is not close to `optimizer.lr` for
+    the long prefix they share."""
+    keys = list(keys)
     parent, _, name = given.rpartition(".")
     siblings = {key.rpartition(".")[2].lower(): key for key in keys if key.rpartition(".")[0] == parent}
     compared = siblings or {key.lower(): key for key in keys}
