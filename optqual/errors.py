@@ -3,7 +3,6 @@ suggestion for a name mistyped, and Hydra's instantiation with its failures repo
 
 import difflib
 import inspect
-import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -40,19 +39,7 @@ def build(node: DictConfig, key: str, **kwargs) -> Any:
         return instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as err:
         cause = err.__cause__
-        if isinstance(cause, ConfigError):
-            raise cause from err
-        raise ConfigError(f"{key}: {cause or err}{keyword_hint(node, key, str(cause))}") from err
-
-
-def keyword_hint(node: DictConfig, key: str, message: str) -> str:
-    """For a constructor's "unexpected keyword argument 'X'", X a key of `node`: the argument that
-    `node`'s constructor takes closest to X."""
-    unexpected = re.search(r"unexpected keyword argument '(\w+)'", message)
-    if not unexpected or unexpected[1] not in node or "_target_" not in node:
-        return ""
-    taken = inspect.signature(get_object(node._target_)).parameters
-    return did_you_mean(f"{key}.{unexpected[1]}", [f"{key}.{name}" for name in taken if name not in ("self", "params")])
+        raise (cause if isinstance(cause, ConfigError) else ConfigError(f"{key}: {cause or err}")) from err
 
 
 def check_arguments(node: DictConfig, key: str) -> None:
@@ -63,4 +50,4 @@ def check_arguments(node: DictConfig, key: str) -> None:
     try:
         inspect.signature(target).bind_partial(**{name: None for name in node if not str(name).startswith("_")})
     except TypeError as err:
-        raise ConfigError(f"{key}: {getattr(target, '__qualname__', node._target_)}() {err}{keyword_hint(node, key, str(err))}") from None
+        raise ConfigError(f"{key}: {getattr(target, '__qualname__', node._target_)}() {err}") from None

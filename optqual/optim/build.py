@@ -24,7 +24,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from torch import nn
 from torch.optim import Optimizer
 
-from optqual.errors import keyword_hint, ConfigError, require
+from optqual.errors import ConfigError, require
 from optqual.optim.muon import Muon
 from optqual.optim.sam import sam
 from optqual.models.layers import plain_name
@@ -168,8 +168,7 @@ def build_optimizer(model: nn.Module, node: DictConfig, lr_scale: float = 1.0, o
     try:
         return factory(parameter_groups(model, node, own_groups))
     except (ValueError, TypeError) as err:
-        hint = next((hint for key, inner in walk(node, "optimizer") if (hint := keyword_hint(inner, key, str(err)))), "")
-        raise ConfigError(f"optimizer: {err}{hint}") from err
+        raise ConfigError(f"optimizer: {err}") from err
 
 
 def walk(node: DictConfig, key: str) -> Iterator[tuple[str, DictConfig]]:
