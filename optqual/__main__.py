@@ -7,7 +7,7 @@ import sys
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from optqual import config_dir
+from optqual.files.layout import config_dir
 from optqual.errors import ConfigError
 from optqual.runs.reader import RunDirError
 from optqual.tools.diff import format_diff, format_sweep_diff

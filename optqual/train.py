@@ -21,7 +21,6 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from optqual import config_dir
 from optqual.build import Run, build_run
 from optqual.config.checks import check_config
 from optqual.config.schema import register_with_hydra
@@ -31,7 +30,7 @@ from optqual.engine.loop import EVAL_BATCH_SIZE, evaluate
 from optqual.engine.state import StateMismatch
 from optqual.errors import ConfigError
 from optqual.files.atomic import DiskFull, remove_leftovers, write_json, write_text
-from optqual.files.layout import CHECKPOINT, FINAL, HYDRA_DIR, INITIAL, METRICS, RESOLVED_CONFIG, is_run_dir, weights_file
+from optqual.files.layout import CHECKPOINT, FINAL, HYDRA_DIR, INITIAL, METRICS, RESOLVED_CONFIG, config_dir, is_run_dir, weights_file
 from optqual.files.lock import claimed
 from optqual.launch.arguments import check_arguments
 from optqual.launch.overrides import check_command

@@ -29,7 +29,6 @@ from hydra.errors import HydraException
 from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from optqual import config_dir
 from optqual.analysis import comparison
 from optqual.analysis.measures import Measure, measures
 from optqual.analysis.solution import NotAnalyzable, Solution, check_comparable
@@ -38,7 +37,7 @@ from optqual.config.upgrade import moved
 from optqual.errors import ConfigError, require
 from optqual.files.atomic import write_json, write_text
 from optqual.files.figures import file_sha256, write_figure
-from optqual.files.layout import ANALYSIS_DIR, MULTIRUN, is_run_dir, weights_file
+from optqual.files.layout import ANALYSIS_DIR, MULTIRUN, config_dir, is_run_dir, weights_file
 from optqual.launch.overrides import explain
 from optqual.runs.reader import read_sweep
 from optqual.system.devices import resolve_device

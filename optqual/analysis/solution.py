@@ -8,40 +8,23 @@ serve every measure and every run alike: the probe (the first `probe_size` test 
 and the train subset (a seeded sample of the run's training images, unaugmented).
 """
 
-import functools
 import hashlib
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from optqual.data.images import ImageData
-from optqual.errors import ConfigError, build
-from optqual.models import build_model
-from optqual.files.layout import INITIAL, SPLIT
-from optqual.runs.reader import read_run
+from optqual.errors import ConfigError
+from optqual.files.layout import INITIAL
+from optqual.runs.reader import RunDirError
+from optqual.runs.results import load_run
 
 
 class NotAnalyzable(ValueError):
     """A run directory whose solution cannot be analyzed (incomplete, diverged, no weights); says why."""
-
-
-@functools.lru_cache(maxsize=4)
-def read_data(data_yaml: str, device: str) -> ImageData:
-    """The dataset of a data config (as YAML, paths absolute), read once per process and device."""
-    return build(OmegaConf.create(data_yaml), "data", device=torch.device(device))
-
-
-def absolute_paths(data: DictConfig, started_in: Path) -> DictConfig:
-    """`root` and `path` of a data option as the run saw them: relative to where it was started."""
-    resolved = data.copy()
-    for key in ("root", "path"):
-        if key in resolved and not Path(resolved[key]).is_absolute():
-            resolved[key] = str((started_in / resolved[key]).resolve())
-    return resolved
 
 
 @dataclass
@@ -60,29 +43,23 @@ class Solution:
     def load(cls, run_dir: str | Path, weights: str, device: torch.device) -> "Solution":
         """The run's model with its weights called `weights` (final, best, ema, ...: `<weights>_model.pt`)."""
         run_dir = Path(run_dir)
-        job = read_run(run_dir)
+        run = load_run(run_dir)
+        job = run.job
         if not job.status.has_results:
             raise NotAnalyzable(f"{run_dir}: status {job.status}, no result to analyze")
         path = job.weights(weights)
         if not path.is_file():
-            saved = sorted(file.name.removesuffix("_model.pt") for file in run_dir.glob("*_model.pt"))
-            raise NotAnalyzable(f"{run_dir}: no {path.name} (its weights: {', '.join(saved) or 'none'})")
-        config = job.config
-        started_in = Path(job.hydra.runtime.cwd)
+            raise NotAnalyzable(f"{run_dir}: no {path.name} (its weights: {', '.join(run.weights()) or 'none'})")
         try:
-            data = read_data(OmegaConf.to_yaml(absolute_paths(config.data, started_in)), str(device))
-        except ConfigError as err:
-            raise NotAnalyzable(f"{run_dir}: its data cannot be read: {err}") from err
-        model = build_model(config.model, data.facts())
-        blob = path.read_bytes()
-        model.load_state_dict(torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True))
+            data = run.data(device)
+        except RunDirError as err:
+            raise NotAnalyzable(str(err)) from err
+        config = job.config
+        model = run.model(weights)
         initial_path = job.weights(INITIAL)
         initial = torch.load(initial_path, map_location="cpu", weights_only=True) if initial_path.is_file() else None
-        with np.load(run_dir / SPLIT) as split:
-            if not (np.array_equal(split["train"], data.train_indices) and np.array_equal(split["val"], data.val_indices)):
-                raise NotAnalyzable(f"{run_dir}: the data no longer splits as it did for the run ({SPLIT} differs)")
         model = model.to(device, memory_format=torch.channels_last).eval()  # the layout the run trained in, fastest forward
-        return cls(run_dir, config, job.metrics, model, initial, data, device, hashlib.sha256(blob).hexdigest())
+        return cls(run_dir, config, job.metrics, model, initial, data, device, hashlib.sha256(path.read_bytes()).hexdigest())
 
     @property
     def name(self) -> str:

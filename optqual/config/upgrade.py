@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from optqual import config_dir
+from optqual.files.layout import config_dir
 from optqual.components.registry import components
 from optqual.config.schema import register_with_hydra
 

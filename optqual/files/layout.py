@@ -28,6 +28,12 @@ SUMMARY_LOCK = ".summary.lock"  # serializes the summaries that jobs ending toge
 SWEEP_LOCK = ".sweep.lock"  # held by the process that runs the sweep
 
 
+def config_dir() -> Path:
+    """conf/: beside the package in a checkout, inside it once installed (pyproject.toml ships it there)."""
+    installed = Path(__file__).parents[1] / "conf"
+    return installed if installed.is_dir() else Path(__file__).parents[2] / "conf"
+
+
 def is_run_dir(path: Path) -> bool:
     """Whether `path` holds a run: its record, written once its launch was accepted (optqual/launch/record.py)."""
     return (path / HYDRA_DIR / "config.yaml").is_file()

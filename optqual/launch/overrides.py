@@ -18,7 +18,7 @@ from hydra.initialize import initialize_config_dir
 from hydra.types import RunMode
 from omegaconf.errors import OmegaConfBaseException
 
-from optqual import config_dir
+from optqual.files.layout import config_dir
 from optqual.config.checks import WHERE_ANALYSIS_KEYS_ARE, WHERE_KEYS_ARE, dotted_keys
 from optqual.errors import ConfigError, did_you_mean
 from optqual.launch.arguments import overrides_of

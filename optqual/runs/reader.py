@@ -26,7 +26,9 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 import yaml
@@ -159,3 +161,15 @@ def varying_keys(jobs: list[Job]) -> list[str]:
     values = [override_values(job.overrides) for job in jobs]
     keys = sorted({key for job_values in values for key in job_values})
     return [key for key in keys if len({job_values.get(key) for job_values in values}) > 1]
+
+
+def config_columns(jobs: list[Job]) -> list[dict[str, Any]]:
+    """Each job's optimizer and seed, and its value of each override key that varies across `jobs`
+    (`optimizer.lr`, `scheduler`, ...; the key without its +/~ prefix, the value as Hydra parses it)."""
+    varying = set(varying_keys(jobs))
+    columns = []
+    for job in jobs:
+        swept = {o.get_key_element().lstrip("+~"): o.value() for o in OverridesParser.create().parse_overrides(job.overrides)
+                 if o.get_key_element() in varying}
+        columns.append({"optimizer": job.metrics.get("optimizer"), "seed": job.metrics.get("seed")} | dict(sorted(swept.items())))
+    return columns

@@ -27,7 +27,7 @@ from optqual.errors import ConfigError
 from optqual.files.atomic import write_text
 from optqual.files.layout import HISTORY, MULTIRUN
 from optqual.runs.jobs import override_values
-from optqual.runs.reader import Job, read_sweep, read_yaml, varying_keys
+from optqual.runs.reader import Job, config_columns, read_sweep, read_yaml, varying_keys
 from optqual.status import RunStatus
 from optqual.tools.curves import Setting, plot_curves, plot_sensitivity
 from optqual.tools.significance import compare
@@ -302,17 +302,22 @@ def terminal_text(summary: Summary) -> str:
 
 
 def summary_csv(groups: list[Group]) -> str:
+    """A row per job: its name, optimizer, seed and the other config keys that vary (as load_sweep's
+    columns; `epochs` is the one the run trained), then its group, setting, status and results."""
+    jobs = [job for group in groups for job in group.jobs]
+    keys = dict(zip((job.name for job in jobs), config_columns(jobs)))
+    config_keys = [key for key in dict.fromkeys(key for columns in keys.values() for key in columns) if key not in CSV_COLUMNS]
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(text, fieldnames=[CSV_COLUMNS[0], *config_keys, *CSV_COLUMNS[1:]], lineterminator="\n")
     writer.writeheader()
     for group in groups:
         setting_of = {job.name: setting for setting, jobs in group.settings.items() for job in jobs}
         for job in group.jobs:
             row = {key: job.metrics.get(key) for key in CSV_COLUMNS}
             setting = setting_of.get(job.name)
-            writer.writerow(row | {"job": job.name, "group": group.label, "setting": setting,
-                                   "selected": None if setting is None else setting == group.selected,
-                                   "status": job.status, "overrides": " ".join(job.overrides)})
+            writer.writerow(keys[job.name] | row | {"job": job.name, "group": group.label, "setting": setting,
+                                                    "selected": None if setting is None else setting == group.selected,
+                                                    "status": job.status, "overrides": " ".join(job.overrides)})
     return text.getvalue()
 
 
