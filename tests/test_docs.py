@@ -1,8 +1,12 @@
-"""The commands the README shows run as written: each training command composes (its keys and
-options exist), each tool command parses, and the facts it states about the configs are theirs."""
+"""The README and the documentation site say what the code does: each training command they show
+composes as `--cfg job` would (its keys and options exist), each tool command parses, each file
+they name exists, the facts they state about the configs are theirs, the generated configuration
+reference lists every option, and the notebook runs from top to bottom."""
 
 import re
 import shlex
+import shutil
+import sys
 
 import pytest
 from omegaconf import OmegaConf
@@ -14,19 +18,30 @@ from optqual.launch.arguments import check_arguments, overrides_of
 from optqual.launch.overrides import check_command
 
 
-def readme_commands() -> list[list[str]]:
-    """Every `python launch.py ...` and `python -m optqual ...` line of the README's code blocks."""
-    text = (REPO / "README.md").read_text()
-    blocks = re.findall(r"```(?:bash)?\n(.*?)```", text, re.S)
-    lines = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
-    return [shlex.split(line, comments=True) for line in lines if line.startswith(("python launch.py", "python -m optqual"))]
+sys.path.insert(0, str(REPO / "docs"))
+import generate  # noqa: E402  (docs/generate.py: the site's generated pages)
+
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 
 
-COMMANDS = readme_commands()
+def documented_commands() -> list[list[str]]:
+    """Every `python launch.py ...` and `python -m optqual ...` line of the code blocks of the README and the docs."""
+    commands = []
+    for page in PAGES:
+        for block in re.findall(r"```(?:bash)?\n(.*?)```", page.read_text(), re.S):
+            variables = dict(re.findall(r'^(\w+)="(.*)"$', block, re.M))  # COMMON="..." then python launch.py $COMMON ...
+            for line in block.replace("\\\n", " ").splitlines():
+                line = re.sub(r"\$(\w+)", lambda name: variables.get(name[1], name[0]), line.removeprefix("$ "))
+                if line.startswith(("python launch.py", "python -m optqual")):
+                    commands.append(shlex.split(line, comments=True))
+    return commands
+
+
+COMMANDS = documented_commands()
 
 
 @pytest.mark.parametrize("words", [words for words in COMMANDS if words[1] == "launch.py"], ids=" ".join)
-def test_every_training_command_of_the_readme_composes(words):
+def test_every_documented_training_command_composes(words):
     argv = words[2:]
     check_arguments(argv)
     check_command(argv)
@@ -35,7 +50,7 @@ def test_every_training_command_of_the_readme_composes(words):
 
 
 @pytest.mark.parametrize("words", [words for words in COMMANDS if words[1] == "-m"], ids=" ".join)
-def test_every_tool_command_of_the_readme_parses(words):
+def test_every_documented_tool_command_parses(words):
     args, unknown = command_line().parse_known_args(words[3:])
     assert not [word for word in unknown if word.startswith("-")], unknown
     assert not unknown or hasattr(args, "overrides"), unknown
@@ -48,15 +63,74 @@ def written(value: str) -> object:
     return [float(v) for v in value.strip("[]").split(",")] if value.startswith("[") else float(value)
 
 
-def test_the_readme_states_the_optimizer_defaults_their_configs_have():
-    """Each `key value` of the README's optimizer table is the value its conf/optimizer/ option composes to."""
-    rows = [line for line in (REPO / "README.md").read_text().splitlines() if re.match(r"\| `\w+` \| (lr|rho|`sgd` with)", line)]
+def test_the_docs_state_the_optimizer_defaults_their_configs_have():
+    """Each `key value` of the optimizer table is the value its conf/optimizer/ option composes to."""
+    rows = [line for line in (REPO / "docs" / "optimizers.md").read_text().splitlines()
+            if re.match(r"\| `\w+` \| (lr|rho|`sgd` with)", line)]
     checked = []
     for row in rows:
         option, defaults = re.match(r"\| `(\w+)` \| ([^|]*)\|", row).groups()
         composed = OmegaConf.to_container(compose_run(f"optimizer={option}").optimizer)
         for key, value in re.findall(r"\b(\w+) (\[[^\]]*\]|true|false|[-+]?[\d.]+(?:e[-+]?\d+)?)\b", defaults):
             if key in composed:
-                assert composed[key] == written(value), f"README: {option} {key} {value}; conf/optimizer/{option}.yaml: {composed[key]}"
+                assert composed[key] == written(value), f"docs/optimizers.md: {option} {key} {value}; conf/optimizer/{option}.yaml: {composed[key]}"
                 checked.append((option, key))
     assert len(rows) == 8 and len(checked) == 23, checked  # every number of the table but the rationale in brackets
+
+
+# a path of the repository as the pages write it: optqual/..., conf/..., docs/..., tests/..., benchmarks/..., scripts/...
+REPO_PATH = re.compile(r"(?<![\w/.])((?:optqual|conf|docs|tests|benchmarks|scripts)/[\w./-]*\w)")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(REPO)))
+def test_every_file_a_page_names_exists(page):
+    named = set(REPO_PATH.findall(page.read_text()))
+    missing = sorted(path for path in named if "<" not in path and "*" not in path and not (REPO / path).exists())
+    assert not missing, f"{page.relative_to(REPO)} names files that do not exist: {missing}"
+
+
+def test_the_readme_fits_on_a_few_screens():
+    assert len((REPO / "README.md").read_text().splitlines()) <= 200, "the README links into docs/ for the rest"
+
+
+def test_the_configuration_reference_lists_every_option_of_every_group():
+    reference = generate.configuration_reference()
+    for group in ["optimizer", "model", "data", "scheduler", "augment", "batch_mix", "regularizer", "regularizer/schedule", "quantizer"]:
+        for option in (REPO / "conf" / group).glob("*.yaml"):
+            assert f"### `{group}={option.stem}`" in reference, f"{group}={option.stem}"
+    for preset in (REPO / "conf" / "experiment").glob("*.yaml"):
+        assert f"`experiment={preset.stem}`" in reference
+    adamw = reference.split("### `optimizer=adamw`")[1].split("###")[0]
+    assert "| `weight_decay` | float | `0.01` | [0, inf) |" in adamw
+    assert "| `seed` | int | `42` | [0, 4294967296) | torch, numpy, random, data order and augmentation all follow this seed |" in reference
+
+
+def test_a_new_option_appears_in_the_reference_without_editing_a_page(tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO / "conf", conf)
+    (conf / "optimizer" / "heavy_ball.yaml").write_text(
+        "# SGD with heavy momentum, a test's option.\ndefaults:\n  - sgd\n  - _self_\n\nmomentum: 0.99  # heavier than sgd's\n")
+    reference = generate.configuration_reference(conf)
+    section = reference.split("### `optimizer=heavy_ball`")[1].split("###")[0]
+    assert "SGD with heavy momentum, a test's option." in section
+    assert "| `momentum` | float | `0.99` | [0, 1) | heavier than sgd's |" in section
+
+
+def test_the_command_line_page_holds_every_commands_help():
+    page = generate.cli_reference()
+    for command in ("train", "summarize", "diff", "resume", "profile", "analyze", "compare", "dashboard"):
+        assert f"python -m optqual {command}" in page
+    assert "== Config groups ==" in page or "optimizer: adam, adamw" in page, "python launch.py --help lists the groups"
+
+
+@pytest.mark.slow
+def test_the_notebook_runs_from_top_to_bottom():
+    import jupytext
+    import nbclient
+
+    notebook = jupytext.read(REPO / "docs" / "notebooks" / "first_look.md")
+    nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3").execute()
+    printed = "".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs)
+    assert "they agree on" in printed
+    assert any("image/png" in output.get("data", {}) for cell in notebook.cells if cell.cell_type == "code"
+               for output in cell.outputs), "the curves are drawn"
