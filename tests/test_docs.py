@@ -134,3 +134,13 @@ def test_the_notebook_runs_from_top_to_bottom():
     assert "they agree on" in printed
     assert any("image/png" in output.get("data", {}) for cell in notebook.cells if cell.cell_type == "code"
                for output in cell.outputs), "the curves are drawn"
+
+
+def test_the_configuration_page_names_every_option_of_each_group_and_no_other():
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]*)\|", (REPO / "docs" / "configuration.md").read_text().split("| group | options |")[1]
+                      .split("\n\n")[0], re.M)
+    assert len(rows) == 9
+    for group, cell in rows:
+        named = set(re.findall(r"`(\w+)`", cell)) - {group}
+        options = {path.stem for path in (REPO / "conf" / group).rglob("*.yaml")}
+        assert named == options, f"docs/configuration.md, {group}: names {sorted(named)}; conf/{group}/ has {sorted(options)}"
