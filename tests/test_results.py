@@ -107,8 +107,9 @@ def test_a_resnet20_on_real_cifar_images_gives_its_own_test_accuracy(tmp_path):
     own_test_accuracy(tmp_path, "model=resnet20", "data=npz", f"data.path={HEAD_NPZ}")
 
 
-def test_a_timm_model_gives_its_own_test_accuracy(tmp_path, tiny_npz):
-    own_test_accuracy(tmp_path, *tiny_overrides(tiny_npz), "model=timm", "model.name=resnet10t")
+@pytest.mark.parametrize("model", [["model=resnet18_cifar"], ["model=timm", "model.name=resnet10t"]], ids=lambda words: words[-1])
+def test_the_other_families_give_their_own_test_accuracy(tmp_path, tiny_npz, model):
+    own_test_accuracy(tmp_path, *tiny_overrides(tiny_npz), *model)
 
 
 def test_what_is_not_a_run_is_named(tmp_path):
