@@ -6,8 +6,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
-# mkdocs-material prints a page-long notice about MkDocs 2 on every build otherwise
+# mkdocs-material and mkdocs-gen-files print a page-long notice about MkDocs 2 on every build otherwise
 export NO_MKDOCS_2_WARNING := 1
+export DISABLE_MKDOCS_2_WARNING := true
 
 .PHONY: run test test-fast docs docs-serve dashboard clean-venv
 

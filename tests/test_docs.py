@@ -33,8 +33,8 @@ def documented_commands() -> list[list[str]]:
             for line in block.replace("\\\n", " ").splitlines():
                 line = re.sub(r"\$(\w+)", lambda name: variables.get(name[1], name[0]), line.removeprefix("$ "))
                 if line.startswith(("python launch.py", "python -m optqual")):
-                    commands.append(shlex.split(line, comments=True))
-    return commands
+                    commands.append(tuple(shlex.split(line, comments=True)))
+    return [list(words) for words in dict.fromkeys(commands)]  # a command shown on two pages is checked once
 
 
 COMMANDS = documented_commands()
@@ -93,8 +93,12 @@ def test_the_readme_fits_on_a_few_screens():
     assert len((REPO / "README.md").read_text().splitlines()) <= 200, "the README links into docs/ for the rest"
 
 
-def test_the_configuration_reference_lists_every_option_of_every_group():
-    reference = generate.configuration_reference()
+@pytest.fixture(scope="module")
+def reference() -> str:
+    return generate.configuration_reference()
+
+
+def test_the_configuration_reference_lists_every_option_of_every_group(reference):
     for group in ["optimizer", "model", "data", "scheduler", "augment", "batch_mix", "regularizer", "regularizer/schedule", "quantizer"]:
         for option in (REPO / "conf" / group).glob("*.yaml"):
             assert f"### `{group}={option.stem}`" in reference, f"{group}={option.stem}"
@@ -105,6 +109,7 @@ def test_the_configuration_reference_lists_every_option_of_every_group():
     assert "| `seed` | int | `42` | [0, 4294967296) | torch, numpy, random, data order and augmentation all follow this seed |" in reference
 
 
+@pytest.mark.slow
 def test_a_new_option_appears_in_the_reference_without_editing_a_page(tmp_path):
     conf = tmp_path / "conf"
     shutil.copytree(REPO / "conf", conf)
@@ -116,6 +121,7 @@ def test_a_new_option_appears_in_the_reference_without_editing_a_page(tmp_path):
     assert "| `momentum` | float | `0.99` | [0, 1) | heavier than sgd's |" in section
 
 
+@pytest.mark.slow
 def test_the_command_line_page_holds_every_commands_help():
     page = generate.cli_reference()
     for command in ("train", "summarize", "diff", "resume", "profile", "analyze", "compare", "dashboard"):
