@@ -197,7 +197,6 @@ def configuration_reference(conf: Path | None = None) -> str:
     register_with_hydra()
     register_schemas()
     with initialize_config_dir(str(conf), version_base="1.3"):
-        defaults = {component.name: component.default for component in components()}
         lines = ["# Configuration reference", "",
                  "Generated from the schemas (optqual/config/schema.py and each component's module) and the YAML files of conf/ "
                  "when the site is built: each option's keys with their type, the value the option gives them, the range the "

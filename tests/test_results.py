@@ -64,6 +64,10 @@ def test_a_run_loads_with_its_config_history_and_analysis(sweep):
     distance = next(key for key, value in saved.items() if isinstance(value, float))
     assert row[f"weights.{distance}"] == saved[distance], "analysis results are joined to their run's row"
 
+    (run.path / "analysis" / "weights.json").write_text('{"result": ')  # damaged outside optqual
+    frame = optqual.load_sweep(sweep).set_index("job")
+    assert "weights.json: cannot read it" in frame.analysis_error[run.name] and len(frame) == 4
+
 
 def test_diverged_failed_and_pending_jobs_load_with_their_status(tmp_path, tiny_npz):
     (tmp_path / "sweep" / "optimizer.lr=0.01" / "history.csv").mkdir(parents=True)  # a directory in the way: that job fails

@@ -83,7 +83,13 @@ class LoadedRun:
 
     def analysis(self) -> dict[str, Any]:
         """The results of `python -m optqual analyze` on this run: {measure: result}."""
-        return {path.stem: json.loads(path.read_text())["result"] for path in sorted((self.path / ANALYSIS_DIR).glob("*.json"))}
+        results = {}
+        for path in sorted((self.path / ANALYSIS_DIR).glob("*.json")):
+            try:
+                results[path.stem] = json.loads(path.read_text())["result"]
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                raise RunDirError(f"{path}: cannot read it ({type(err).__name__}: {err})") from None
+        return results
 
     def weights(self) -> list[str]:
         """The names of the weights the run saved (final, initial, best, ema, ...)."""
@@ -135,7 +141,8 @@ def load_sweep(path: str | Path) -> pd.DataFrame:
     """A row per job of the sweep (or the one run) in `path`: `job`, `path`, the config keys that
     vary (`optimizer` and `seed` always), the scalars of metrics.json (`epochs`: those trained),
     `status` as summarize reads it, and the analysis results (`<measure>.<key>`) where the run
-    was analyzed. A pending job has only its keys."""
+    was analyzed (`analysis_error` names a result file that cannot be read). A pending job has
+    only its keys."""
     jobs = read_sweep(path)
     keys = config_columns(jobs)
     rows = []
@@ -143,7 +150,10 @@ def load_sweep(path: str | Path) -> pd.DataFrame:
         row = {"job": job.name, "path": str(job.path) if job.path else None, **columns}
         row |= {key: value for key, value in job.metrics.items() if not isinstance(value, (dict, list))} | {"status": str(job.status)}
         if job.path is not None and job.unreadable is None:
-            for measure, result in LoadedRun(job).analysis().items():
-                row |= scalars(measure, result)
+            try:
+                for measure, result in LoadedRun(job).analysis().items():
+                    row |= scalars(measure, result)
+            except RunDirError as err:  # one damaged result hides none of the others' rows
+                row["analysis_error"] = str(err)
         rows.append(row)
     return pd.DataFrame(rows)
