@@ -104,13 +104,17 @@ def leaves(node: DictConfig, prefix: str = "") -> list[tuple[str, str, str, str,
 
 
 def cell(text: str) -> str:
-    return text.replace("|", "\\|")
+    """Text in a table cell: its bars escaped, and <layer> shown rather than read as HTML."""
+    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def key_table(node: DictConfig, comments: dict[str, str], skip: tuple[str, ...] = ()) -> list[str]:
     """A row per key: the YAML's comment on it, else its schema's."""
-    rows = [f"| `{key}` | {cell(kind)} | `{cell(default)}` | {interval} | {cell(comments.get(key) or schema_comment)} |"
-            for key, kind, default, interval, schema_comment in leaves(node) if key.split(".")[0] not in skip]
+    rows = []
+    for key, kind, default, interval, schema_comment in leaves(node):
+        if key.split(".")[0] not in skip:
+            in_code = default.replace("|", "\\|")  # a code span shows its text as it is: bars only
+            rows.append(f"| `{key}` | {kind} | `{in_code}` | {interval} | {cell(comments.get(key) or schema_comment)} |")
     return ["| key | type | default | range | what it is |", "| --- | --- | --- | --- | --- |", *rows] if rows else ["It sets no key."]
 
 
