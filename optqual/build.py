@@ -23,6 +23,7 @@ from optqual.engine.hooks import Hooks
 from optqual.engine.loop import EVAL_BATCH_SIZE, Training, evaluate, grad_norm_every
 from optqual.engine.state import RandomState, TrainingState
 from optqual.errors import build
+from optqual.losses import plain_loss, training_loss
 from optqual.models import build_model
 from optqual.models.profile import macs_per_parameter
 from optqual.optim.build import build_optimizer
@@ -51,7 +52,7 @@ def build_training(cfg: DictConfig, data: ImageData, device: torch.device, run_d
     optimizer = build_optimizer(model, cfg.optimizer, cfg.lr_scale, own_groups)
 
     def evaluate_on(model: torch.nn.Module, split: str) -> dict[str, float]:
-        return evaluate(model, data.eval_batches(split, EVAL_BATCH_SIZE), cfg.precision)
+        return evaluate(model, data.eval_batches(split, EVAL_BATCH_SIZE), cfg.precision, plain_loss(cfg.loss))
 
     epoch_steps = data.epoch_steps(cfg.epochs)
     extensions: dict[str, Extension] = {}
@@ -64,7 +65,7 @@ def build_training(cfg: DictConfig, data: ImageData, device: torch.device, run_d
             extensions[component.name] = extension
     norm_every = grad_norm_every(cfg.grad_norm_every, macs_per_parameter(cfg.model, data.facts()))  # counted on the meta device
     return Training(model, optimizer, data, stream_generator(cfg.seed, DATA_STREAM, device), Hooks(extensions), cfg.epochs,
-                    cfg.eval_every, cfg.precision, cfg.loss.label_smoothing, norm_every)
+                    cfg.eval_every, cfg.precision, training_loss(cfg.loss), plain_loss(cfg.loss), norm_every)
 
 
 def build_run(cfg: DictConfig, choices: dict[str, str], run_dir: Path, device: torch.device, started: float) -> Run:

@@ -106,7 +106,7 @@ def evaluate_on_test(run: Run, run_dir: Path, precision: str) -> dict:
 
     def test(name: str) -> dict:
         save_weights(run_dir / weights_file(name), plain_state_dict(model))  # quantized weights, under the plain model's names
-        scores = evaluate(model, data.eval_batches("test", EVAL_BATCH_SIZE), precision)
+        scores = evaluate(model, data.eval_batches("test", EVAL_BATCH_SIZE), precision, run.training.plain_loss)
         prefix = "" if name == FINAL else f"{name}_"
         return {f"{prefix}test_loss": scores["loss"], f"{prefix}test_acc": scores["acc"]}
 

@@ -27,6 +27,7 @@ OWN = {
     "sam_muon": ["optimizer=sam", "optimizer@optimizer.base=muon"],
     "no_weight_decay": ["optimizer.no_weight_decay=true"],
     "label_smoothing": ["loss.label_smoothing=0.1"],
+    "square_loss_tanh_mlp": ["loss=mse", "model=mlp", "model.activation=tanh", "data.augment=null", "data.train_size=150"],
     "batch_size_schedule": ["data.batch_size_schedule={0:32,1:16,2:48}", "scheduler=cosine", "scheduler.warmup_epochs=1.5"],
 }
 COMPONENTS = {**OWN, **{f"{component.name}:{name}": list(overrides) for component in components() for name, overrides in component.examples.items()}}

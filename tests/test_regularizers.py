@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms as T
 import torchvision.transforms.functional as TF
+from omegaconf import OmegaConf
 from scipy import stats
 
 from conftest import REPO, compose_run
@@ -20,6 +21,7 @@ from optqual.engine.hooks import Hooks
 from optqual.engine.loop import EpochProgress, Training
 from optqual.components.random_erasing import RandomErasing
 from optqual.errors import ConfigError
+from optqual.losses import training_loss
 from optqual.system.reproducibility import stream_generator
 
 
@@ -99,7 +101,7 @@ def test_the_epoch_records_the_smoothed_loss_and_the_plain_cross_entropy():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 10))
     frozen = torch.optim.SGD(model.parameters(), lr=0.0)  # the weights stay put, so the epoch's loss is one model's
     training = Training(model, frozen, data, torch.Generator().manual_seed(0), Hooks({}), epochs=1, eval_every=None,
-                        label_smoothing=0.3)
+                        loss=training_loss(OmegaConf.create({"name": "cross_entropy", "label_smoothing": 0.3})))
     progress = EpochProgress.begin(1, data, training.generator)
     training.train_epoch(progress, on_step=lambda: None, should_stop=lambda: False)
     record = training.epoch_record(progress)

@@ -34,6 +34,8 @@ def check_run(cfg: DictConfig) -> None:
     require(every == "auto" or (type(every) is int and every > 0), "grad_norm_every", every, "must be a positive integer or auto")
     require(cfg.precision in PRECISIONS, "precision", cfg.precision, f"must be one of {', '.join(PRECISIONS)}")
     schedule = cfg.data.get("batch_size_schedule")
+    require(not (schedule and cfg.data.get("full_batch")), "data.full_batch", True,
+            "every batch is then the whole training set: drop data.batch_size_schedule, or data.full_batch")
     if schedule:
         shown = dict(schedule)
         require(0 in schedule, "data.batch_size_schedule", shown, "must start at epoch 0")

@@ -17,14 +17,14 @@ from omegaconf import MISSING, OmegaConf
 
 import optqual.components
 import optqual.sparsity
-from optqual import models
+from optqual import losses, models
 from optqual.components.registry import components
 from optqual.data import sources
 from optqual.optim import build as optim
 from optqual.plugins import import_submodules
 from optqual.ranges import within
 
-CORE_GROUPS = {"optimizer": optim.SCHEMAS, "model": models.SCHEMAS, "data": sources.SCHEMAS}  # what a run trains
+CORE_GROUPS = {"optimizer": optim.SCHEMAS, "model": models.SCHEMAS, "data": sources.SCHEMAS, "loss": losses.SCHEMAS}  # what a run trains
 COMPONENT_PACKAGES = (optqual.components, optqual.sparsity)  # every module of these is imported: its components register
 
 
@@ -40,18 +40,13 @@ class TensorBoardSchema:
 
 
 @dataclass
-class LossSchema:
-    label_smoothing: float = within(0.0, "[0, 1)")  # torch's cross_entropy option; validation and test losses are plain
-
-
-@dataclass
 class SummarySchema:
     tune: List[str] = field(default_factory=list)  # keys a sweep's summary tunes on validation (optqual/tools/summary.py)
 
 
 @dataclass
 class RunSettings:
-    """The run-level settings, the loss and the core groups; conf/config.yaml gives their values."""
+    """The run-level settings and the core groups; conf/config.yaml gives their values."""
 
     seed: int = within(42, "[0, 4294967296)")  # numpy's global generator takes 32-bit seeds
     epochs: int = within(200, "[1, inf)")
@@ -65,10 +60,10 @@ class RunSettings:
     compile: bool = False
     clip_grad_norm: Optional[float] = within(None, "(0, inf)")  # a run-level key of a component (optqual/components/clip_grad_norm.py)
     lr_scale: float = within(1.0, "(0, inf)")
-    loss: LossSchema = field(default_factory=LossSchema)
     optimizer: Any = MISSING
     model: Any = MISSING
     data: Any = MISSING
+    loss: Any = MISSING
 
 
 def experiment_title(name: Optional[str], choices: Mapping[str, Any]) -> str:

@@ -37,6 +37,20 @@ MOVED = {
 }
 
 
+# keys added to a group's options since, with the value that does what a run saved before did (2026-12-07)
+# (group, the _target_ of the one option that got them, or None for every option) -> {key: value}
+ADDED_KEYS = {("data", None): {"full_batch": False, "train_size": None}, ("model", "optqual.models.mlp.MLP"): {"activation": "relu"}}
+
+
+def with_added_keys(config: dict) -> dict:
+    """`config` with each key added since it was saved, at the value that does what it did then."""
+    for (group, target), added in ADDED_KEYS.items():
+        node = config.get(group)
+        if isinstance(node, dict) and target in (None, node.get("_target_")):
+            config[group] = {**added, **node}
+    return config
+
+
 def moved(tree: Any) -> Any:
     """`tree` (plain containers) with every `_target_` that moved pointing where it is now."""
     if isinstance(tree, dict):
@@ -73,7 +87,10 @@ def default_components() -> dict[str, Any]:
 def upgrade(config: dict) -> dict:
     """A run config (plain containers, as saved) in the form this optqual composes."""
     absent = [component.name for component in components() if component.default is not None and component.name not in config]
-    config = moved(config) | {name: default_components()[name] for name in absent}
+    config = with_added_keys(moved(config) | {name: default_components()[name] for name in absent})
+    loss = config.get("loss")
+    if isinstance(loss, dict) and "name" not in loss:  # saved before `loss` was a group (2026-12-07): cross-entropy was the loss
+        config["loss"] = {"name": "cross_entropy", **loss}
     policy = config.get("augment")
     # a policy's stream was seeded by its own `seed: ${seed}` before the registry gave it the run's: the same numbers
     if isinstance(policy, dict) and policy.get("seed", "absent") in ("${seed}", config.get("seed")):  # as saved, or resolved

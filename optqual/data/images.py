@@ -122,6 +122,15 @@ class ImageData:
         for start in range(0, len(labels), batch_size):
             yield self.normalize(images[start : start + batch_size]), labels[start : start + batch_size]
 
+    def train_sample(self, size: int, seed: int, chunk: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """A seeded sample of `size` training images (all of them if fewer), in their order in the split,
+        unaugmented and normalized, in chunks of `chunk`: the same for every run that shares the split."""
+        count = len(self.train_labels)
+        rows = np.sort(np.random.default_rng(seed).permutation(count)[: min(size, count)])
+        rows = torch.from_numpy(rows).to(self.train_labels.device)
+        images, labels = self.train_images[rows], self.train_labels[rows]
+        return [(self.normalize(images[i : i + chunk]), labels[i : i + chunk]) for i in range(0, len(labels), chunk)]
+
     def epoch_steps(self, epochs: int) -> EpochSteps:
         """The number of batches of each of the run's epochs."""
         starts = [start for start in sorted(self.batch_sizes) if start < epochs]
@@ -209,8 +218,8 @@ def check_arrays(arrays: dict[str, np.ndarray], origin: str, channels: Optional[
 
 
 def to_device(arrays: dict[str, np.ndarray], device: torch.device, batch_size: int = 128,
-              batch_size_schedule: Optional[dict[int, int]] = None, val_fraction: float = 0.1,
-              split_seed: int = 0, num_classes: Optional[int] = None, channels: Optional[int] = None,
+              batch_size_schedule: Optional[dict[int, int]] = None, full_batch: bool = False, val_fraction: float = 0.1,
+              train_size: Optional[int] = None, split_seed: int = 0, num_classes: Optional[int] = None, channels: Optional[int] = None,
               image_size: Optional[int] = None, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
               augment: Optional[Augmentation] = None, origin: str = "the data") -> ImageData:
     y_train, y_test = check_arrays(arrays, origin, channels, image_size, num_classes)
@@ -221,6 +230,12 @@ def to_device(arrays: dict[str, np.ndarray], device: torch.device, batch_size: i
     x_train = arrays["x_train"]
     top_label = int(max(y_train.max(), y_test.max()))
     train_idx, val_idx = split_indices(len(y_train), val_fraction, split_seed)
+    if train_size is not None:
+        if train_size > len(train_idx):
+            raise ConfigError(f"data.train_size={train_size}: the training split has {len(train_idx)} images")
+        train_idx = train_idx[:train_size]  # the split's order is a seeded permutation: a random subset, the same for every run
+    if full_batch:
+        batch_size, batch_size_schedule = len(train_idx), None
     if batch_size_schedule and max(batch_size_schedule.values()) > len(train_idx):
         raise ConfigError(f"data.batch_size_schedule={dict(batch_size_schedule)}: a batch of {max(batch_size_schedule.values())} "
                           f"is larger than the training set ({len(train_idx)} images)")

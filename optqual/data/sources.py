@@ -35,7 +35,9 @@ class DataSchema:
     # {epoch (from 0): size from then on}, replacing batch_size; untyped because OmegaConf cannot merge
     # a command-line dict into a typed Optional[Dict] that is null (check_config checks it instead)
     batch_size_schedule: Any = None
+    full_batch: bool = False  # every update on the whole training set (gradient descent): replaces batch_size
     val_fraction: float = within(0.1, "(0, 1)")
+    train_size: Optional[int] = within(None, "[1, inf)")  # null: the whole training split; N: its first N images (the split is seeded)
     split_seed: int = within(0, "[0, 4294967296)")
     num_classes: Optional[int] = within(None, "[2, inf)")  # null: 1 + the largest label
     channels: Optional[int] = within(None, "[1, inf)")  # null: what the images have

@@ -3,8 +3,8 @@
 The hot loop never asks the device for a number: each step's loss, correct count and
 parameter gradient norms (on every `grad_norm_every`-th step) stay on the device as the step
 made them, kept in lists, and are reduced and read once per epoch. The training loss is the
-one differentiated (label smoothing included); `train_ce` beside it is the plain
-cross-entropy, so runs with and without smoothing compare. Targets are class indices, or
+one differentiated (the `loss` group's, label smoothing included); `train_ce` beside it is the
+plain cross-entropy, so runs with and without smoothing, or with another loss, compare. Targets are class indices, or
 class probabilities when a batch was mixed (MixUp/CutMix): then a prediction counts as
 correct against the label with the larger weight. The loop's position (epochs done, the
 epoch in progress with its order and per-step figures) is part of the training state, so
@@ -27,6 +27,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from optqual.compat import parameter_norms
 from optqual.data.images import ImageData
 from optqual.engine.hooks import Hooks
+from optqual.losses import LossFunction
 from optqual.optim.sam import running_stats_frozen, two_pass
 from optqual.status import RunStatus
 
@@ -88,14 +89,15 @@ class LayerGradNorms:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], precision: str = "fp32") -> dict[str, float]:
-    """Mean cross-entropy and accuracy (a fraction) over all batches, in eval mode."""
+def evaluate(model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], precision: str = "fp32",
+             loss: LossFunction = F.cross_entropy) -> dict[str, float]:
+    """Mean `loss` (a plain loss of optqual/losses.py) and accuracy (a fraction) over all batches, in eval mode."""
     model.eval()
     sums, count = 0, 0
     for images, labels in batches:
         with autocast(images.device, precision):
             logits = model(images)
-        sums = sums + torch.stack([F.cross_entropy(logits, labels, reduction="sum"), (logits.argmax(1) == labels).sum().float()])
+        sums = sums + torch.stack([loss(logits, labels, reduction="sum").float(), (logits.argmax(1) == labels).sum().float()])
         count += len(labels)
     loss_sum, correct = sums.tolist()
     return {"loss": loss_sum / count, "acc": correct / count}
@@ -164,7 +166,8 @@ class Training:
     epochs: int
     eval_every: int | None  # None: never validate
     precision: str = "fp32"
-    label_smoothing: float = 0.0
+    loss: LossFunction = F.cross_entropy  # the loss differentiated (optqual/losses.py)
+    plain_loss: LossFunction = F.cross_entropy  # the loss validation and test report
     grad_norm_every: int = 1  # per-layer gradient norms on steps 0, N, 2N, ... of each epoch
     epochs_done: int = 0
     current: EpochProgress | None = None  # the epoch in progress, when a checkpoint is taken inside one
@@ -178,7 +181,7 @@ class Training:
     def forward_backward(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with autocast(images.device, self.precision):
             logits = self.model(images)
-            loss = F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
+            loss = self.loss(logits, targets)
             objective = loss
             for term in self.hooks.loss_terms(self.model):
                 objective = objective + term
@@ -206,7 +209,7 @@ class Training:
         self.hooks.after_step()
         loss = loss.detach()
         progress.losses.append(loss)
-        progress.ces.append(F.cross_entropy(logits.detach().float(), targets) if self.label_smoothing else loss)
+        progress.ces.append(loss if self.loss is F.cross_entropy else F.cross_entropy(logits.detach().float(), targets))
         progress.correct.append((logits.argmax(1) == (targets if targets.ndim == 1 else targets.argmax(1))).sum())
 
     def train_epoch(self, progress: EpochProgress, on_step: Callable[[], None], should_stop: Callable[[], bool]) -> bool:
@@ -235,7 +238,7 @@ class Training:
         extensions see it, and say whether one of them asks to stop."""
         epoch = record["epoch"]
         if self.eval_every is not None and (epoch % self.eval_every == 0 or epoch == self.epochs):
-            val = evaluate(self.model, self.data.eval_batches("val", EVAL_BATCH_SIZE), self.precision)
+            val = evaluate(self.model, self.data.eval_batches("val", EVAL_BATCH_SIZE), self.precision, self.plain_loss)
             record.update(val_loss=val["loss"], val_acc=val["acc"])
         return self.hooks.on_epoch_end(record)
 

@@ -37,6 +37,8 @@ def check(cfg: DictConfig) -> None:
     check_arguments(cfg.model, "model")
     if cfg.model._target_ == timm_model.TARGET:
         timm_model.check(cfg.model)
+    if cfg.model._target_ == mlp.TARGET:
+        mlp.check(cfg.model)
 
 
 def build_model(model: DictConfig, facts: Mapping[str, Any]) -> torch.nn.Module:
