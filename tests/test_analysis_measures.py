@@ -13,10 +13,10 @@ from torch.func import functional_call
 
 from optqual.analysis.measures.activations import dead_share, effective_rank
 from optqual.analysis.measures.calibration import expected_calibration_error
-from optqual.analysis.measures.sharpness import (HessianVectorProducts, filter_normalized_direction, hutchinson_trace,
-                                        lanczos_top_eigenvalues)
+from optqual.analysis.measures.sharpness import filter_normalized_direction
 from optqual.analysis.measures.similarity import cka, linear_kernels
 from optqual.analysis.measures.weights import stable_rank
+from optqual.curvature import HessianVectorProducts, hutchinson_trace, lanczos_top_eigenvalues
 
 
 class Tiny(nn.Module):

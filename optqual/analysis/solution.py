@@ -12,13 +12,13 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from optqual.data.images import ImageData
 from optqual.errors import ConfigError
 from optqual.files.layout import INITIAL
+from optqual.losses import LossFunction, plain_loss
 from optqual.runs.reader import RunDirError
 from optqual.runs.results import load_run
 
@@ -74,10 +74,12 @@ class Solution:
     def train_subset(self, size: int, seed: int, chunk: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """A seeded sample of `size` of the run's training images (all of them if fewer), unaugmented
         and normalized, in chunks of `chunk`; the same sample for every run that shares the split."""
-        count = len(self.data.train_labels)
-        rows = torch.from_numpy(np.sort(np.random.default_rng(seed).permutation(count)[: min(size, count)])).to(self.device)
-        images, labels = self.data.train_images[rows], self.data.train_labels[rows]
-        return [(self.data.normalize(images[i : i + chunk]), labels[i : i + chunk]) for i in range(0, len(labels), chunk)]
+        return self.data.train_sample(size, seed, chunk)
+
+    @property
+    def loss(self) -> LossFunction:
+        """The run's plain loss (optqual/losses.py): cross-entropy, or the square loss of a `loss=mse` run."""
+        return plain_loss(self.config.loss)
 
 
 def check_comparable(a: Solution, b: Solution) -> None:

@@ -15,6 +15,7 @@ component touches its module, its YAML, its docs page and its tests, and no list
     10  on_images        per-image policies on the uint8 images (augment)
     20  on_batch         per-image ops on the normalized batch (random_erasing)
     30  on_batch         ops that mix the batch (batch_mix)
+    35  on_batch         what measures the weights before the update (track)
     40  after_backward   what changes the gradient (clip_grad_norm)
     50  loss_terms       what adds to the loss (regularizer)
     60  after_step       the learning rate (scheduler)

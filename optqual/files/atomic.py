@@ -5,6 +5,7 @@ fsync, rename), as bytes, text or strict JSON. `check_writable` asks the questio
 work, so a run does not train for hours and then lose what it writes.
 """
 
+import csv
 import errno
 import io
 import json
@@ -82,6 +83,15 @@ def remove_leftovers(directory: Path) -> list[str]:
 
 def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda file: file.write(text.encode()))
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """A header of every key the rows hold (in order of appearance), a line per row; a key a row lacks stays empty."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(key for row in rows for key in row)), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, text.getvalue())
 
 
 def finite_or_none(value: Any) -> Any:

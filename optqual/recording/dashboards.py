@@ -6,8 +6,9 @@ Dashboards group charts into sections by the name's first `/` part and order sec
 alphabetically, so the names put what a researcher reads first on top: `accuracy/` (train,
 val, test side by side), `loss/` (train, train_ce, reg, val, test), `lr/<group>`, then
 `per_layer_grad_norm/<layer>`, `regularizer/` (penalty, coefficient), `run/` (batch size,
-epoch seconds, ...) and `sparsity/` (the pruning report's ratios, and its pictures as images;
-TensorBoard gets the pictures too). metrics.json and history.csv keep their flat keys
+epoch seconds, ...), `sharpness/` (tracked in training: hessian, preconditioned, threshold,
+ratio) and `sparsity/` (the pruning report's ratios, and its pictures as images; TensorBoard
+gets the pictures too). metrics.json and history.csv keep their flat keys
 (`test_acc`, `grad_norm.<layer>`, `sparsity.mac_ratio_structured`).
 """
 
@@ -32,7 +33,8 @@ logger = logging.getLogger("optqual")
 
 def dashboard_name(key: str) -> str:
     """A history key's chart name: `val_acc` -> `accuracy/val`, `lr.decay` -> `lr/decay`, ..."""
-    for flat, section in (("lr.", "lr"), ("grad_norm.", "per_layer_grad_norm"), ("reg.", "regularizer"), ("sparsity.", "sparsity")):
+    for flat, section in (("lr.", "lr"), ("grad_norm.", "per_layer_grad_norm"), ("reg.", "regularizer"), ("sharpness.", "sharpness"),
+                          ("sparsity.", "sparsity")):
         if key.startswith(flat):
             return f"{section}/{key[len(flat):]}"
     split, _, metric = key.rpartition("_")

@@ -1,8 +1,6 @@
 """What a run leaves in its directory while it trains and when it ends: history.csv, metrics.json,
 the weight files and the data split, each written atomically (optqual/files/atomic.py)."""
 
-import csv
-import io
 import platform
 import resource
 import sys
@@ -14,19 +12,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from optqual.files.atomic import atomic_write, write_json, write_text
+from optqual.files.atomic import atomic_write, write_csv, write_json
 from optqual.files.layout import HISTORY, METRICS, SPLIT
 from optqual.status import RunStatus
 
 
 def write_history(run_dir: Path, history: list[dict]) -> None:
     """history.csv: one row per epoch; validation columns stay empty on epochs without validation."""
-    columns = list(dict.fromkeys(key for record in history for key in record))
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    write_text(run_dir / HISTORY, text.getvalue())
+    write_csv(run_dir / HISTORY, history)
 
 
 def save_weights(path: Path, weights: dict[str, torch.Tensor]) -> None:

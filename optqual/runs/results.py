@@ -28,7 +28,8 @@ from omegaconf import DictConfig, OmegaConf
 from optqual.data.images import ImageData
 from optqual.engine.loop import EVAL_BATCH_SIZE, evaluate
 from optqual.errors import ConfigError, build
-from optqual.files.layout import ANALYSIS_DIR, FINAL, SPLIT
+from optqual.files.layout import ANALYSIS_DIR, FINAL, SHARPNESS, SPLIT
+from optqual.losses import plain_loss
 from optqual.models import build_model
 from optqual.runs.reader import Job, RunDirError, config_columns, read_run, read_sweep
 from optqual.status import RunStatus
@@ -81,6 +82,14 @@ class LoadedRun:
         rows = self.job.history()
         return pd.DataFrame(rows, dtype=float).astype({"epoch": int}) if rows else pd.DataFrame()
 
+    @functools.cached_property
+    def sharpness(self) -> pd.DataFrame:
+        """sharpness.csv, a row per estimate during training (`track.sharpness.every`): the update,
+        the lr, lambda_max(H), Adam's lambda_max(P^-1 H), the optimizer's threshold and their ratio;
+        empty when the run tracked none."""
+        path = self.path / SHARPNESS
+        return pd.read_csv(path) if path.is_file() else pd.DataFrame()
+
     def analysis(self) -> dict[str, Any]:
         """The results of `python -m optqual analyze` on this run: {measure: result}."""
         results = {}
@@ -122,7 +131,7 @@ class LoadedRun:
         data = self.data(device)
         model = self.model(weights).to(device, memory_format=torch.channels_last)  # the layout the run evaluated in
         with torch.no_grad():
-            return evaluate(model, data.eval_batches(split, EVAL_BATCH_SIZE), self.config.precision)
+            return evaluate(model, data.eval_batches(split, EVAL_BATCH_SIZE), self.config.precision, plain_loss(self.config.loss))
 
 
 def load_run(path: str | Path) -> LoadedRun:

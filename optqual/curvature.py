@@ -1,0 +1,145 @@
+"""Curvature of a training loss: exact Hessian-vector products and the Lanczos and Hutchinson
+estimators built on them, shared by the end-point sharpness measure
+(optqual/analysis/measures/sharpness.py) and sharpness tracked during training
+(optqual/components/sharpness_tracking.py).
+
+Products are exact (the gradient of g . v, after Pearlmutter), taken chunk by chunk in float32
+on a copy of the model in eval mode (batch norm uses its running statistics, dropout is off: the
+loss is one fixed function of the weights, and the model being trained is never touched) and
+summed in float64; the Hessian is never formed. With a diagonal preconditioner P the operator
+is P^-1/2 H P^-1/2, symmetric, with the eigenvalues of P^-1 H (Cohen et al. 2022).
+
+- top eigenvalues (largest algebraic): Lanczos with full reorthogonalization in float64,
+  started from a given vector (the previous estimate's eigenvector, when tracking: a warm start
+  converges in a few products) or a seeded Gaussian. It stops when every wanted Ritz pair's
+  residual ||H y - theta y|| (= |beta_m s_mi|, free in Lanczos) is below `tolerance` x |theta|,
+  which bounds each eigenvalue's relative error, or after `max_products` products. The bound is
+  conservative: the error is about residual^2 / gap.
+- trace: tr(H) = tr(Q'HQ) + tr((I - QQ')H(I - QQ')) for the orthonormal Lanczos basis Q.
+  The first term is the sum of Lanczos' alphas, exact and free; it holds the top
+  eigendirections, which carry most of the estimator's variance (the idea of Hutch++,
+  Meyer et al. 2021). The second is Hutchinson's estimator on the complement, with an
+  independent Rademacher vector v_c for every chunk c, projected off Q: one pass over the
+  subset yields one unbiased sample w_c' H_c w_c per chunk (H_c the Hessian of the chunk's
+  mean loss), and their chunk-weighted mean is unbiased for the second term. The standard
+  error is the samples' spread over the square root of their number: an upper bound, as it
+  also counts how the chunks' own traces differ.
+"""
+
+import copy
+import math
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+LossFunction = Callable[..., torch.Tensor]  # (logits, targets, reduction=...) as optqual/losses.py's
+
+
+class HessianVectorProducts:
+    """v -> H v for the mean loss over fixed chunks of data (or P^-1/2 H P^-1/2 v with a diagonal
+    `preconditioner`, one tensor per trained parameter in the model's order); vectors flat in float64.
+
+    The products run on a copy of the model and the data in the contiguous layout: double
+    backward ran 13-18% faster in it than in channels_last on the CPU (chunks of 64, measured
+    with and without kept freed memory).
+    """
+
+    def __init__(self, model: nn.Module, chunks: list[tuple[torch.Tensor, torch.Tensor]], loss: LossFunction = F.cross_entropy,
+                 preconditioner: Sequence[torch.Tensor] | None = None):
+        self.model = copy.deepcopy(model).to(memory_format=torch.contiguous_format).eval()
+        self.chunks = [(images.contiguous(), labels) for images, labels in chunks]
+        self.loss = loss
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.sizes = [p.numel() for p in self.params]
+        self.dim = sum(self.sizes)
+        self.count = sum(len(labels) for _, labels in chunks)
+        self.scale = None if preconditioner is None else torch.cat([d.reshape(-1).double() for d in preconditioner]).rsqrt()
+        self.passes = 0  # products over the whole subset
+
+    def pieces(self, v: torch.Tensor) -> list[torch.Tensor]:
+        return [piece.view_as(p).to(p.dtype) for piece, p in zip(torch.split(v, self.sizes), self.params)]
+
+    def chunk_product(self, images: torch.Tensor, labels: torch.Tensor, v: list[torch.Tensor]) -> torch.Tensor:
+        """H_c v, for the summed loss of one chunk, flat in float64."""
+        loss = self.loss(self.model(images), labels, reduction="sum")
+        grads = torch.autograd.grad(loss, self.params, create_graph=True)
+        return torch.cat([h.reshape(-1) for h in torch.autograd.grad(grads, self.params, grad_outputs=v)]).double()
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        if self.scale is not None:
+            v = self.scale * v
+        pieces = self.pieces(v)
+        total = torch.zeros_like(v)
+        for images, labels in self.chunks:
+            total += self.chunk_product(images, labels, pieces)
+        self.passes += 1
+        total /= self.count
+        return total if self.scale is None else self.scale * total
+
+    def chunk_quadratic_forms(self, generator: torch.Generator, basis: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """w_c' H_c w_c for an independent Rademacher v_c per chunk, projected off `basis` (rows
+        orthonormal) when given: w_c = (I - Q'Q) v_c; and each chunk's weight (its share of the data)."""
+        forms, weights = [], []
+        for images, labels in self.chunks:
+            v = torch.randint(0, 2, (self.dim,), generator=generator, device=generator.device, dtype=torch.float64) * 2 - 1
+            if basis is not None:
+                v = v - basis.T @ (basis @ v)
+            forms.append(self.chunk_product(images, labels, self.pieces(v)) @ v / len(labels))
+            weights.append(len(labels) / self.count)
+        self.passes += 1
+        return torch.stack(forms), torch.tensor(weights, dtype=torch.float64, device=forms[0].device)
+
+
+def lanczos_top_eigenvalues(hvp, dim: int, k: int, max_products: int, tolerance: float, generator: torch.Generator | None = None,
+                            progress: tqdm | None = None, start: torch.Tensor | None = None) -> dict:
+    """The k largest eigenvalues of the symmetric operator `hvp`, their relative residuals, the products
+    used, the top Ritz vector (a warm start for the next estimate), and the orthonormal basis whose
+    products were taken with tr(Q'HQ) (for the trace). Starts from `start`, else a Gaussian from `generator`."""
+    q = start if start is not None else torch.randn(dim, generator=generator, device=generator.device, dtype=torch.float64)
+    basis = [q / q.norm()]
+    alphas, betas = [], []
+    while True:
+        w = hvp(basis[-1])
+        alphas.append(float(w @ basis[-1]))
+        stacked = torch.stack(basis)
+        for _ in range(2):  # full reorthogonalization, twice ("twice is enough", Kahan-Parlett)
+            w = w - stacked.T @ (stacked @ w)
+        beta = float(w.norm())
+        tridiagonal = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+        if betas:
+            off = torch.tensor(betas, dtype=torch.float64)
+            tridiagonal += torch.diag(off, 1) + torch.diag(off, -1)
+        ritz, vectors = torch.linalg.eigh(tridiagonal)
+        wanted = min(k, len(alphas))
+        top = ritz[-wanted:].flip(0)
+        residuals = (beta * vectors[-1, -wanted:].flip(0)).abs() / top.abs().clamp_min(1e-30)
+        if progress is not None:
+            progress.update()
+            progress.set_postfix(top=f"{top[0]:.4g}", residual=f"{residuals.max():.1e}", refresh=False)
+        exhausted = beta < 1e-12 * abs(float(top[0]))  # an invariant subspace: the Ritz values are exact
+        converged = wanted == k and float(residuals.max()) < tolerance
+        if converged or exhausted or len(alphas) >= max_products:
+            return {"eigenvalues": top.tolist(), "relative_residuals": residuals.tolist(), "products": len(alphas),
+                    "converged": converged or exhausted, "vector": stacked.T @ vectors[:, -1].to(stacked.device),
+                    "basis": stacked, "basis_trace": sum(alphas)}
+        betas.append(beta)
+        basis.append(w / beta)
+
+
+def hutchinson_trace(hvp: HessianVectorProducts, passes: int, generator: torch.Generator, basis: torch.Tensor | None = None,
+                     basis_trace: float = 0.0, progress: tqdm | None = None) -> dict:
+    """tr(H): `basis_trace` (= tr(Q'HQ) for the rows Q of `basis`) plus Hutchinson's estimate on the complement of `basis`."""
+    samples, weights = [], []
+    for _ in range(passes):
+        forms, chunk_weights = hvp.chunk_quadratic_forms(generator, basis)
+        samples.append(forms)
+        weights.append(chunk_weights / passes)
+        if progress is not None:
+            progress.update()
+    samples, weights = torch.cat(samples), torch.cat(weights)
+    spread = float(samples.std()) if len(samples) > 1 else math.nan
+    return {"trace": basis_trace + float(weights @ samples), "trace_stderr": spread * float(weights.square().sum().sqrt()),
+            "trace_of_lanczos_space": basis_trace, "trace_samples": len(samples), "trace_products": passes}
