@@ -56,6 +56,8 @@ def command_line() -> argparse.ArgumentParser:
     analyze.add_argument("directory", help="a run directory, or a sweep directory")
     analyze.add_argument("overrides", nargs="*", help="of conf/analyze.yaml, e.g. analysis=[weights,sharpness] probe_size=512")
     analyze.add_argument("--force", action="store_true", help="recompute results that are up to date")
+    analyze.add_argument("--snapshots", action="store_true",
+                         help="measure each run at every snapshot it took (snapshots.at=...): trajectories per run and per group")
     compare = commands.add_parser("compare", help="the pairwise measures of two runs (interpolation, CKA, disagreement)",
                                   epilog=analysis_settings())
     compare.add_argument("run_a")
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
             logging.basicConfig(level=logging.INFO, format="%(message)s")
             if args.command == "analyze":
-                return analyze_directory(args.directory, args.overrides, args.force)
+                return analyze_directory(args.directory, args.overrides, args.force, args.snapshots)
             return compare_runs(args.run_a, args.run_b, args.overrides, args.force)
         if args.command == "profile":
             from optqual.tools.profile import format_profile, profile_run  # torch-heavy

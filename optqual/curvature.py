@@ -15,6 +15,8 @@ is P^-1/2 H P^-1/2, symmetric, with the eigenvalues of P^-1 H (Cohen et al. 2022
   residual ||H y - theta y|| (= |beta_m s_mi|, free in Lanczos) is below `tolerance` x |theta|,
   which bounds each eigenvalue's relative error, or after `max_products` products. The bound is
   conservative: the error is about residual^2 / gap.
+- the spectral density: stochastic Lanczos quadrature from several Rademacher starts, each
+  node smoothed by a Gaussian (Ghorbani et al. 2019; PyHessian's density plot).
 - trace: tr(H) = tr(Q'HQ) + tr((I - QQ')H(I - QQ')) for the orthonormal Lanczos basis Q.
   The first term is the sum of Lanczos' alphas, exact and free; it holds the top
   eigendirections, which carry most of the estimator's variance (the idea of Hutch++,
@@ -28,7 +30,7 @@ is P^-1/2 H P^-1/2, symmetric, with the eigenvalues of P^-1 H (Cohen et al. 2022
 
 import copy
 import math
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -93,13 +95,11 @@ class HessianVectorProducts:
         return torch.stack(forms), torch.tensor(weights, dtype=torch.float64, device=forms[0].device)
 
 
-def lanczos_top_eigenvalues(hvp, dim: int, k: int, max_products: int, tolerance: float, generator: torch.Generator | None = None,
-                            progress: tqdm | None = None, start: torch.Tensor | None = None) -> dict:
-    """The k largest eigenvalues of the symmetric operator `hvp`, their relative residuals, the products
-    used, the top Ritz vector (a warm start for the next estimate), and the orthonormal basis whose
-    products were taken with tr(Q'HQ) (for the trace). Starts from `start`, else a Gaussian from `generator`."""
-    q = start if start is not None else torch.randn(dim, generator=generator, device=generator.device, dtype=torch.float64)
-    basis = [q / q.norm()]
+def lanczos_iterations(hvp, start: torch.Tensor) -> Iterator[tuple[list[float], list[float], float, torch.Tensor]]:
+    """Lanczos with full reorthogonalization in float64, from `start`: after each product, the
+    tridiagonal's alphas and off-diagonal betas so far, the next beta (the residual's scale; near 0:
+    an invariant subspace, stop) and the orthonormal basis whose products were taken."""
+    basis = [start / start.norm()]
     alphas, betas = [], []
     while True:
         w = hvp(basis[-1])
@@ -108,13 +108,30 @@ def lanczos_top_eigenvalues(hvp, dim: int, k: int, max_products: int, tolerance:
         for _ in range(2):  # full reorthogonalization, twice ("twice is enough", Kahan-Parlett)
             w = w - stacked.T @ (stacked @ w)
         beta = float(w.norm())
-        tridiagonal = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-        if betas:
-            off = torch.tensor(betas, dtype=torch.float64)
-            tridiagonal += torch.diag(off, 1) + torch.diag(off, -1)
-        ritz, vectors = torch.linalg.eigh(tridiagonal)
+        yield alphas, betas, beta, stacked
+        betas.append(beta)
+        basis.append(w / beta)
+
+
+def ritz(alphas: list[float], betas: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The eigenvalues (ascending) and eigenvectors of the Lanczos tridiagonal."""
+    tridiagonal = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+    if betas:
+        off = torch.tensor(betas, dtype=torch.float64)
+        tridiagonal += torch.diag(off, 1) + torch.diag(off, -1)
+    return torch.linalg.eigh(tridiagonal)
+
+
+def lanczos_top_eigenvalues(hvp, dim: int, k: int, max_products: int, tolerance: float, generator: torch.Generator | None = None,
+                            progress: tqdm | None = None, start: torch.Tensor | None = None) -> dict:
+    """The k largest eigenvalues of the symmetric operator `hvp`, their relative residuals, the products
+    used, the top Ritz vector (a warm start for the next estimate), and the orthonormal basis whose
+    products were taken with tr(Q'HQ) (for the trace). Starts from `start`, else a Gaussian from `generator`."""
+    q = start if start is not None else torch.randn(dim, generator=generator, device=generator.device, dtype=torch.float64)
+    for alphas, betas, beta, basis in lanczos_iterations(hvp, q):
+        values, vectors = ritz(alphas, betas)
         wanted = min(k, len(alphas))
-        top = ritz[-wanted:].flip(0)
+        top = values[-wanted:].flip(0)
         residuals = (beta * vectors[-1, -wanted:].flip(0)).abs() / top.abs().clamp_min(1e-30)
         if progress is not None:
             progress.update()
@@ -123,10 +140,37 @@ def lanczos_top_eigenvalues(hvp, dim: int, k: int, max_products: int, tolerance:
         converged = wanted == k and float(residuals.max()) < tolerance
         if converged or exhausted or len(alphas) >= max_products:
             return {"eigenvalues": top.tolist(), "relative_residuals": residuals.tolist(), "products": len(alphas),
-                    "converged": converged or exhausted, "vector": stacked.T @ vectors[:, -1].to(stacked.device),
-                    "basis": stacked, "basis_trace": sum(alphas)}
-        betas.append(beta)
-        basis.append(w / beta)
+                    "converged": converged or exhausted, "vector": basis.T @ vectors[:, -1].to(basis.device),
+                    "basis": basis, "basis_trace": sum(alphas)}
+
+
+def lanczos_quadrature(hvp, dim: int, runs: int, steps: int, generator: torch.Generator, progress: tqdm | None = None) -> list[dict]:
+    """Stochastic Lanczos quadrature (Golub and Meurant; Ghorbani et al. 2019): for each of `runs`
+    Rademacher starts v (normalized), `steps` Lanczos steps give nodes theta_i (the tridiagonal's
+    eigenvalues) and weights tau_i (the squared first components of its eigenvectors) with
+    sum_i tau_i f(theta_i) ~ v'f(H)v / v'v, exact for polynomials f of degree up to 2 steps - 1.
+    Their average over runs estimates the spectral density (1/n) sum_j delta(t - lambda_j)."""
+    quadratures = []
+    for _ in range(runs):
+        v = torch.randint(0, 2, (dim,), generator=generator, device=generator.device, dtype=torch.float64) * 2 - 1
+        for alphas, betas, beta, _ in lanczos_iterations(hvp, v):
+            if progress is not None:
+                progress.update()
+            if len(alphas) >= steps or beta < 1e-12 * max(abs(a) for a in alphas):
+                break
+        nodes, vectors = ritz(alphas, betas)
+        quadratures.append({"nodes": nodes.tolist(), "weights": vectors[0].square().tolist()})
+    return quadratures
+
+
+def smoothed_density(quadratures: list[dict], grid: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The quadratures' spectral density on `grid`, each node a Gaussian of width `sigma` (it integrates to 1)."""
+    total = torch.zeros_like(grid, dtype=torch.float64)
+    for quadrature in quadratures:
+        nodes, weights = (torch.tensor(quadrature[key], dtype=torch.float64) for key in ("nodes", "weights"))
+        kernels = torch.exp(-0.5 * ((grid.double()[:, None] - nodes[None, :]) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
+        total += kernels @ weights
+    return total / len(quadratures)
 
 
 def hutchinson_trace(hvp: HessianVectorProducts, passes: int, generator: torch.Generator, basis: torch.Tensor | None = None,

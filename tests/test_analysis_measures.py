@@ -16,7 +16,8 @@ from optqual.analysis.measures.calibration import expected_calibration_error
 from optqual.analysis.measures.sharpness import filter_normalized_direction
 from optqual.analysis.measures.similarity import cka, linear_kernels
 from optqual.analysis.measures.weights import stable_rank
-from optqual.curvature import HessianVectorProducts, hutchinson_trace, lanczos_top_eigenvalues
+from optqual.curvature import (HessianVectorProducts, hutchinson_trace, lanczos_quadrature, lanczos_top_eigenvalues,
+                               smoothed_density)
 
 
 class Tiny(nn.Module):
@@ -196,3 +197,33 @@ def test_cka_is_one_for_the_same_representation_and_invariant_to_rotation_and_sc
     assert ours(x, x @ rotation) == pytest.approx(1.0, abs=1e-12)
     assert ours(x, 7.0 * x) == pytest.approx(1.0, abs=1e-12)
     assert ours(x @ rotation, 0.1 * y) == pytest.approx(ours(x, y), abs=1e-12)
+
+
+def test_lanczos_quadrature_has_the_dense_hessians_moments_and_extremes():
+    """Per start v, sum_i tau_i theta_i^k = v'H^k v / v'v exactly for k < 2 steps; over starts, the
+    first two moments estimate tr(H)/n and tr(H^2)/n; the largest node is lambda_max."""
+    model, chunks, x, y = tiny_problem()
+    hessian = dense_hessian(model, x, y)
+    n = len(hessian)
+    hvp = HessianVectorProducts(model, chunks)
+    quadratures = lanczos_quadrature(hvp, n, runs=40, steps=12, generator=torch.Generator().manual_seed(7))
+    generator = torch.Generator().manual_seed(7)  # the same Rademacher starts, drawn again
+    for quadrature in quadratures:
+        v = torch.randint(0, 2, (n,), generator=generator, dtype=torch.float64) * 2 - 1
+        nodes, weights = torch.tensor(quadrature["nodes"]), torch.tensor(quadrature["weights"])
+        for k in range(5):
+            exact = float(v @ torch.linalg.matrix_power(hessian, k) @ v / (v @ v))
+            assert float(weights @ nodes**k) == pytest.approx(exact, rel=1e-6, abs=1e-9)
+    first = torch.tensor([sum(t * w for t, w in zip(q["nodes"], q["weights"])) for q in quadratures])
+    assert abs(float(first.mean()) - float(torch.trace(hessian)) / n) < 4 * float(first.std()) / math.sqrt(len(first))
+    eigenvalues = torch.linalg.eigvalsh(hessian)
+    assert max(q["nodes"][-1] for q in quadratures) == pytest.approx(float(eigenvalues.max()), rel=1e-6)
+    assert min(q["nodes"][0] for q in quadratures) == pytest.approx(float(eigenvalues.min()), rel=1e-3)
+
+
+def test_the_smoothed_density_integrates_to_one():
+    quadratures = [{"nodes": [-1.0, 0.5, 3.0], "weights": [0.2, 0.5, 0.3]}, {"nodes": [0.0, 2.0], "weights": [0.6, 0.4]}]
+    grid = torch.linspace(-3, 5, 4001, dtype=torch.float64)
+    density = smoothed_density(quadratures, grid, 0.1)
+    assert float(torch.trapezoid(density, grid)) == pytest.approx(1.0, rel=1e-6)
+    assert float(torch.trapezoid(density * grid, grid)) == pytest.approx((0.2 * -1 + 0.25 + 0.9 + 0.8) / 2, rel=1e-6)

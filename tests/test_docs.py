@@ -145,7 +145,7 @@ def test_the_notebook_runs_from_top_to_bottom():
 def test_the_configuration_page_names_every_option_of_each_group_and_no_other():
     rows = re.findall(r"^\| `(\w+)` \| ([^|]*)\|", (REPO / "docs" / "configuration.md").read_text().split("| group | options |")[1]
                       .split("\n\n")[0], re.M)
-    assert len(rows) == 9
+    assert len(rows) == 10
     for group, cell in rows:
         named = set(re.findall(r"`(\w+)`", cell)) - {group}
         options = {path.stem for path in (REPO / "conf" / group).rglob("*.yaml")}

@@ -29,7 +29,7 @@ from hydra.errors import HydraException
 from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from optqual.analysis import comparison
+from optqual.analysis import comparison, trajectories
 from optqual.analysis.measures import Measure, measures
 from optqual.analysis.solution import NotAnalyzable, Solution, check_comparable
 from optqual.config.checks import WHERE_ANALYSIS_KEYS_ARE, check_known_keys
@@ -37,7 +37,7 @@ from optqual.config.upgrade import moved
 from optqual.errors import ConfigError, require
 from optqual.files.atomic import write_json, write_text
 from optqual.files.figures import file_sha256, write_figure
-from optqual.files.layout import ANALYSIS_DIR, MULTIRUN, config_dir, is_run_dir, weights_file
+from optqual.files.layout import ANALYSIS_DIR, MULTIRUN, SNAPSHOTS_DIR, SNAPSHOTS_INDEX, config_dir, is_run_dir, weights_file
 from optqual.launch.overrides import explain
 from optqual.runs.reader import read_sweep
 from optqual.system.devices import resolve_device
@@ -228,8 +228,37 @@ def chosen_pairs(solutions: list[Solution], groups: dict[str, str], which: str) 
     return [(a, b) for a, b in pairs if groups[a.name] == groups[b.name] or a.config.seed == b.config.seed]
 
 
-def analyze(directory: str | Path, overrides: list[str], force: bool = False) -> int:
-    """Analyze a run, or every run of a sweep and then compare them; 0 when something was analyzed."""
+def snapshots_of(run_dir: Path) -> list[dict]:
+    """The snapshots the run took (snapshots/snapshots.json), in order; none when it took none."""
+    path = run_dir / SNAPSHOTS_DIR / SNAPSHOTS_INDEX
+    return json.loads(path.read_text())["snapshots"] if path.is_file() else []
+
+
+def analyze_snapshots(solutions: list[Solution], cfg: DictConfig, device: torch.device, force: bool) -> dict[str, list[dict]]:
+    """Every selected per-run measure at every snapshot of every run (RUN_DIR/analysis/snapshots/<label>/,
+    cached as the final weights' results are), and each run's trajectories; {run name: a row per snapshot}."""
+    runs = {}
+    for solution in solutions:
+        taken = snapshots_of(solution.run_dir)
+        if not taken:
+            print(f"skipped {solution.name}: it took no snapshots (train with snapshots.at=log:12, say)", flush=True)
+            continue
+        rows = []
+        for snapshot in taken:
+            at = Solution.load(solution.run_dir, f"{SNAPSHOTS_DIR}/{snapshot['label']}", device)
+            out = solution.run_dir / ANALYSIS_DIR / SNAPSHOTS_DIR / snapshot["label"]
+            results = {name: run_measure(measure, cfg.analysis[name], out, [at], {at.name: at.weights_sha256}, force)
+                       for name, measure in chosen(cfg, pairwise=False).items()}
+            rows.append(trajectories.row(snapshot, results))
+        written = trajectories.write_run(solution.run_dir, solution.run_dir / ANALYSIS_DIR, rows)
+        print(f"{solution.name}: {len(rows)} snapshots; wrote {', '.join(written)} in {solution.run_dir / ANALYSIS_DIR}", flush=True)
+        runs[solution.name] = rows
+    return runs
+
+
+def analyze(directory: str | Path, overrides: list[str], force: bool = False, snapshots: bool = False) -> int:
+    """Analyze a run, or every run of a sweep and then compare them; with `snapshots`, every run at each
+    of its snapshots, and a sweep's trajectories per group. 0 when something was analyzed."""
     cfg = compose_config(overrides)
     directory = Path(directory)
     jobs = read_sweep(directory)
@@ -241,6 +270,15 @@ def analyze(directory: str | Path, overrides: list[str], force: bool = False) ->
             print(f"skipped {job.name}: {job.unreadable or 'not started'}", flush=True)
     if not solutions:
         raise ConfigError(f"{directory}: no run with results to analyze")
+    if snapshots:
+        runs = analyze_snapshots(solutions, cfg, device, force)
+        if not runs:
+            raise ConfigError(f"{directory}: no run took snapshots (train with snapshots.at=log:12, say)")
+        if not is_run_dir(directory):
+            groups = {job.name: group.label for group in group_jobs(jobs) for job in group.jobs}
+            written = trajectories.write_sweep(directory / ANALYSIS_DIR, runs, groups)
+            print(f"wrote {', '.join(written)} in {directory / ANALYSIS_DIR}", flush=True)
+        return 0
     results = analyze_runs(solutions, cfg, force)
     if is_run_dir(directory) or not chosen(cfg, pairwise=True) or len(solutions) < 2:
         return 0

@@ -3,7 +3,8 @@
 SWEEP_DIR/analysis/ gets comparison.csv (a row per run, every compared number),
 comparison.md (each number's mean +- std, min-max per group; pair measures within and
 between groups; a paragraph on the differences that exceed the seed-to-seed spread) and
-four figures: weight_profiles.png, sharpness_vs_accuracy.png, interpolation.png, cka.png.
+its figures: weight_profiles.png, sharpness_vs_accuracy.png, interpolation.png, cka.png, and
+spectra.png when the spectrum measure ran.
 Groups are those of the sweep summary (every override but the seed).
 
 A difference "exceeds the seed-to-seed spread" when every run of one group lies beyond
@@ -43,6 +44,8 @@ PER_RUN = [
     ("sharpness", "top_eigenvalue", "top Hessian eigenvalue"),
     ("sharpness", "trace", "Hessian trace"),
     ("sharpness", "loss_increase", "loss increase under a random perturbation"),
+    ("spectrum", "negative_mass", "share of the Hessian's spectrum clearly below zero"),
+    ("spectrum", "largest_node", "largest eigenvalue the density reached"),
     ("calibration", "ece", "expected calibration error"),
     ("calibration", "nll", "test NLL"),
     ("calibration", "brier", "Brier score"),
@@ -263,6 +266,22 @@ def cka_figure(plt, names: list[str], similar: dict):
     return figure
 
 
+def spectra_figure(plt, spectra: dict[str, dict], groups: dict[str, str], colours: dict):
+    """Each run's Hessian eigenvalue density in its group's colour, on a log scale."""
+    figure, axis = plt.subplots(figsize=(8, 4.8), layout="constrained")
+    for name, spectrum in spectra.items():
+        axis.semilogy(spectrum["grid"], [max(value, 1e-12) for value in spectrum["density"]], color=colours[groups[name]], linewidth=1)
+    for group in dict.fromkeys(groups[name] for name in spectra):
+        members = [name for name in spectra if groups[name] == group]
+        axis.plot([], [], color=colours[group], label=f"{group} (n={len(members)})")
+    axis.axvline(0, color="black", linewidth=0.8)
+    axis.set(xlabel="eigenvalue of the training loss's Hessian", ylabel="density (log scale)", ylim=(1e-8, None),
+             title="Hessian eigenvalue density of each run (stochastic Lanczos quadrature)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize="small")
+    return figure
+
+
 def plot(out: Path, solutions: list[Solution], groups: dict[str, str], results: dict, pairs: dict) -> list[str]:
     plt = pyplot()
     colours = dict(zip(dict.fromkeys(groups[s.name] for s in solutions), plt.get_cmap("tab10").colors))
@@ -305,6 +324,10 @@ def plot(out: Path, solutions: list[Solution], groups: dict[str, str], results: 
             axis.grid(alpha=0.3)
         axes[0].legend(fontsize="small")
         save("sharpness_vs_accuracy.png", figure)
+
+    with_spectrum = [s for s in solutions if results[s.name].get("spectrum")]
+    if with_spectrum:
+        save("spectra.png", spectra_figure(plt, {s.name: results[s.name]["spectrum"] for s in with_spectrum}, groups, colours))
 
     curves = {key: value["interpolation"]["curve"] for key, value in pairs.items() if value.get("interpolation")}
     if curves:

@@ -10,6 +10,8 @@ RESOLVED_CONFIG = "resolved_config.yaml"  # the run's config, resolved, with the
 HISTORY = "history.csv"  # a row per epoch
 SHARPNESS = "sharpness.csv"  # a row per sharpness estimate during training (track.sharpness.every)
 SHARPNESS_FIGURE = "sharpness.png"  # those estimates against the optimizer's stability threshold
+SNAPSHOTS_DIR = "snapshots"  # the weights at chosen points of training (snapshots.at), <label>_model.pt
+SNAPSHOTS_INDEX = "snapshots.json"  # in SNAPSHOTS_DIR: every snapshot taken, its label, epoch and update
 METRICS = "metrics.json"  # how the run stands or ended, its results and facts
 CHECKPOINT = "checkpoint.pt"  # everything to continue the run (optqual/engine/checkpoint.py)
 SPLIT = "split_indices.npz"  # the rows of the source training set used for training and for validation
@@ -39,6 +41,11 @@ def config_dir() -> Path:
 def is_run_dir(path: Path) -> bool:
     """Whether `path` holds a run: its record, written once its launch was accepted (optqual/launch/record.py)."""
     return (path / HYDRA_DIR / "config.yaml").is_file()
+
+
+def snapshot_label(unit: str, n: int) -> str:
+    """A snapshot's name: `epoch_000005`, `update_000120`; its weights are SNAPSHOTS_DIR/<label>_model.pt."""
+    return f"{unit}_{n:06d}"
 
 
 def weights_file(name: str) -> str:
