@@ -61,6 +61,19 @@ def test_a_sweep_gets_every_measure_and_the_comparison(sweep):
         assert (sweep / "analysis" / figure).is_file()
     header = (sweep / "analysis" / "comparison.csv").read_text().splitlines()[0].split(",")
     assert header[:2] == ["run", "group"] and "sharpness.top_eigenvalue" in header and "calibration.ece" in header
+    assert "sharpness.ratio" in header and "compares numbers each optimizer regulates on a different scale" in text
+
+
+def test_each_run_s_sharpness_is_measured_against_its_own_optimizer_s_threshold(sweep):
+    """From the optimizer state of the last update (checkpoint.pt): SGD's lambda_max(H) against (2 + 2m) / lr, AdamW's
+    lambda_max(P^-1 H) against 38 / lr; P is the state's, so the preconditioned operator is not the plain one."""
+    sgd = json.loads((sweep / "optimizer=sgd,seed=0" / "analysis" / "sharpness.json").read_text())["result"]
+    adamw = json.loads((sweep / "optimizer=adamw,seed=0" / "analysis" / "sharpness.json").read_text())["result"]
+    assert sgd["regulated_by"] == "hessian" and sgd["threshold"] == pytest.approx((2 + 2 * 0.9) / 0.1)
+    assert sgd["ratio"] == pytest.approx(sgd["top_eigenvalue"] / sgd["threshold"]) and sgd["preconditioned_top_eigenvalue"] is None
+    assert adamw["regulated_by"] == "preconditioned" and adamw["threshold"] == pytest.approx((2 + 2 * 0.9) / ((1 - 0.9) * 1e-3))
+    assert adamw["ratio"] == pytest.approx(adamw["preconditioned_top_eigenvalue"] / adamw["threshold"])
+    assert adamw["preconditioned_top_eigenvalue"] > 10 * adamw["top_eigenvalue"]  # P ~ sqrt(v) + eps is far below 1
 
 
 def test_distance_from_init_uses_the_initial_weights_every_run_now_saves(sweep):

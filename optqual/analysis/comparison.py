@@ -44,6 +44,9 @@ PER_RUN = [
     ("sharpness", "top_eigenvalue", "top Hessian eigenvalue"),
     ("sharpness", "trace", "Hessian trace"),
     ("sharpness", "loss_increase", "loss increase under a random perturbation"),
+    ("sharpness", "preconditioned_top_eigenvalue", "top eigenvalue of P^-1 H (adaptive methods)"),
+    ("sharpness", "threshold", "stability threshold of the optimizer's last update"),
+    ("sharpness", "ratio", "regulated sharpness / its threshold"),
     ("spectrum", "negative_mass", "share of the Hessian's spectrum clearly below zero"),
     ("spectrum", "largest_node", "largest eigenvalue the density reached"),
     ("calibration", "ece", "expected calibration error"),
@@ -157,6 +160,22 @@ def pair_sentences(kinds: dict[str, dict[str, list[float]]]) -> list[str]:
     return sentences
 
 
+def own_terms(solutions: list[Solution], groups: dict[str, str], by_group: dict[str, dict[str, list[float]]]) -> str:
+    """Where the groups train with different optimizers: what their raw sharpness means, and the ratio that compares."""
+    if len({s.config.optimizer._target_ for s in solutions}) < 2 or not any("sharpness.top_eigenvalue" in g for g in by_group.values()):
+        return ""
+    ratios = [f"**{group}** {spread(values['sharpness.ratio'])}" for group, values in by_group.items() if values.get("sharpness.ratio")]
+    text = ("\n\nThe groups train with different optimizers, and each regulates its own sharpness (Cohen et al. 2021; 2022): "
+            "SGD the top eigenvalue of H, against (2 + 2 momentum) / lr; Adam, AdamW and RMSprop the top eigenvalue of P^-1 H, "
+            "P their diagonal preconditioner, against (2 + 2 beta1) / ((1 - beta1) lr) for Adam. Raw sharpness across them "
+            "(top eigenvalue, trace, loss under perturbation) compares numbers each optimizer regulates on a different scale")
+    if not ratios:
+        return text + "; the regulated sharpness of each run's last update needs its checkpoint.pt and `analysis.sharpness.regulated=true`."
+    return text + (". What compares is each run's regulated sharpness over its own threshold, at its last update: "
+                   f"{'; '.join(ratios)} (about 1 is the edge of stability, where full-batch training hovers; minibatches, "
+                   "batch norm's eval-mode statistics and a schedule's last lr move it).")
+
+
 def solution_seed(solutions: list[Solution], name: str) -> int:
     return next(s.config.seed for s in solutions if s.name == name)
 
@@ -196,6 +215,7 @@ def write(out: Path, solutions: list[Solution], groups: dict[str, str], results:
                       "a group start from different ones: a shared start alone brings two solutions closer (lower barrier, higher "
                       "CKA), so compare between-group pairs with one another rather than with within-group pairs "
                       "(`pairs=all` adds between-group pairs of different seeds).")
+    paragraph += own_terms(solutions, groups, by_group)
     paragraph += (f"\n\nOf the {len(columns)} numbers compared per pair of groups, about {expected:.1f} would separate completely "
                   f"by chance alone with these group sizes, so one separation is a lead to test with more seeds, not a finding.")
     figures = plot(out, solutions, groups, results, pairs)

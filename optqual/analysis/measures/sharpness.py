@@ -13,6 +13,13 @@ cut the trace's relative standard error of one pass from 6.8% to 2.3%.
 - perturbation (Li et al.): for `directions` Gaussian directions d, each filter (output
   unit) of every conv and linear weight scaled to that filter's norm, biases and norm
   weights left in place, the mean of L(w + r d) - L(w) at each radius r.
+- regulated (Cohen et al. 2021; 2022): raw sharpness is not comparable across optimizers, each
+  regulates its own. For the final weights, the optimizer is rebuilt with the state its last
+  update left (checkpoint.pt), and the result adds the threshold of that update, the
+  preconditioned top eigenvalue lambda_max(P^-1 H) for Adam, AdamW and RMSprop, and `ratio`,
+  the sharpness the optimizer is regulated by over its threshold (optqual/optim/stability.py).
+  Other weights (best, EMA, a snapshot) have no saved optimizer state: the threshold is then
+  null, and `threshold_rule` says why.
 """
 
 import math
@@ -27,8 +34,12 @@ from tqdm import tqdm
 from optqual.analysis.measures import Measure, register
 from optqual.analysis.solution import Solution
 from optqual.curvature import HessianVectorProducts, hutchinson_trace, lanczos_top_eigenvalues
+from optqual.engine.checkpoint import load_checkpoint
 from optqual.errors import require
+from optqual.files.layout import CHECKPOINT
 from optqual.losses import LossFunction
+from optqual.optim.build import build_optimizer
+from optqual.optim.stability import PRECONDITIONED, stability
 from optqual.system.progress import progress
 
 
@@ -43,6 +54,7 @@ class SharpnessSchema:
     tolerance: float = 1e-2
     trace_passes: int = 1
     radii: List[float] = field(default_factory=lambda: [0.1, 0.2, 0.4])
+    regulated: bool = True
     directions: int = 2
     chunk: int = 64
 
@@ -99,8 +111,40 @@ def perturbation_loss_increase(model: nn.Module, chunks, loss: LossFunction, rad
             "loss_increase_std": {str(r): torch.tensor(values).std().item() if len(values) > 1 else math.nan for r, values in increases.items()}}
 
 
+def optimizer_at_the_end(solution: Solution) -> tuple[torch.optim.Optimizer | None, str]:
+    """The run's optimizer as its last update left it (checkpoint.pt), over the analyzed model; None,
+    and why, when the analyzed weights are not the checkpoint's (best or EMA weights, a snapshot)."""
+    if not (solution.run_dir / CHECKPOINT).is_file():
+        return None, "the run kept no checkpoint.pt"
+    state = load_checkpoint(solution.run_dir)["state"]
+    saved, analyzed = state["model"], solution.model.state_dict()
+    if saved.keys() != analyzed.keys() or not all(torch.equal(saved[key], analyzed[key].cpu()) for key in analyzed):
+        return None, "the analyzed weights are not those the optimizer's saved state belongs to"
+    optimizer = build_optimizer(solution.model, solution.config.optimizer, solution.config.lr_scale)
+    optimizer.load_state_dict(state["optimizer"])
+    return optimizer, ""
+
+
+def regulated_sharpness(solution: Solution, hvp: HessianVectorProducts, chunks, max_products: int, tolerance: float,
+                        generator: torch.Generator) -> dict:
+    """The sharpness the run's optimizer is regulated by at its last update, and the threshold of that update
+    (optqual/optim/stability.py): lambda_max(H) for SGD, lambda_max(P^-1 H) for Adam, AdamW and RMSprop."""
+    optimizer, why = optimizer_at_the_end(solution)
+    regime = stability(optimizer) if optimizer is not None else None
+    known = regime is not None and regime.regulated is not None
+    result = {"regulated_by": regime.regulated if known else None, "threshold": regime.threshold if known else None,
+              "threshold_rule": regime.rule if regime else why, "preconditioned_top_eigenvalue": None}
+    if regime is not None and regime.regulated == PRECONDITIONED and regime.preconditioner is not None:
+        diagonal = [regime.preconditioner[p] for p in solution.model.parameters() if p.requires_grad]
+        preconditioned = HessianVectorProducts(solution.model, chunks, solution.loss, diagonal)
+        top = lanczos_top_eigenvalues(preconditioned, preconditioned.dim, 1, max_products, tolerance, generator)
+        result["preconditioned_top_eigenvalue"] = top["eigenvalues"][0]
+        hvp.passes += preconditioned.passes
+    return result
+
+
 def measure(solution: Solution, train_subset: int, seed: int, top_k: int, max_products: int, tolerance: float,
-            trace_passes: int, radii: list[float], directions: int, chunk: int) -> dict:
+            trace_passes: int, radii: list[float], directions: int, chunk: int, regulated: bool) -> dict:
     chunks = solution.train_subset(train_subset, seed, chunk)
     hvp = HessianVectorProducts(solution.model, chunks, solution.loss)
     generator = torch.Generator(device=solution.device).manual_seed(seed)
@@ -113,6 +157,12 @@ def measure(solution: Solution, train_subset: int, seed: int, top_k: int, max_pr
         del top["vector"]
         bar.set_description(f"sharpness {solution.name}: loss at {directions} random directions x {len(radii)} radii")
         perturbation = perturbation_loss_increase(solution.model, chunks, solution.loss, radii, directions, generator, bar)
+        if regulated:
+            bar.set_description(f"sharpness {solution.name}: the sharpness its optimizer is regulated by")
+            regime = regulated_sharpness(solution, hvp, chunks, max_products, tolerance, generator)
+    if regulated:  # None where the optimizer has no threshold, or its preconditioner is not there
+        own = regime["preconditioned_top_eigenvalue"] if regime["regulated_by"] == PRECONDITIONED else top["eigenvalues"][0]
+        regime["ratio"] = own / regime["threshold"] if regime["regulated_by"] and own is not None else None
     return {
         "top_eigenvalue": top["eigenvalues"][0],
         "top_eigenvalues": top["eigenvalues"],
@@ -121,6 +171,7 @@ def measure(solution: Solution, train_subset: int, seed: int, top_k: int, max_pr
         "eigenvalue_products": top["products"],
         **trace,
         **perturbation,
+        **(regime if regulated else {}),
         "subset_images": hvp.count,
         "parameters": hvp.dim,
     }
