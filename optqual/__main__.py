@@ -47,6 +47,7 @@ def command_line() -> argparse.ArgumentParser:
     profile.add_argument("directory", help="a run directory")
     profile.add_argument("--device", default="auto", help="where to time it (default: cuda when present, else cpu)")
     profile.add_argument("--calls", type=int, default=200, help="timed batch-1 calls after the warm-up")
+    profile.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     dashboard = commands.add_parser("dashboard", help="the Trackio dashboard of a run's or a sweep's project, unsmoothed")
     dashboard.add_argument("directory", help="a run directory, or a sweep directory")
     dashboard.add_argument("--port", type=int, default=None, help="serve on this port (default: the first free from 7860)")
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "profile":
             from optqual.tools.profile import format_profile, profile_run  # torch-heavy
 
-            print(format_profile(profile_run(args.directory, args.device, args.calls)))
+            print(format_profile(profile_run(args.directory, args.device, args.calls, args.threads)))
             print(f"wrote {args.directory}/profile.json")
         elif args.command == "dashboard":
             from optqual.tools.dashboard import show  # trackio: a web server

@@ -227,3 +227,26 @@ def test_the_smoothed_density_integrates_to_one():
     density = smoothed_density(quadratures, grid, 0.1)
     assert float(torch.trapezoid(density, grid)) == pytest.approx(1.0, rel=1e-6)
     assert float(torch.trapezoid(density * grid, grid)) == pytest.approx((0.2 * -1 + 0.25 + 0.9 + 0.8) / 2, rel=1e-6)
+
+
+def test_the_embedding_is_one_stage_not_two():
+    """ResNet-8's pool output is the classifier's input: the mean CKA over stages counts it once."""
+    from optqual.analysis.measures.activations import stage_outputs
+    from optqual.models.cifar_resnet import CifarResNet
+
+    outputs = stage_outputs(CifarResNet().eval(), torch.randn(8, 3, 32, 32))
+    assert list(outputs) == ["stem", "stage1", "stage2", "stage3", "embedding"]
+
+
+def test_ece_is_torchmetrics_where_the_binnings_agree():
+    """torchmetrics bins left-closed and ours right-closed: with no confidence on a bin edge the ECEs are equal."""
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    generator = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(2000, 10, generator=generator) * 3, torch.randint(0, 10, (2000,), generator=generator)
+    probabilities = logits.double().softmax(dim=1)
+    confidence, predicted = probabilities.max(dim=1)
+    assert not torch.isclose(confidence[:, None] * 15, (confidence[:, None] * 15).round()).any()  # none on an edge
+    ours, _ = expected_calibration_error(confidence, predicted == labels, 15)
+    theirs = float(multiclass_calibration_error(probabilities, labels, num_classes=10, n_bins=15, norm="l1"))
+    assert ours == pytest.approx(theirs, rel=1e-6)  # torchmetrics sums in float32

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.optim.swa_utils import update_bn
 
@@ -295,3 +296,34 @@ def test_analyze_and_compare_take_their_default_probe_on_the_shared_real_images(
     for name in ("activations", "features"):
         assert json.loads((tmp_path / "run0" / "analysis" / f"{name}.json").read_text())["settings"]["probe_size"] == 1017
     assert "CKA per stage" in capsys.readouterr().out
+
+
+def test_analyze_and_profile_take_their_thread_count(sweep):
+    """threads= (analyze, compare) and --threads (profile), as a run takes threads=: not only an environment variable."""
+    saved = torch.get_num_threads()
+    try:
+        analyze.prepare_process(analyze.compose_config(["threads=1"]))
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(saved)
+        run = sweep / "optimizer=sgd,seed=0"
+        assert optqual(["profile", str(run), "--calls", "5", "--threads", "1"]) == 0
+        assert json.loads((run / "profile.json").read_text())["threads"] == 1
+    finally:
+        torch.set_num_threads(saved)
+    with pytest.raises(analyze.ConfigError, match=r"^threads=0: must be a positive number of threads, or null$"):
+        analyze.compose_config(["threads=0"])
+
+
+def test_sharpness_with_batch_norm_statistics_recomputed_says_so_and_differs(sweep):
+    run = sweep / "optimizer=adamw,seed=0"
+    overrides = ["analysis=[sharpness]", *(o for o in SMALL if o.startswith(("train_subset", "analysis.sharpness"))),
+                 "analysis.sharpness.batch_norm=recomputed"]
+    solution = Solution.load(run, "final", torch.device("cpu"))
+    node = analyze.compose_config(overrides).analysis.sharpness
+    recomputed = instantiate(node, _convert_="all")(solution)
+    running = json.loads((run / "analysis" / "sharpness.json").read_text())["result"]
+    assert recomputed["batch_norm"] == "recomputed" and running["batch_norm"] == "running"
+    assert recomputed["train_subset_loss"] != pytest.approx(running["train_subset_loss"], rel=1e-3)
+    assert recomputed["regulated_by"] == "preconditioned" and recomputed["threshold"] == running["threshold"]  # the same weights
+    assert all(torch.equal(a, b) for a, b in zip(solution.model.state_dict().values(),
+                                                  Solution.load(run, "final", torch.device("cpu")).model.state_dict().values()))

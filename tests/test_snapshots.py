@@ -54,19 +54,26 @@ def test_a_killed_run_takes_its_snapshots_again_bit_for_bit(tmp_path, tiny_npz):
     for label, (row, weights) in reference.items():
         assert resumed[label][0] == row and row["epoch"] == (row["update"] - 1) // 6 + 1  # 6 updates an epoch
         assert all(torch.equal(weights[key], resumed[label][1][key]) for key in weights)
+        states = [torch.load(run / "snapshots" / f"{label}_optimizer.pt", weights_only=True)["state"] for run in (tmp_path / "reference",
+                                                                                                              tmp_path / "killed")]
+        assert states[0].keys() == states[1].keys() and all(torch.equal(states[0][p]["momentum_buffer"], states[1][p]["momentum_buffer"])
+                                                            for p in states[0])  # SGD's state at the snapshot, for the regulated sharpness
 
 
 @pytest.mark.slow
 def test_analyze_snapshots_draws_trajectories_per_run_and_per_group(tmp_path, tiny_npz):
     launched(tmp_path, "-m", *tiny_overrides(tiny_npz), "epochs=3", "optimizer=sgd,adamw", "seed=0,1", "trackio.enabled=false",
              "snapshots.at=[1,3]", "hydra.sweep.dir=sweep")
-    result = cli("analyze", str(tmp_path / "sweep"), "--snapshots", "analysis=[weights,calibration]", cwd=tmp_path)
+    measures = ["analysis=[weights,calibration,sharpness]", "train_subset=64", "analysis.sharpness.max_products=4",
+                "analysis.sharpness.directions=1", "analysis.sharpness.radii=[0.1]"]
+    result = cli("analyze", str(tmp_path / "sweep"), "--snapshots", *measures, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     for run in ("optimizer=sgd,seed=0", "optimizer=adamw,seed=1"):
         analysis = tmp_path / "sweep" / run / "analysis"
         with open(analysis / "trajectories.csv") as file:
             rows = list(csv.DictReader(file))
         assert [row["label"] for row in rows] == ["epoch_000001", "epoch_000003"]
+        assert all(float(row["sharpness.ratio"]) > 0 for row in rows)  # against the threshold of the optimizer's state then
         assert (analysis / "snapshots" / "epoch_000003" / "calibration.json").is_file() and (analysis / "trajectories.png").is_file()
         final = json.loads((analysis / "snapshots" / "epoch_000003" / "calibration.json").read_text())["result"]["accuracy"]
         assert final == pytest.approx(json.loads((analysis.parent / "metrics.json").read_text())["test_acc"])  # the last snapshot is the run's end
@@ -76,6 +83,6 @@ def test_analyze_snapshots_draws_trajectories_per_run_and_per_group(tmp_path, ti
     assert (tmp_path / "sweep" / "analysis" / "trajectories.png").is_file()
     results = sorted((tmp_path / "sweep").glob("*/analysis/snapshots/*/*.json"))
     written = [path.stat().st_mtime_ns for path in results]
-    assert len(results) == 4 * 2 * 2  # runs x snapshots x measures
-    assert cli("analyze", str(tmp_path / "sweep"), "--snapshots", "analysis=[weights,calibration]", cwd=tmp_path).returncode == 0
+    assert len(results) == 4 * 2 * 3  # runs x snapshots x measures
+    assert cli("analyze", str(tmp_path / "sweep"), "--snapshots", *measures, cwd=tmp_path).returncode == 0
     assert [path.stat().st_mtime_ns for path in results] == written  # each result kept: cached per snapshot

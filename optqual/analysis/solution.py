@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from optqual.data.images import ImageData
 from optqual.errors import ConfigError
-from optqual.files.layout import INITIAL
+from optqual.files.layout import FINAL, INITIAL
 from optqual.losses import LossFunction, plain_loss
 from optqual.runs.reader import RunDirError
 from optqual.runs.results import load_run
@@ -37,6 +37,7 @@ class Solution:
     data: ImageData
     device: torch.device
     weights_sha256: str  # of the analyzed weights file: a result computed on other weights is stale
+    weights: str = FINAL  # the name of the analyzed weights (<weights>_model.pt in the run directory)
     memo: dict = field(default_factory=dict)  # what pairwise measures compute once per run (kernels, predictions)
 
     @classmethod
@@ -59,7 +60,7 @@ class Solution:
         initial_path = job.weights(INITIAL)
         initial = torch.load(initial_path, map_location="cpu", weights_only=True) if initial_path.is_file() else None
         model = model.to(device, memory_format=torch.channels_last).eval()  # the layout the run trained in, fastest forward
-        return cls(run_dir, config, job.metrics, model, initial, data, device, hashlib.sha256(path.read_bytes()).hexdigest())
+        return cls(run_dir, config, job.metrics, model, initial, data, device, hashlib.sha256(path.read_bytes()).hexdigest(), weights)
 
     @property
     def name(self) -> str:

@@ -22,6 +22,7 @@ from optqual.files.layout import SHARPNESS
 SCALARS = [  # (measure, key, words)
     ("sharpness", "top_eigenvalue", "top Hessian eigenvalue"),
     ("sharpness", "trace", "Hessian trace"),
+    ("sharpness", "ratio", "regulated sharpness / its threshold"),
     ("weights", "total_l2_norm", "weight norm ||w||"),
     ("weights", "relative_distance_from_init", "distance from init ||w - w0|| / ||w0||"),
     ("activations", "embedding_effective_rank", "effective rank of the embedding"),

@@ -5,7 +5,9 @@ to measure the solution as it forms (`snapshots.at=log:12`).
 `every:N`, or `log:K`, K points spaced evenly on a log scale from the first to the last (fewer
 where they round to the same one: early training changes fastest). A snapshot is taken after
 that epoch (its validation done) or that update: `snapshots/<unit>_<n>_model.pt`, the model's
-state dict as `final_model.pt` holds it, written atomically; `snapshots/snapshots.json` lists
+state dict as `final_model.pt` holds it, and with `optimizer_state` (the default) the optimizer's
+state beside it (`<label>_optimizer.pt`: the sharpness measure then also measures the sharpness
+the optimizer regulates, against its threshold), written atomically; `snapshots/snapshots.json` lists
 every snapshot taken (its label, epoch and update), rewritten atomically after each. The list
 is part of the training state: a resumed run takes again, bit for bit, the snapshots after its
 checkpoint, and keeps those before it.
@@ -36,6 +38,7 @@ SPEC = re.compile(r"(every|log):(\d+)")
 class SnapshotsSchema:
     at: Any = None  # null: none; a list of epochs (or updates), every:N or log:K
     unit: str = "epoch"  # epoch or update
+    optimizer_state: bool = True  # also the optimizer's state: the sharpness it regulates, at each snapshot
 
 
 SCHEMAS = {"snapshots": SnapshotsSchema}
@@ -57,8 +60,8 @@ def points(at: Any, total: int) -> list[int]:
 
 
 class Snapshots(Extension):
-    def __init__(self, model: nn.Module, run_dir: Path, unit: str, at: list[int]):
-        self.model, self.directory, self.unit, self.at = model, run_dir / SNAPSHOTS_DIR, unit, set(at)
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, run_dir: Path, unit: str, at: list[int]):
+        self.model, self.optimizer, self.directory, self.unit, self.at = model, optimizer, run_dir / SNAPSHOTS_DIR, unit, set(at)
         self.updates, self.epochs = 0, 0  # done
         self.taken: list[dict] = []
 
@@ -78,6 +81,9 @@ class Snapshots(Extension):
         self.directory.mkdir(exist_ok=True)
         weights = plain_state_dict(self.model)
         atomic_write(self.directory / f"{label}_model.pt", lambda file: torch.save(weights, file))
+        if self.optimizer is not None:
+            state = self.optimizer.state_dict()
+            atomic_write(self.directory / f"{label}_optimizer.pt", lambda file: torch.save(state, file))
         self.taken = [row for row in self.taken if row["label"] != label] + [{"label": label, "epoch": epoch, "update": self.updates}]
         write_json(self.directory / SNAPSHOTS_INDEX, {"unit": self.unit, "snapshots": self.taken})
 
@@ -92,7 +98,7 @@ def build_snapshots(node: DictConfig, context: BuildContext) -> Snapshots | None
     if node.at is None:
         return None
     total = context.epoch_steps.total if node.unit == "update" else len(context.epoch_steps)
-    return Snapshots(context.model, context.run_dir, node.unit, points(node.at, total))
+    return Snapshots(context.model, context.optimizer if node.optimizer_state else None, context.run_dir, node.unit, points(node.at, total))
 
 
 def check(cfg: DictConfig) -> None:

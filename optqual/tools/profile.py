@@ -15,7 +15,9 @@ from optqual.runs.reader import read_run
 from optqual.system.devices import resolve_device
 
 
-def profile_run(run_dir: str, device: str = "auto", calls: int = 200) -> dict:
+def profile_run(run_dir: str, device: str = "auto", calls: int = 200, threads: int | None = None) -> dict:
+    if threads is not None:
+        torch.set_num_threads(threads)
     run = read_run(run_dir)
     facts = {key: run.config.data[key] for key in ("num_classes", "channels", "image_size")}
     model = build_model(run.config.model, facts)

@@ -43,7 +43,9 @@ def classifier(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def stage_outputs(model: nn.Module, images: torch.Tensor, batch: int = 256) -> dict[str, torch.Tensor]:
-    """Each stage's output and the embedding, for all `images` (in eval mode), keyed by name."""
+    """Each stage's output and the embedding, for all `images` (in eval mode), keyed by name. A stage whose
+    output is the embedding itself (the pooling before the classifier, an MLP's last hidden layer) is kept
+    once, as the embedding: a mean over stages would count it twice."""
     head = classifier(model)
     stages = [(name, module) for name, module in model.named_children() if module is not head]
     outputs: dict[str, list[torch.Tensor]] = {name: [] for name, _ in stages} | {EMBEDDING: []}
@@ -57,7 +59,10 @@ def stage_outputs(model: nn.Module, images: torch.Tensor, batch: int = 256) -> d
     finally:
         for hook in hooks:
             hook.remove()
-    return {name: torch.cat(chunks) for name, chunks in outputs.items() if chunks}
+    joined = {name: torch.cat(chunks) for name, chunks in outputs.items() if chunks}
+    embedding = joined[EMBEDDING]
+    return {name: output for name, output in joined.items()
+            if name == EMBEDDING or output.flatten(1).shape != embedding.shape or not torch.equal(output.flatten(1), embedding)}
 
 
 def effective_rank(matrix: torch.Tensor) -> float:

@@ -3,8 +3,9 @@ per-class accuracy, the confusion matrix, and their pictures.
 
 Probabilities are the softmax of the logits in float64. ECE (Guo et al. 2017) sorts the
 predictions' confidences (the top probability) into `bins` equal-width bins
-((k-1)/B, k/B], so a confidence of exactly 1.0 falls in the last bin (torchmetrics'
-bucketing drops it out of range); ECE = sum over bins of (n_b / N) |acc_b - conf_b|. NLL
+((k-1)/B, k/B], so a confidence of exactly 1.0 falls in the last bin (torchmetrics 1.9
+bins left-closed, [(k-1)/B, k/B), with 1.0 in a bin of its own after the last; the two
+agree wherever no confidence lies on a bin edge, as tests/test_analysis_measures.py checks); ECE = sum over bins of (n_b / N) |acc_b - conf_b|. NLL
 is the mean cross-entropy; the Brier score the mean over images of sum over classes of
 (p_c - y_c)^2 (Brier's multi-class form, between 0 and 2).
 """

@@ -15,13 +15,22 @@ cut the trace's relative standard error of one pass from 6.8% to 2.3%.
   weights left in place, the mean of L(w + r d) - L(w) at each radius r.
 - regulated (Cohen et al. 2021; 2022): raw sharpness is not comparable across optimizers, each
   regulates its own. For the final weights, the optimizer is rebuilt with the state its last
-  update left (checkpoint.pt), and the result adds the threshold of that update, the
+  update left (checkpoint.pt), for a snapshot with the state saved beside it, and the result
+  adds the threshold of the next update, the
   preconditioned top eigenvalue lambda_max(P^-1 H) for Adam, AdamW and RMSprop, and `ratio`,
   the sharpness the optimizer is regulated by over its threshold (optqual/optim/stability.py).
-  Other weights (best, EMA, a snapshot) have no saved optimizer state: the threshold is then
+  Other weights (best, EMA) have no saved optimizer state: the threshold is then
   null, and `threshold_rule` says why.
+
+Batch norm in eval mode uses the running statistics as training left them, an average over
+its last batches, which lag the final weights (`batch_norm: running`, the default, recorded in
+the result). `batch_norm: recomputed` recomputes them first on the train subset
+(torch.optim.swa_utils.update_bn, as the interpolation does at each point), on a copy: then
+every number here is of the loss with the statistics of the final weights themselves.
 """
 
+import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import List
@@ -29,6 +38,7 @@ from typing import List
 import torch
 from omegaconf import DictConfig
 from torch import nn
+from torch.optim.swa_utils import update_bn
 from tqdm import tqdm
 
 from optqual.analysis.measures import Measure, register
@@ -55,6 +65,7 @@ class SharpnessSchema:
     trace_passes: int = 1
     radii: List[float] = field(default_factory=lambda: [0.1, 0.2, 0.4])
     regulated: bool = True
+    batch_norm: str = "running"
     directions: int = 2
     chunk: int = 64
 
@@ -67,6 +78,7 @@ def check(node: DictConfig) -> None:
     for name in ("train_subset", "trace_passes", "directions", "chunk"):
         require(node[name] > 0, f"{key}.{name}", node[name], "must be positive")
     require(all(r > 0 for r in node.radii), f"{key}.radii", list(node.radii), "must be positive")
+    require(node.batch_norm in ("running", "recomputed"), f"{key}.batch_norm", node.batch_norm, "must be running or recomputed")
 
 
 def mean_loss(model: nn.Module, chunks: list[tuple[torch.Tensor, torch.Tensor]], loss: LossFunction) -> float:
@@ -112,16 +124,22 @@ def perturbation_loss_increase(model: nn.Module, chunks, loss: LossFunction, rad
 
 
 def optimizer_at_the_end(solution: Solution) -> tuple[torch.optim.Optimizer | None, str]:
-    """The run's optimizer as its last update left it (checkpoint.pt), over the analyzed model; None,
-    and why, when the analyzed weights are not the checkpoint's (best or EMA weights, a snapshot)."""
-    if not (solution.run_dir / CHECKPOINT).is_file():
+    """The run's optimizer as it stood at the analyzed weights, over the analyzed model: a snapshot's
+    saved state (<weights>_optimizer.pt), or the last update's (checkpoint.pt) for the last weights;
+    None, and why, for weights no saved state belongs to (best or EMA weights)."""
+    beside = solution.run_dir / f"{solution.weights}_optimizer.pt"
+    if beside.is_file():
+        state = torch.load(beside, map_location="cpu", weights_only=True)
+    elif not (solution.run_dir / CHECKPOINT).is_file():
         return None, "the run kept no checkpoint.pt"
-    state = load_checkpoint(solution.run_dir)["state"]
-    saved, analyzed = state["model"], solution.model.state_dict()
-    if saved.keys() != analyzed.keys() or not all(torch.equal(saved[key], analyzed[key].cpu()) for key in analyzed):
-        return None, "the analyzed weights are not those the optimizer's saved state belongs to"
+    else:
+        saved = load_checkpoint(solution.run_dir)["state"]
+        weights, analyzed = saved["model"], dict(solution.model.named_parameters())  # batch norm's statistics may be recomputed
+        if not analyzed.keys() <= weights.keys() or not all(torch.equal(weights[key], analyzed[key].detach().cpu()) for key in analyzed):
+            return None, "the analyzed weights are not those the optimizer's saved state belongs to"
+        state = saved["optimizer"]
     optimizer = build_optimizer(solution.model, solution.config.optimizer, solution.config.lr_scale)
-    optimizer.load_state_dict(state["optimizer"])
+    optimizer.load_state_dict(state)
     return optimizer, ""
 
 
@@ -144,8 +162,12 @@ def regulated_sharpness(solution: Solution, hvp: HessianVectorProducts, chunks, 
 
 
 def measure(solution: Solution, train_subset: int, seed: int, top_k: int, max_products: int, tolerance: float,
-            trace_passes: int, radii: list[float], directions: int, chunk: int, regulated: bool) -> dict:
+            trace_passes: int, radii: list[float], directions: int, chunk: int, regulated: bool, batch_norm: str) -> dict:
     chunks = solution.train_subset(train_subset, seed, chunk)
+    if batch_norm == "recomputed":  # the statistics of the solution's own training images, not the last batches' running average
+        solution = dataclasses.replace(solution, model=copy.deepcopy(solution.model))
+        update_bn([images for images, _ in chunks], solution.model)
+        solution.model.eval()
     hvp = HessianVectorProducts(solution.model, chunks, solution.loss)
     generator = torch.Generator(device=solution.device).manual_seed(seed)
     total = max_products + trace_passes + directions * len(radii)
@@ -172,6 +194,7 @@ def measure(solution: Solution, train_subset: int, seed: int, top_k: int, max_pr
         **trace,
         **perturbation,
         **(regime if regulated else {}),
+        "batch_norm": batch_norm,
         "subset_images": hvp.count,
         "parameters": hvp.dim,
     }
