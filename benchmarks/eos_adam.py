@@ -1,0 +1,36 @@
+"""Cohen et al. 2022, "Adaptive gradient methods at the edge of stability", reproduced: full-batch
+Adam (beta1 = 0.9) on the fc-tanh with the square loss, on 2,000 real CIFAR-10 images, at two step
+sizes. The preconditioned sharpness lambda_max(P^-1 H), with P the preconditioner of Adam's next
+update, rises to (2 + 2 beta1) / ((1 - beta1) eta) = 38 / eta and equilibrates there; the plain
+sharpness lambda_max(H) is recorded beside it and is not regulated.
+
+    python benchmarks/eos_adam.py [--data ../shared/data/cifar10_head.npz] [--quick]
+
+Passes when the median of lambda_max(P^-1 H) / (38 / eta) over the last 30% of the updates lies
+within [0.9, 1.2] at both step sizes (exit status 0; 1 otherwise). About 8 minutes on 2 CPU cores.
+The figure goes to docs/research/eos_adam.png.
+"""
+
+import sys
+
+from edge_of_stability import arguments, draw, setup, train, verdict
+
+STEP_SIZES = {"eta = 2e-4": (2e-4, 600), "eta = 1e-4": (1e-4, 1000)}  # step size, updates
+
+
+def main() -> int:
+    args = arguments(__doc__, "eos_adam.png")
+    runs = {}
+    for label, (eta, updates) in STEP_SIZES.items():
+        updates = updates // 10 if args.quick else updates
+        overrides = [*setup(args.data), "optimizer=adam", f"optimizer.lr={eta}", "optimizer.betas=[0.9,0.999]", "optimizer.weight_decay=0",
+                     f"epochs={updates}"]
+        runs[label] = train(args.workdir, f"adam_lr{eta:g}", overrides)
+    reproduced = verdict(runs, "lambda_max(P^-1 H)", "Adam trains at the adaptive edge of stability, lambda_max(P^-1 H) ~ 38 / eta")
+    draw(runs, "preconditioned_sharpness", "lambda_max(P^-1 H)", "Full-batch Adam (beta1 = 0.9), fc-tanh, square loss, 2,000 "
+         "CIFAR-10 images: the preconditioned sharpness rises to 38 / eta", args.figure)
+    return 0 if reproduced else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
