@@ -31,6 +31,20 @@ EVERY = 25  # updates between sharpness estimates
 TOLERANCE = 1e-2
 
 
+def reproduce(description: str, figure: str, step_sizes: dict[str, tuple[float, int]], optimizer: list[str], name: str,
+              column: str, label: str, claim: str, title: str) -> int:
+    """Train a run per step size (label -> (eta, updates)) with `optimizer`'s overrides, print the verdict
+    on `column` (`label`) against the claim, draw the figure; the exit status: 0 when reproduced."""
+    args = arguments(description, figure)
+    runs = {}
+    for step, (eta, updates) in step_sizes.items():
+        overrides = [*setup(args.data), *optimizer, f"optimizer.lr={eta}", f"epochs={updates // 10 if args.quick else updates}"]
+        runs[step] = train(args.workdir, f"{name}_lr{eta:.5g}", overrides)
+    reproduced = verdict(runs, label, claim)
+    draw(runs, column, label, title, args.figure)
+    return 0 if reproduced else 1
+
+
 def arguments(description: str, figure: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "cifar10_head.npz")

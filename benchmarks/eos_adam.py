@@ -13,24 +13,13 @@ The figure goes to docs/research/eos_adam.png.
 
 import sys
 
-from edge_of_stability import arguments, draw, setup, train, verdict
+from edge_of_stability import reproduce
 
 STEP_SIZES = {"eta = 2e-4": (2e-4, 600), "eta = 1e-4": (1e-4, 1000)}  # step size, updates
 
-
-def main() -> int:
-    args = arguments(__doc__, "eos_adam.png")
-    runs = {}
-    for label, (eta, updates) in STEP_SIZES.items():
-        updates = updates // 10 if args.quick else updates
-        overrides = [*setup(args.data), "optimizer=adam", f"optimizer.lr={eta}", "optimizer.betas=[0.9,0.999]", "optimizer.weight_decay=0",
-                     f"epochs={updates}"]
-        runs[label] = train(args.workdir, f"adam_lr{eta:g}", overrides)
-    reproduced = verdict(runs, "lambda_max(P^-1 H)", "Adam trains at the adaptive edge of stability, lambda_max(P^-1 H) ~ 38 / eta")
-    draw(runs, "preconditioned_sharpness", "lambda_max(P^-1 H)", "Full-batch Adam (beta1 = 0.9), fc-tanh, square loss, 2,000 "
-         "CIFAR-10 images: the preconditioned sharpness rises to 38 / eta", args.figure)
-    return 0 if reproduced else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(reproduce(__doc__, "eos_adam.png", STEP_SIZES, ["optimizer=adam", "optimizer.betas=[0.9,0.999]", "optimizer.weight_decay=0"],
+                       "adam", "preconditioned_sharpness", "lambda_max(P^-1 H)",
+                       "Adam trains at the adaptive edge of stability, lambda_max(P^-1 H) ~ 38 / eta",
+                       "Full-batch Adam (beta1 = 0.9), fc-tanh, square loss, 2,000 CIFAR-10 images: the preconditioned sharpness "
+                       "rises to 38 / eta"))

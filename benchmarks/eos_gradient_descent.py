@@ -12,24 +12,11 @@ The figure goes to docs/research/eos_gradient_descent.png.
 
 import sys
 
-from edge_of_stability import arguments, draw, setup, train, verdict
+from edge_of_stability import reproduce
 
 STEP_SIZES = {"eta = 2/100": (0.02, 1500), "eta = 2/150": (2 / 150, 2500)}  # step size, updates (sharpening takes longer at 2/150)
 
-
-def main() -> int:
-    args = arguments(__doc__, "eos_gradient_descent.png")
-    runs = {}
-    for label, (eta, updates) in STEP_SIZES.items():
-        updates = updates // 10 if args.quick else updates
-        overrides = [*setup(args.data), "optimizer=sgd", f"optimizer.lr={eta}", "optimizer.momentum=0", "optimizer.weight_decay=0",
-                     f"epochs={updates}"]
-        runs[label] = train(args.workdir, f"gd_lr{eta:.5f}", overrides)
-    reproduced = verdict(runs, "lambda_max(H)", "gradient descent trains at the edge of stability, lambda_max(H) ~ 2 / eta")
-    draw(runs, "sharpness", "lambda_max(H)", "Full-batch gradient descent, fc-tanh, square loss, 2,000 CIFAR-10 images: "
-         "the sharpness rises to 2 / eta", args.figure)
-    return 0 if reproduced else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(reproduce(__doc__, "eos_gradient_descent.png", STEP_SIZES, ["optimizer=sgd", "optimizer.momentum=0", "optimizer.weight_decay=0"],
+                       "gd", "sharpness", "lambda_max(H)", "gradient descent trains at the edge of stability, lambda_max(H) ~ 2 / eta",
+                       "Full-batch gradient descent, fc-tanh, square loss, 2,000 CIFAR-10 images: the sharpness rises to 2 / eta"))
