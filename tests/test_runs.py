@@ -322,7 +322,7 @@ def test_help_lists_the_groups_a_run_composes_and_cfg_resolve_writes_nothing(tmp
     result = launch_here(tmp_path, "--help")
     groups, components = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0].split("== Components ==")
     listed = [line.split(":")[0] for line in groups.splitlines() if ": " in line]
-    assert listed == ["optimizer", "model", "data", "experiment"]  # no schema/..., no hydra/..., no analysis
+    assert listed == ["optimizer", "model", "data", "loss", "experiment"]  # no schema/..., no hydra/..., no analysis
     assert "optimizer: adam, adamw, lion, muon, nesterov, rmsprop, sam, sgd" in groups
     named = [line.split(":")[0] for line in components.splitlines() if line and not line.startswith(" ") and ": " in line]
     assert named == [component.name for component in registered()]  # in the order they are called

@@ -11,7 +11,7 @@ update of the momentum buffer `buf = momentum * buf + (1 - dampening) g`):
 - Adam and AdamW: lambda_max(P^-1 H) < (2 + 2 beta1) / ((1 - beta1) lr) (38 / lr at beta1 = 0.9),
   with P = (1 - beta1^(t+1)) (sqrt(v_t / (1 - beta2^t)) + eps) the preconditioner of the next
   update, the t-th second-moment estimate standing in for the (t+1)-th that its gradient will
-  make (Cohen et al. 2022, "Adaptive gradient methods at the edge of stability"); the first
+  make, not known yet (Cohen et al. 2022, "Adaptive gradient methods at the edge of stability"); the first
   moment's bias correction is in P, AMSGrad's maximum replaces v_t;
 - RMSprop (`buf = momentum * buf + g / P`, P = sqrt(v) + eps, centered: sqrt(v - mean^2) + eps):
   lambda_max(P^-1 H) < (2 + 2 momentum) / lr.
