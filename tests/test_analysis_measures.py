@@ -2,6 +2,7 @@
 eigenvalues and trace against a dense Hessian, CKA against the full-batch formula and its
 invariances, ECE by hand, stable and effective rank of known matrices."""
 
+import copy
 import math
 
 import numpy as np
@@ -13,7 +14,7 @@ from torch.func import functional_call
 
 from optqual.analysis.measures.activations import dead_share, effective_rank
 from optqual.analysis.measures.calibration import expected_calibration_error
-from optqual.analysis.measures.sharpness import filter_normalized_direction
+from optqual.analysis.measures.sharpness import filter_normalized_direction, perturbation_loss_increase
 from optqual.analysis.measures.similarity import cka, linear_kernels
 from optqual.analysis.measures.weights import stable_rank
 from optqual.curvature import (HessianVectorProducts, hutchinson_trace, lanczos_quadrature, lanczos_top_eigenvalues,
@@ -104,9 +105,63 @@ def test_plain_hutchinson_is_unbiased_within_its_reported_error():
     assert abs(estimate["trace"] - exact) < 4 * estimate["trace_stderr"] and estimate["trace_stderr"] < 0.05 * exact
 
 
+def adaptive(model: nn.Module) -> list[torch.Tensor]:
+    return [p.detach().abs() for p in model.parameters()]
+
+
+def test_adaptive_sharpness_is_that_of_diag_w_h_diag_w_computed_densely():
+    """Products, top eigenvalue and trace of the scaled operator against D H D formed from the dense Hessian."""
+    model, chunks, x, y = tiny_problem()
+    scale = torch.cat([w.reshape(-1) for w in adaptive(model)]).double()
+    exact = scale[:, None] * dense_hessian(model, x, y) * scale[None, :]
+    hvp = HessianVectorProducts(model, chunks, scale=adaptive(model))
+    v = torch.randn(hvp.dim, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    torch.testing.assert_close(hvp(v), exact @ v, rtol=1e-5, atol=1e-6)
+    top = lanczos_top_eigenvalues(hvp, hvp.dim, 1, max_products=hvp.dim, tolerance=1e-6, generator=torch.Generator().manual_seed(0))
+    assert top["eigenvalues"][0] == pytest.approx(float(torch.linalg.eigvalsh(exact)[-1]), rel=1e-6)
+    trace = hutchinson_trace(hvp, 300, torch.Generator().manual_seed(4))
+    assert abs(trace["trace"] - float(torch.trace(exact))) < 4 * trace["trace_stderr"] < 0.2 * float(torch.trace(exact))
+
+
+def test_rescaling_a_layer_behind_batch_norm_changes_raw_sharpness_not_adaptive_sharpness():
+    """Dinh et al. 2017: the conv's weights over 10, batch norm's statistics with them, the same function;
+    the conv's block of H grows 100-fold and raw sharpness with it, diag(|w|) H diag(|w|) keeps its eigenvalue and trace."""
+    model, chunks, x, y = tiny_problem()
+    rescaled = copy.deepcopy(model)
+    with torch.no_grad():
+        rescaled.conv.weight /= 10
+        rescaled.bn.running_mean /= 10
+        rescaled.bn.running_var.add_(rescaled.bn.eps).div_(100).sub_(rescaled.bn.eps)  # (var + eps) over 100
+    torch.testing.assert_close(rescaled(x), model(x), rtol=1e-5, atol=1e-5)
+
+    def top(m: nn.Module, scale) -> float:
+        hvp = HessianVectorProducts(m, chunks, scale=scale)
+        return lanczos_top_eigenvalues(hvp, hvp.dim, 1, hvp.dim, 1e-8, torch.Generator().manual_seed(0))["eigenvalues"][0]
+
+    def trace(m: nn.Module) -> float:  # exact: the dense Hessian's diagonal, weighted by w^2
+        scale = torch.cat([w.reshape(-1) for w in adaptive(m)]).double()
+        return float(torch.diagonal(dense_hessian(m, x, y)) @ scale.square())
+
+    assert top(rescaled, None) > 5 * top(model, None)
+    assert top(rescaled, adaptive(rescaled)) == pytest.approx(top(model, adaptive(model)), rel=1e-4)
+    assert trace(rescaled) == pytest.approx(trace(model), rel=1e-4)
+
+
+def test_the_perturbation_reports_the_standard_error_of_its_mean_over_directions():
+    """Six directions at once are six single directions in turn, each scaled to the solution's own filters."""
+    model, chunks, x, y = tiny_problem()
+    result = perturbation_loss_increase(model, chunks, F.cross_entropy, [0.5], 6, torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    singles = [perturbation_loss_increase(model, chunks, F.cross_entropy, [0.5], 1, generator)["loss_increase"]["0.5"] for _ in range(6)]
+    assert result["loss_increase"]["0.5"] == pytest.approx(np.mean(singles))
+    assert result["loss_increase_stderr"]["0.5"] == pytest.approx(np.std(singles, ddof=1) / math.sqrt(6))
+    torch.testing.assert_close(torch.cat([p.reshape(-1) for p in model.parameters()]),
+                               torch.cat([p.reshape(-1) for p in Tiny().parameters()]))  # the weights are back
+
+
 def test_filter_normalized_directions_scale_each_filter_to_its_weights_and_leave_biases():
     model = Tiny()
-    direction = filter_normalized_direction(model, torch.Generator().manual_seed(0))
+    direction = filter_normalized_direction(list(model.parameters()), torch.Generator().manual_seed(0))
     for (name, p), d in zip(model.named_parameters(), direction):
         if p.ndim > 1:
             torch.testing.assert_close(d.reshape(len(d), -1).norm(dim=1), p.detach().reshape(len(p), -1).norm(dim=1))

@@ -22,7 +22,7 @@ from optqual.models.cifar_resnet import CifarResNet
 pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
 
 # small enough for a test: 60 test images, 180 training images
-SMALL = ["probe_size=48", "train_subset=64", "analysis.sharpness.max_products=4", "analysis.sharpness.directions=1",
+SMALL = ["probe_size=48", "train_subset=64", "analysis.sharpness.max_products=4", "analysis.sharpness.directions=2",
          "analysis.sharpness.radii=[0.1]", "analysis.interpolation.points=3", "analysis.interpolation.train_images=32",
          "analysis.similarity.minibatch=16", "analysis.features.images=4"]
 PER_RUN = ("weights", "activations", "sharpness", "calibration", "features")
@@ -63,6 +63,8 @@ def test_a_sweep_gets_every_measure_and_the_comparison(sweep):
     header = (sweep / "analysis" / "comparison.csv").read_text().splitlines()[0].split(",")
     assert header[:2] == ["run", "group"] and "sharpness.top_eigenvalue" in header and "calibration.ece" in header
     assert "sharpness.ratio" in header and "compares numbers each optimizer regulates on a different scale" in text
+    assert "sharpness.adaptive_trace" in header and "do not change under such a rescaling" in text  # the scale-invariant rows
+    assert "its standard error is at most" in text  # how precise the perturbation's means are
 
 
 def test_each_run_s_sharpness_is_measured_against_its_own_optimizer_s_threshold(sweep):

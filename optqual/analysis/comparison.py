@@ -43,6 +43,8 @@ PER_RUN = [
     ("activations", "mean_dead_share", "share of dead units"),
     ("sharpness", "top_eigenvalue", "top Hessian eigenvalue"),
     ("sharpness", "trace", "Hessian trace"),
+    ("sharpness", "adaptive_top_eigenvalue", "top eigenvalue of diag(|w|) H diag(|w|) (scale-invariant)"),
+    ("sharpness", "adaptive_trace", "trace of diag(|w|) H diag(|w|) (scale-invariant)"),
     ("sharpness", "loss_increase", "loss increase under a random perturbation"),
     ("sharpness", "preconditioned_top_eigenvalue", "top eigenvalue of P^-1 H (adaptive methods)"),
     ("sharpness", "threshold", "stability threshold of the optimizer's last update"),
@@ -170,10 +172,31 @@ def own_terms(solutions: list[Solution], groups: dict[str, str], by_group: dict[
             "P their diagonal preconditioner, against (2 + 2 beta1) / ((1 - beta1) lr) for Adam. Raw sharpness across them "
             "(top eigenvalue, trace, loss under perturbation) compares numbers each optimizer regulates on a different scale")
     if not ratios:
-        return text + "; the regulated sharpness of each run's last update needs its checkpoint.pt and `analysis.sharpness.regulated=true`."
-    return text + (". What compares is each run's regulated sharpness over its own threshold, at its last update: "
-                   f"{'; '.join(ratios)} (about 1 is the edge of stability, where full-batch training hovers; minibatches, "
-                   "batch norm's eval-mode statistics and a schedule's last lr move it).")
+        text += "; the regulated sharpness of each run's last update needs its checkpoint.pt and `analysis.sharpness.regulated=true`."
+    else:
+        text += (". What compares is each run's regulated sharpness over its own threshold, at its last update: "
+                 f"{'; '.join(ratios)} (about 1 is the edge of stability, where full-batch training hovers; minibatches, "
+                 "batch norm's eval-mode statistics and a schedule's last lr move it).")
+    if any("sharpness.adaptive_trace" in values for values in by_group.values()):
+        text += (" Raw sharpness also follows the weights' scale, which weight decay sets and which batch norm makes irrelevant to "
+                 "the function (Dinh et al. 2017): the adaptive rows, of diag(|w|) H diag(|w|), do not change under such a "
+                 "rescaling, and compare the geometry of solutions whose norms differ.")
+    return text
+
+
+def perturbation_error(results: dict[str, dict]) -> str:
+    """How precise the perturbation's means are: their largest standard error over the directions, relative to the mean."""
+    relative = []
+    for run in results.values():
+        sharpness = run.get("sharpness") or {}
+        for radius, stderr in (sharpness.get("loss_increase_stderr") or {}).items():
+            if stderr is not None and math.isfinite(stderr) and sharpness["loss_increase"][radius] > 0:  # one direction: no error (null)
+                relative.append(stderr / sharpness["loss_increase"][radius])
+    if not relative:
+        return ""
+    return (f"\n\nEach loss increase under perturbation is a mean over random directions; its standard error is at most "
+            f"{max(relative):.0%} of the mean (median {statistics.median(relative):.0%}) over these runs and radii "
+            "(`loss_increase_stderr` in each run's results; `analysis.sharpness.directions` sets how many).")
 
 
 def solution_seed(solutions: list[Solution], name: str) -> int:
@@ -215,7 +238,7 @@ def write(out: Path, solutions: list[Solution], groups: dict[str, str], results:
                       "a group start from different ones: a shared start alone brings two solutions closer (lower barrier, higher "
                       "CKA), so compare between-group pairs with one another rather than with within-group pairs "
                       "(`pairs=all` adds between-group pairs of different seeds).")
-    paragraph += own_terms(solutions, groups, by_group)
+    paragraph += own_terms(solutions, groups, by_group) + perturbation_error({s.name: results[s.name] for s in solutions})
     paragraph += (f"\n\nOf the {len(columns)} numbers compared per pair of groups, about {expected:.1f} would separate completely "
                   f"by chance alone with these group sizes, so one separation is a lead to test with more seeds, not a finding.")
     figures = plot(out, solutions, groups, results, pairs)

@@ -10,9 +10,19 @@ costs about 4 gradients (8-11 s for ResNet-8); on ResNet-8 solutions the default
 took 6 products, and the eigenvalue was then within 1e-4 of its converged value; the deflation
 cut the trace's relative standard error of one pass from 6.8% to 2.3%.
 
+- adaptive (Kwon et al. 2021; Andriushchenko et al. 2023): the top eigenvalue and trace of
+  D H D, D = diag(|w|), the Hessian in coordinates relative to each weight, over every trained
+  parameter. Raw sharpness mostly reflects the weights' scale: where batch norm follows a layer,
+  scaling its weights by a leaves the network's function alone and divides that block of H by
+  a^2 (Dinh et al. 2017); a ReLU layer scaled by a and the next by 1/a do the same. D H D does
+  not change under either, so it compares solutions whose weight norms differ (AdamW's decay
+  against SGD's). Its trace is sum_i w_i^2 H_ii.
 - perturbation (Li et al.): for `directions` Gaussian directions d, each filter (output
   unit) of every conv and linear weight scaled to that filter's norm, biases and norm
-  weights left in place, the mean of L(w + r d) - L(w) at each radius r.
+  weights left in place, the mean of L(w + r d) - L(w) at each radius r, and its standard
+  error over the directions. The increase varies much from one direction to the next: on
+  ResNet-8 solutions 16 directions left a standard error of 12-26% of the mean (2 left 30-70%),
+  so the default is 32 (about 10-18%); the error is in the result, `loss_increase_stderr`.
 - regulated (Cohen et al. 2021; 2022): raw sharpness is not comparable across optimizers, each
   regulates its own. For the final weights, the optimizer is rebuilt with the state its last
   update left (checkpoint.pt), for a snapshot with the state saved beside it, and the result
@@ -66,7 +76,8 @@ class SharpnessSchema:
     radii: List[float] = field(default_factory=lambda: [0.1, 0.2, 0.4])
     regulated: bool = True
     batch_norm: str = "running"
-    directions: int = 2
+    adaptive: bool = True
+    directions: int = 32
     chunk: int = 64
 
 
@@ -87,11 +98,11 @@ def mean_loss(model: nn.Module, chunks: list[tuple[torch.Tensor, torch.Tensor]],
     return total / sum(len(labels) for _, labels in chunks)
 
 
-def filter_normalized_direction(model: nn.Module, generator: torch.Generator) -> list[torch.Tensor]:
+def filter_normalized_direction(parameters: list[torch.Tensor], generator: torch.Generator) -> list[torch.Tensor]:
     """A Gaussian direction with each filter of each conv / linear weight scaled to that filter's norm;
     zero on biases and norm weights (Li et al. 2018, sec. 4)."""
     direction = []
-    for p in model.parameters():
+    for p in parameters:
         if p.ndim <= 1:
             direction.append(torch.zeros_like(p))
             continue
@@ -107,7 +118,7 @@ def perturbation_loss_increase(model: nn.Module, chunks, loss: LossFunction, rad
     original = [p.detach().clone() for p in model.parameters()]
     increases = {radius: [] for radius in radii}
     for _ in range(directions):
-        direction = filter_normalized_direction(model, generator)
+        direction = filter_normalized_direction(original, generator)  # scaled to the solution's filters, not the last perturbed ones
         for radius in radii:
             with torch.no_grad():
                 for p, w, d in zip(model.parameters(), original, direction):
@@ -120,7 +131,8 @@ def perturbation_loss_increase(model: nn.Module, chunks, loss: LossFunction, rad
             p.copy_(w)
     return {"train_subset_loss": base,
             "loss_increase": {str(r): sum(values) / len(values) for r, values in increases.items()},
-            "loss_increase_std": {str(r): torch.tensor(values).std().item() if len(values) > 1 else math.nan for r, values in increases.items()}}
+            "loss_increase_stderr": {str(r): torch.tensor(values).std().item() / math.sqrt(len(values)) if len(values) > 1 else math.nan
+                                     for r, values in increases.items()}}
 
 
 def optimizer_at_the_end(solution: Solution) -> tuple[torch.optim.Optimizer | None, str]:
@@ -143,7 +155,19 @@ def optimizer_at_the_end(solution: Solution) -> tuple[torch.optim.Optimizer | No
     return optimizer, ""
 
 
-def regulated_sharpness(solution: Solution, hvp: HessianVectorProducts, chunks, max_products: int, tolerance: float,
+def adaptive_sharpness(solution: Solution, chunks, max_products: int, tolerance: float, trace_passes: int,
+                       generator: torch.Generator, progress: tqdm) -> dict:
+    """The top eigenvalue and trace of D H D, D = diag(|w|): sharpness that a function-preserving rescaling leaves alone."""
+    scale = [p.detach().abs() for p in solution.model.parameters() if p.requires_grad]
+    hvp = HessianVectorProducts(solution.model, chunks, solution.loss, scale=scale)
+    top = lanczos_top_eigenvalues(hvp, hvp.dim, 1, max_products, tolerance, generator, progress)
+    progress.total -= max_products - top["products"]
+    trace = hutchinson_trace(hvp, trace_passes, generator, top["basis"], top["basis_trace"], progress)
+    return {"adaptive_top_eigenvalue": top["eigenvalues"][0], "adaptive_eigenvalue_converged": top["converged"],
+            "adaptive_trace": trace["trace"], "adaptive_trace_stderr": trace["trace_stderr"]}
+
+
+def regulated_sharpness(solution: Solution, chunks, max_products: int, tolerance: float,
                         generator: torch.Generator) -> dict:
     """The sharpness the run's optimizer is regulated by at its last update, and the threshold of that update
     (optqual/optim/stability.py): lambda_max(H) for SGD, lambda_max(P^-1 H) for Adam, AdamW and RMSprop."""
@@ -157,31 +181,35 @@ def regulated_sharpness(solution: Solution, hvp: HessianVectorProducts, chunks, 
         preconditioned = HessianVectorProducts(solution.model, chunks, solution.loss, diagonal)
         top = lanczos_top_eigenvalues(preconditioned, preconditioned.dim, 1, max_products, tolerance, generator)
         result["preconditioned_top_eigenvalue"] = top["eigenvalues"][0]
-        hvp.passes += preconditioned.passes
     return result
 
 
 def measure(solution: Solution, train_subset: int, seed: int, top_k: int, max_products: int, tolerance: float,
-            trace_passes: int, radii: list[float], directions: int, chunk: int, regulated: bool, batch_norm: str) -> dict:
+            trace_passes: int, radii: list[float], directions: int, chunk: int, regulated: bool, adaptive: bool, batch_norm: str) -> dict:
     chunks = solution.train_subset(train_subset, seed, chunk)
     if batch_norm == "recomputed":  # the statistics of the solution's own training images, not the last batches' running average
         solution = dataclasses.replace(solution, model=copy.deepcopy(solution.model))
         update_bn([images for images, _ in chunks], solution.model)
         solution.model.eval()
     hvp = HessianVectorProducts(solution.model, chunks, solution.loss)
-    generator = torch.Generator(device=solution.device).manual_seed(seed)
-    total = max_products + trace_passes + directions * len(radii)
+    def seeded(stream: int) -> torch.Generator:  # an independent stream per estimator: turning one off leaves the others alone
+        return torch.Generator(device=solution.device).manual_seed(seed * 8 + stream)
+
+    total = (max_products + trace_passes) * (1 + adaptive) + directions * len(radii)
     with progress(total, f"sharpness {solution.name}: Lanczos, Hessian-vector products on {hvp.count} images", "step") as bar:
-        top = lanczos_top_eigenvalues(hvp, hvp.dim, top_k, max_products, tolerance, generator, bar)
+        top = lanczos_top_eigenvalues(hvp, hvp.dim, top_k, max_products, tolerance, seeded(0), bar)
         bar.total -= max_products - top["products"]
         bar.set_description(f"sharpness {solution.name}: trace, Hutchinson passes on {hvp.count} images")
-        trace = hutchinson_trace(hvp, trace_passes, generator, top.pop("basis"), top.pop("basis_trace"), bar)
+        trace = hutchinson_trace(hvp, trace_passes, seeded(1), top.pop("basis"), top.pop("basis_trace"), bar)
         del top["vector"]
+        if adaptive:
+            bar.set_description(f"sharpness {solution.name}: adaptive, Lanczos and trace of diag(|w|) H diag(|w|)")
+            scaled = adaptive_sharpness(solution, chunks, max_products, tolerance, trace_passes, seeded(2), bar)
         bar.set_description(f"sharpness {solution.name}: loss at {directions} random directions x {len(radii)} radii")
-        perturbation = perturbation_loss_increase(solution.model, chunks, solution.loss, radii, directions, generator, bar)
+        perturbation = perturbation_loss_increase(solution.model, chunks, solution.loss, radii, directions, seeded(3), bar)
         if regulated:
             bar.set_description(f"sharpness {solution.name}: the sharpness its optimizer is regulated by")
-            regime = regulated_sharpness(solution, hvp, chunks, max_products, tolerance, generator)
+            regime = regulated_sharpness(solution, chunks, max_products, tolerance, seeded(4))
     if regulated:  # None where the optimizer has no threshold, or its preconditioner is not there
         own = regime["preconditioned_top_eigenvalue"] if regime["regulated_by"] == PRECONDITIONED else top["eigenvalues"][0]
         regime["ratio"] = own / regime["threshold"] if regime["regulated_by"] and own is not None else None
@@ -192,6 +220,7 @@ def measure(solution: Solution, train_subset: int, seed: int, top_k: int, max_pr
         "eigenvalue_converged": top["converged"],
         "eigenvalue_products": top["products"],
         **trace,
+        **(scaled if adaptive else {}),
         **perturbation,
         **(regime if regulated else {}),
         "batch_norm": batch_norm,
