@@ -42,43 +42,26 @@ import torch
 import torch.fx
 from omegaconf import DictConfig
 from torch import nn
-from torch.fx.passes.shape_prop import ShapeProp
 from torch.nn.utils import parametrize
 
 from optqual.components.extension import Extension
 from optqual.components.registry import BuildContext, Component, register
 from optqual.files.atomic import write_json
 from optqual.files.layout import SPARSITY_DIR
+from optqual.models.graph import (CHANNEL_KEEPING, ELEMENTWISE, SUMS, channel_padding, first_input, flattened_positions,
+                                  keeps_all_channels, keeps_channels, op_name, shape, trace)
 from optqual.models.layers import WEIGHTED, select_layers
-from optqual.models.pooling import GlobalAvgPool
 from optqual.ranges import within
 from optqual.sparsity import pictures
 from optqual.sparsity.quantizer import quantizers
 
 log = logging.getLogger(__name__)
 FULL_PRECISION = 32  # bits of an unquantized weight, and of every activation
-CHANNEL_KEEPING = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU,
-                   nn.Hardswish, nn.Sigmoid, nn.Tanh, nn.Identity, nn.Dropout, nn.MaxPool2d, nn.AvgPool2d,
-                   nn.AdaptiveAvgPool2d, GlobalAvgPool)
-ELEMENTWISE = {"relu", "relu_", "relu6", "leaky_relu", "gelu", "silu", "hardswish", "sigmoid", "tanh", "dropout",
-               "contiguous", "clone", "mean", "avg_pool2d", "max_pool2d", "adaptive_avg_pool2d"}
-SUMS = {"add", "add_", "iadd", "__add__"}
-
-
 @dataclass
 class SparsityReportSchema:
     enabled: Optional[bool] = None  # null: when a regularizer or a quantizer is on
     zero_threshold: float = within(0.0, "[0, inf)")
     pictures_every: int = within(1, "[1, inf)")  # reports between pictures (the last report always has them)
-
-
-class KeepPools(torch.fx.Tracer):
-    def is_leaf_module(self, module: nn.Module, name: str) -> bool:
-        return isinstance(module, GlobalAvgPool) or super().is_leaf_module(module, name)
-
-
-def op_name(node: torch.fx.Node) -> str:
-    return node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
 
 
 def output_positions(module: nn.Module, out: torch.Tensor) -> int:
@@ -113,9 +96,7 @@ class Structure:
     @staticmethod
     def trace(model: nn.Module, example: torch.Tensor) -> Optional[torch.fx.GraphModule]:
         try:
-            graph = torch.fx.GraphModule(model, KeepPools().trace(model))
-            ShapeProp(graph).propagate(example)
-            return graph
+            return trace(model, example)
         except Exception as err:  # noqa: BLE001 -- fx refuses many models in many ways; the report still counts filters
             log.warning("sparsity report: torch.fx cannot trace the model (%s): dead output channels are counted, "
                         "the input channels they make useless are not", str(err).splitlines()[0])
@@ -128,7 +109,7 @@ class Structure:
         dead: dict[torch.fx.Node, Optional[torch.Tensor]] = {}
         inputs: dict[str, Optional[torch.Tensor]] = {}
         for node in self.graph.graph.nodes:
-            first = node.args[0] if node.args and isinstance(node.args[0], torch.fx.Node) else None
+            first = first_input(node)
             through = dead.get(first)
             if node.op == "call_module":
                 module = self.graph.get_submodule(node.target)
@@ -155,39 +136,19 @@ class Structure:
         return {name: mask for name, mask in inputs.items() if mask is not None}
 
 
-def shape(node: torch.fx.Node) -> Optional[torch.Size]:
-    meta = node.meta.get("tensor_meta") if isinstance(node, torch.fx.Node) else None
-    return getattr(meta, "shape", None)
-
-
-def keeps_channels(first: Optional[torch.fx.Node], node: torch.fx.Node) -> bool:
-    before, after = shape(first), shape(node)
-    return before is not None and after is not None and len(before) > 1 and len(after) > 1 and before[1] == after[1]
-
-
-def keeps_all_channels(index) -> bool:
-    return isinstance(index, tuple) and len(index) >= 2 and all(i == slice(None) for i in index[:2])
-
-
 def flattened(mask: Optional[torch.Tensor], first: Optional[torch.fx.Node], node: torch.fx.Node) -> Optional[torch.Tensor]:
     """(N, C, *spatial) -> (N, C x spatial): each channel's mask repeated over its positions."""
-    before, after = shape(first), shape(node)
-    if mask is None or before is None or after is None or len(after) != 2 or after[1] != math.prod(before[1:]):
-        return None
-    return mask.repeat_interleave(math.prod(before[2:]))
+    positions = flattened_positions(first, node)
+    return None if mask is None or positions is None else mask.repeat_interleave(positions)
 
 
 def padded(mask: Optional[torch.Tensor], first: torch.fx.Node, node: torch.fx.Node) -> Optional[torch.Tensor]:
     """F.pad with zeros on the channel dimension: the new channels are dead."""
-    pad = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
-    value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value", 0)
-    before = shape(first)
-    mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
-    if before is None or mode != "constant" or value not in (0, None) or len(pad) != 2 * (len(before) - 1):
+    padding = channel_padding(first, node)
+    if padding is None:
         return None
-    channels = mask if mask is not None else torch.zeros(before[1], dtype=torch.bool)
-    low, high = pad[-2], pad[-1]
-    return torch.cat([torch.ones(low, dtype=torch.bool), channels.cpu(), torch.ones(high, dtype=torch.bool)])
+    channels = mask if mask is not None else torch.zeros(shape(first)[1], dtype=torch.bool)
+    return torch.cat([torch.ones(padding[0], dtype=torch.bool), channels.cpu(), torch.ones(padding[1], dtype=torch.bool)])
 
 
 def measure(model: nn.Module, structure: Structure, zero_threshold: float) -> dict:
