@@ -2,15 +2,19 @@
 permuted copy of itself compute the same function, and both matching methods find the
 permutation back exactly, for every model family; weight matching's objective never falls and
 reaches a brute-force search's optimum where one assignment decides it; a model whose graph
-alignment does not follow is refused in one line."""
+alignment does not follow is refused in one line; REPAIR's statistics are those of its definition."""
 
 import itertools
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from optqual.analysis.alignment import Alignment, NotAlignable, activation_matching, objective, weight_matching
+from optqual.analysis.measures.interpolation import fits
+from optqual.analysis.repair import channel_statistics, correction_points, interpolate, repaired
+from optqual.errors import ConfigError
 from optqual.models.cifar_resnet import CifarResNet
 from optqual.models.mlp import MLP
 from optqual.models.resnet18_cifar import resnet18_cifar
@@ -124,3 +128,57 @@ def test_a_graph_alignment_does_not_follow_is_refused_in_one_line(model, words):
         Alignment(model.eval(), torch.zeros(2, 3, 8, 8))
     message = str(refused.value)
     assert "\n" not in message and message.startswith(f"cannot align {type(model).__name__}") and words in message
+
+
+def test_interpolation_refuses_such_a_model_in_one_line_naming_the_way_around():
+    class Unalignable:
+        model = Concatenating().eval()
+
+        def probe(self, size: int):
+            return torch.zeros(size, 3, 8, 8), torch.zeros(size, dtype=torch.long)
+
+    with pytest.raises(ConfigError) as refused:
+        fits(OmegaConf.create({"align": "weights"}), Unalignable())
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith("analysis.interpolation.align=weights: cannot align Concatenating")
+    assert "align=none interpolates without aligning" in message
+    fits(OmegaConf.create({"align": "none"}), Unalignable())  # no alignment asked for: nothing to refuse
+
+
+def test_repair_gives_each_hidden_channel_the_interpolation_of_the_endpoints_statistics():
+    """An MLP without batch norm, halfway between two networks: each hidden layer's pre-activations, computed
+    by hand, have the mean and std (1 - a) s_A + a s_B after REPAIR, and not before."""
+    def build(seed: int) -> MLP:
+        torch.manual_seed(seed)
+        return MLP(hidden=(16, 8), in_channels=1, image_size=4, num_classes=3).eval()
+
+    a, b = build(0), build(1)
+    images = torch.randn(512, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+
+    def pre_activations(model: MLP) -> list[torch.Tensor]:  # by hand, in float64: Linear, ReLU, Linear
+        x = images.flatten(1).double()
+        first = x @ model.hidden1[0].weight.double().T + model.hidden1[0].bias.double()
+        second = first.relu() @ model.hidden2[0].weight.double().T + model.hidden2[0].bias.double()
+        return [first, second]
+
+    alignment = Alignment(a, images[:2])
+    points = correction_points(alignment)
+    assert points == ["hidden1.0", "hidden2.0"]
+    halfway = build(0)
+    with torch.no_grad():
+        for p, pa, pb in zip(halfway.parameters(), a.parameters(), b.parameters()):
+            p.copy_(torch.lerp(pa, pb, 0.5))
+    goal = interpolate(channel_statistics(a, points, [images]), channel_statistics(b, points, [images]), 0.5)
+    fixed = repaired(halfway, goal, [images])
+    for layer, (name, ends) in enumerate(zip(points, zip(pre_activations(a), pre_activations(b)))):
+        wanted_mean = (ends[0].mean(0) + ends[1].mean(0)) / 2
+        wanted_std = (ends[0].std(0, unbiased=False) + ends[1].std(0, unbiased=False)) / 2
+        torch.testing.assert_close(goal[name][0], wanted_mean)
+        torch.testing.assert_close(goal[name][1], wanted_std)
+        mean, std = channel_statistics(fixed, [name], [images])[name]
+        # within batch norm's own slack: its running variance is unbiased (n/(n-1)), the batch's is not, and the
+        # second layer's statistics were gathered with the first corrected by the batch's, not the running ones
+        torch.testing.assert_close(mean, wanted_mean, rtol=0, atol=1e-3)
+        torch.testing.assert_close(std, wanted_std, rtol=2e-3, atol=1e-4)
+        before = pre_activations(halfway)[layer].std(0, unbiased=False)
+        assert (before - wanted_std).abs().max() > 0.01  # it had something to repair

@@ -52,12 +52,12 @@ def test_a_sweep_gets_every_measure_and_the_comparison(sweep):
         assert saved["settings"]["train_subset"] == 64 and saved["settings"]["max_products"] == 4 and saved["seconds"] > 0
         assert (out / "config.yaml").is_file()
     pairs = sorted(p.name for p in (sweep / "analysis" / "pairs").iterdir())
-    # default pairs: within each group, and across the groups the runs of equal seed
-    assert pairs == ["optimizer=adamw,seed=0__optimizer=adamw,seed=1", "optimizer=adamw,seed=0__optimizer=sgd,seed=0",
-                     "optimizer=adamw,seed=1__optimizer=sgd,seed=1", "optimizer=sgd,seed=0__optimizer=sgd,seed=1"]
+    # default pairs: runs of different seeds (independent initializations), within each group and across groups
+    assert pairs == ["optimizer=adamw,seed=0__optimizer=adamw,seed=1", "optimizer=adamw,seed=0__optimizer=sgd,seed=1",
+                     "optimizer=adamw,seed=1__optimizer=sgd,seed=0", "optimizer=sgd,seed=0__optimizer=sgd,seed=1"]
     text = (sweep / "analysis" / "comparison.md").read_text()
     assert "optimizer=sgd (n=2)" in text and "top Hessian eigenvalue" in text and "## What differs" in text
-    assert "start from the same initial weights" in text  # the equal-seed pairs' shared start is said
+    assert "same seed" not in text and "between optimizer=adamw / optimizer=sgd (2 pairs)" in text
     for figure in ("weight_profiles.png", "sharpness_vs_accuracy.png", "interpolation.png", "cka.png"):
         assert (sweep / "analysis" / figure).is_file()
     header = (sweep / "analysis" / "comparison.csv").read_text().splitlines()[0].split(",")
@@ -155,16 +155,43 @@ def test_a_result_vouches_for_its_figures_and_a_stale_or_missing_figure_is_drawn
 
 
 def test_interpolation_endpoints_are_the_two_runs_with_bn_recomputed_on_the_same_images(sweep):
-    pair = sweep / "analysis" / "pairs" / "optimizer=adamw,seed=0__optimizer=sgd,seed=0" / "interpolation.json"
-    curve = json.loads(pair.read_text())["result"]["curve"]
-    for run, point in (("optimizer=adamw,seed=0", curve[0]), ("optimizer=sgd,seed=0", curve[-1])):
-        solution = Solution.load(sweep / run, "final", torch.device("cpu"))
-        model = CifarResNet()
-        model.load_state_dict(torch.load(sweep / run / "final_model.pt", weights_only=True))
-        chunks = Solution.load(sweep / "optimizer=adamw,seed=0", "final", torch.device("cpu")).train_subset(32, 0, 256)
-        update_bn([images for images, _ in chunks], model)
-        test = evaluate(model, solution.data.eval_batches("test", EVAL_BATCH_SIZE))
-        assert point["test_loss"] == pytest.approx(test["loss"], rel=1e-5) and point["test_acc"] == test["acc"]
+    """Naive and aligned: the aligned B is B with its units permuted, so both lines end at B's own numbers."""
+    pair = sweep / "analysis" / "pairs" / "optimizer=adamw,seed=0__optimizer=sgd,seed=1" / "interpolation.json"
+    curves = json.loads(pair.read_text())["result"]["curves"]
+    for line in ("naive", "aligned"):
+        for run, point in (("optimizer=adamw,seed=0", curves[line][0]), ("optimizer=sgd,seed=1", curves[line][-1])):
+            solution = Solution.load(sweep / run, "final", torch.device("cpu"))
+            model = CifarResNet()
+            model.load_state_dict(torch.load(sweep / run / "final_model.pt", weights_only=True))
+            chunks = Solution.load(sweep / "optimizer=adamw,seed=0", "final", torch.device("cpu")).train_subset(32, 0, 256)
+            update_bn([images for images, _ in chunks], model)
+            test = evaluate(model, solution.data.eval_batches("test", EVAL_BATCH_SIZE))
+            assert point["test_loss"] == pytest.approx(test["loss"], rel=1e-4) and point["test_acc"] == test["acc"]
+
+
+def test_pairs_all_adds_the_equal_seed_pairs_as_a_kind_of_their_own(sweep, tmp_path):
+    """Runs of two groups with equal seeds share their initial weights: never mixed with independent pairs."""
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    interpolation = ["probe_size=48", "train_subset=64", "analysis.interpolation.points=3", "analysis.interpolation.train_images=32"]
+    assert optqual(["analyze", str(copy), *interpolation, "pairs=all", "analysis=[interpolation]"]) == 0
+    assert len(list((copy / "analysis" / "pairs").iterdir())) == 6
+    text = (copy / "analysis" / "comparison.md").read_text()
+    assert "between optimizer=adamw / optimizer=sgd, same seed (2 pairs)" in text and "started from the same initial weights" in text
+    assert "between optimizer=adamw / optimizer=sgd (2 pairs)" in text
+
+
+def test_each_pair_is_interpolated_naive_aligned_and_repaired(sweep):
+    """Weight matching never moves B away from A (the identity is one of its candidates)."""
+    out = sweep / "analysis" / "pairs" / "optimizer=sgd,seed=0__optimizer=sgd,seed=1"
+    result = json.loads((out / "interpolation.json").read_text())["result"]
+    assert list(result["curves"]) == ["naive", "aligned", "repaired"] and result["align"] == "weights"
+    assert all(len(curve) == 3 for curve in result["curves"].values())
+    assert result["aligned_distance"] <= result["distance"] and result["matching_rounds"] >= 1
+    assert {"barrier_test_loss", "aligned_barrier_test_loss", "repaired_barrier_test_loss"} <= result.keys()
+    assert (out / "interpolation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (sweep / "analysis" / "comparison.md").read_text()
+    assert "loss barrier with B's units aligned to A's (test set)" in text and "aligned and REPAIRed" in text
 
 
 def test_compare_prints_and_saves_the_pairwise_measures(sweep, capsys):
@@ -264,16 +291,19 @@ def test_the_comparison_figures_show_exactly_what_their_legends_and_scales_say()
     from optqual.files.figures import pyplot
 
     plt = pyplot()
-    groups = {"a1": "A", "a2": "A", "b1": "B", "c1": "C"}
-    curves = {pair: [{"alpha": a / 4, "train_loss": i + a, "test_loss": 10 * i + a} for a in range(5)]
+    curves = {pair: {line: [{"alpha": a / 4, "train_loss": i + a + k, "test_loss": 10 * i + a + k} for a in range(5)]
+                     for k, line in enumerate(("naive", "aligned"))}
               for i, pair in enumerate([("a1", "a2"), ("a1", "b1"), ("a1", "c1")])}
-    figure = interpolation_figure(plt, curves, groups, {"A": "tab:blue", "B": "tab:orange", "C": "tab:green"})
-    train, test = figure.axes
+    kinds = {("a1", "a2"): "within A", ("a1", "b1"): "between A / B", ("a1", "c1"): "between A / C"}
+    figure = interpolation_figure(plt, curves, kinds, {"A": "tab:blue", "B": "tab:orange", "C": "tab:green"})
+    train, test, aligned_train, aligned_test = figure.axes  # a row per line measured: naive, then aligned
+    assert [axis.get_title() for axis in figure.axes] == ["naive, train subset", "naive, test set", "aligned, train subset", "aligned, test set"]
     assert [line.get_label() for line in train.lines] == ["within A", "between A / B", "between A / C"]
     assert [text.get_text() for text in figure.legends[0].get_texts()] == ["within A", "between A / B", "between A / C"]
     assert len({(to_hex(line.get_color()), line.get_linestyle()) for line in train.lines}) == 3
-    for line, curve in zip(test.lines, curves.values()):
-        assert list(line.get_ydata()) == [point["test_loss"] for point in curve]
+    for axis, line_name in ((test, "naive"), (aligned_test, "aligned")):
+        for line, pair in zip(axis.lines, curves.values()):
+            assert list(line.get_ydata()) == [point["test_loss"] for point in pair[line_name]]
     plt.close(figure)
 
     similar = {("a1", "a2"): {"stem": 0.91, "pool": 0.86}, ("a1", "b1"): {"stem": 0.88, "pool": 0.87}}

@@ -115,6 +115,7 @@ class Alignment:
             raise NotAlignable(f"cannot align {name}: torch.fx cannot trace it ({str(err).splitlines()[0]})") from None
         spaces, of_node = Spaces(), {}
         axes: list[tuple[int, str, int]] = []  # (space, tensor, dim)
+        self.layer_spaces: dict[str, int] = {}  # conv and linear layers: the space of their outputs
         for node in self.graph.graph.nodes:
             try:
                 of_node[node] = self.space_of(node, spaces, of_node, axes)
@@ -135,6 +136,7 @@ class Alignment:
         self.site_offsets = {node.name: spaces.find(space)[1] for node, space in of_node.items() if space is not None}
         for root, permutable in self.permutables.items():
             permutable.cells = cells(spaces, root)
+        self.hidden_layers = [name for name, space in self.layer_spaces.items() if spaces.find(space)[0] in self.permutables]
         self.axes_of: dict[str, list[tuple[int, Axis]]] = {}
         for root, permutable in self.permutables.items():
             for axis in permutable.axes:
@@ -160,7 +162,7 @@ class Alignment:
                 if getattr(module, "groups", 1) != 1:
                     raise NotAlignable(f"{where} is a grouped convolution")
                 axes.append((channels(first), f"{node.target}.weight", 1))
-                out = spaces.new(module.weight.shape[0])
+                out = self.layer_spaces[node.target] = spaces.new(module.weight.shape[0])
                 axes.append((out, f"{node.target}.weight", 0))
                 if module.bias is not None:
                     axes.append((out, f"{node.target}.bias", 0))

@@ -150,6 +150,15 @@ def chosen(cfg: DictConfig, pairwise: bool) -> dict[str, Measure]:
     return {name: measure for name, measure in measures().items() if name in cfg.analysis and measure.pairwise == pairwise}
 
 
+def check_fits(cfg: DictConfig, solutions: list[Solution], pairwise: bool) -> None:
+    """Before any work: each chosen measure can measure these runs (one of each architecture)."""
+    architectures = {type(solution.model): solution for solution in solutions}
+    for name, measure in chosen(cfg, pairwise).items():
+        if measure.fits is not None:
+            for solution in architectures.values():
+                measure.fits(cfg.analysis[name], solution)
+
+
 def with_probe_sizes(cfg: DictConfig, solutions: list[Solution]) -> DictConfig:
     """`cfg` with each chosen measure's probe a number of test images, as its result records it: the
     number set, which must fit in every run's test set, or (null, the default) the first
@@ -222,12 +231,13 @@ def analyze_pair(a: Solution, b: Solution, cfg: DictConfig, force: bool) -> dict
 
 
 def chosen_pairs(solutions: list[Solution], groups: dict[str, str], which: str) -> list[tuple[Solution, Solution]]:
-    """`all`: every pair. `default`: every pair within a group, and across two groups the runs
-    of equal seed (n(n-1)/2 pairs cost too much as sweeps grow)."""
+    """`all`: every pair. `default`: every pair of different seeds, within a group and across groups, so that
+    every pair is of two independent initializations; runs of two groups with equal seeds start from the
+    same weights, and only `all` pairs them (as a kind of their own in the comparison)."""
     pairs = list(itertools.combinations(solutions, 2))
     if which == "all":
         return pairs
-    return [(a, b) for a, b in pairs if groups[a.name] == groups[b.name] or a.config.seed == b.config.seed]
+    return [(a, b) for a, b in pairs if a.config.seed != b.config.seed]
 
 
 def snapshots_of(run_dir: Path) -> list[dict]:
@@ -281,6 +291,8 @@ def analyze(directory: str | Path, overrides: list[str], force: bool = False, sn
             written = trajectories.write_sweep(directory / ANALYSIS_DIR, runs, groups)
             print(f"wrote {', '.join(written)} in {directory / ANALYSIS_DIR}", flush=True)
         return 0
+    if not is_run_dir(directory) and len(solutions) > 1:
+        check_fits(cfg, solutions, pairwise=True)
     results = analyze_runs(solutions, cfg, force)
     if is_run_dir(directory) or not chosen(cfg, pairwise=True) or len(solutions) < 2:
         return 0
@@ -302,5 +314,7 @@ def compare(run_a: str | Path, run_b: str | Path, overrides: list[str], force: b
     if len(solutions) < 2:
         raise ConfigError("compare needs two runs with results")
     a, b = solutions
+    check_comparable(a, b)
+    check_fits(cfg, solutions, pairwise=True)
     print(comparison.pair_text(a.name, b.name, analyze_pair(a, b, cfg, force)), flush=True)
     return 0

@@ -24,6 +24,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from optqual.analysis.measures.interpolation import LINES
 from optqual.analysis.solution import Solution
 from optqual.files.atomic import write_text
 from optqual.files.figures import pyplot, write_figure
@@ -59,6 +60,12 @@ PER_RUN = [
 PAIRS = [
     ("interpolation", "barrier_train_loss", "loss barrier between them (train subset)"),
     ("interpolation", "barrier_test_loss", "loss barrier between them (test set)"),
+    ("interpolation", "aligned_barrier_train_loss", "loss barrier with B's units aligned to A's (train subset)"),
+    ("interpolation", "aligned_barrier_test_loss", "loss barrier with B's units aligned to A's (test set)"),
+    ("interpolation", "repaired_barrier_train_loss", "loss barrier, aligned and REPAIRed (train subset)"),
+    ("interpolation", "repaired_barrier_test_loss", "loss barrier, aligned and REPAIRed (test set)"),
+    ("interpolation", "distance", "distance between their weights, relative to A's"),
+    ("interpolation", "aligned_distance", "distance between their weights once aligned, relative to A's"),
     ("similarity", "mean_cka", "mean CKA over stages"),
     ("similarity", "disagreement", "share of test images they predict differently"),
 ]
@@ -91,7 +98,7 @@ def headline(results: dict) -> str:
 def pair_text(name_a: str, name_b: str, results: dict) -> str:
     lines = [f"{name_a} vs {name_b}"]
     for measure, key, words in PAIRS:
-        if results.get(measure):
+        if (results.get(measure) or {}).get(key) is not None:
             lines.append(f"  {words}: {results[measure][key]:.4f}")
     if results.get("similarity"):
         lines.append("  CKA per stage: " + ", ".join(f"{stage} {value:.3f}" for stage, value in results["similarity"]["cka"].items()))
@@ -129,26 +136,32 @@ def differences(by_group: dict[str, dict[str, list[float]]], words: dict[str, st
     return sentences
 
 
-def pair_kind(group_a: str, group_b: str) -> str:
-    """`within G` for two runs of group G, `between G1 / G2` (in name order) for runs of two groups."""
-    return f"within {group_a}" if group_a == group_b else f"between {' / '.join(sorted((group_a, group_b)))}"
+SAME_SEED = ", same seed"
 
 
-def pair_groups(pairs: dict, groups: dict[str, str]) -> dict[str, dict[str, list[float]]]:
-    """Pair measure values by kind of pair: `within <group>` or `between <g1> / <g2>`."""
-    kinds: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+def pair_kind(group_a: str, group_b: str, same_seed: bool) -> str:
+    """`within G` for two runs of group G, `between G1 / G2` (in name order) for runs of two groups, and
+    `between G1 / G2, same seed` for two that started from the same initial weights."""
+    if group_a == group_b:
+        return f"within {group_a}"
+    return f"between {' / '.join(sorted((group_a, group_b)))}" + (SAME_SEED if same_seed else "")
+
+
+def pair_groups(pairs: dict, kinds: dict[tuple[str, str], str]) -> dict[str, dict[str, list[float]]]:
+    """Pair measure values by kind of pair."""
+    grouped: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for (a, b), results in pairs.items():
-        kind = pair_kind(groups[a], groups[b])
+        kind = kinds[a, b]
         for measure, key, _ in PAIRS:
-            if results.get(measure):
-                kinds[kind][f"{measure}.{key}"].append(results[measure][key])
-    return kinds
+            if (results.get(measure) or {}).get(key) is not None:  # an aligned barrier needs analysis.interpolation.align
+                grouped[kind][f"{measure}.{key}"].append(results[measure][key])
+    return grouped
 
 
 def pair_sentences(kinds: dict[str, dict[str, list[float]]]) -> list[str]:
     sentences = []
     within = {kind: values for kind, values in kinds.items() if kind.startswith("within")}
-    between = {kind: values for kind, values in kinds.items() if kind.startswith("between")}
+    between = {kind: values for kind, values in kinds.items() if kind.startswith("between") and not kind.endswith(SAME_SEED)}
     for measure, key, words in PAIRS:
         column = f"{measure}.{key}"
         inside = [v for values in within.values() for v in values.get(column, [])]
@@ -199,10 +212,6 @@ def perturbation_error(results: dict[str, dict]) -> str:
             "(`loss_increase_stderr` in each run's results; `analysis.sharpness.directions` sets how many).")
 
 
-def solution_seed(solutions: list[Solution], name: str) -> int:
-    return next(s.config.seed for s in solutions if s.name == name)
-
-
 def write(out: Path, solutions: list[Solution], groups: dict[str, str], results: dict[str, dict], pairs: dict) -> list[str]:
     """comparison.csv, comparison.md and the figures in `out`; the names written."""
     numbers = {s.name: run_numbers(s, results[s.name]) for s in solutions}
@@ -225,7 +234,9 @@ def write(out: Path, solutions: list[Solution], groups: dict[str, str], results:
     table = format_table(["", *(f"{g} (n={sizes[g]})" for g in names)],
                          [[words[column], *(spread(by_group[g][column]) if by_group[g].get(column) else "-" for g in names)]
                           for column in columns])
-    kinds = pair_groups(pairs, groups)
+    seeds = {s.name: s.config.seed for s in solutions}
+    kind_of = {(a, b): pair_kind(groups[a], groups[b], seeds[a] == seeds[b]) for a, b in pairs}
+    kinds = pair_groups(pairs, kind_of)
     pair_words = {f"{m}.{k}": text for m, k, text in PAIRS if any(f"{m}.{k}" in values for values in kinds.values())}
     pair_table = format_table(["", *(f"{kind} ({len(next(iter(values.values())))} pairs)" for kind, values in sorted(kinds.items()))],
                               [[text, *(spread(values[c]) if values.get(c) else "-" for _, values in sorted(kinds.items()))]
@@ -233,15 +244,14 @@ def write(out: Path, solutions: list[Solution], groups: dict[str, str], results:
     found = differences(by_group, words) + pair_sentences(kinds)
     expected = sum(chance_of_separation(sizes[g1], sizes[g2]) for g1, g2 in itertools.combinations(names, 2)) * len(columns)
     paragraph = "\n".join(f"- {sentence}" for sentence in found) if found else "No number separates the groups beyond the seed-to-seed spread."
-    if any(groups[a] != groups[b] and solution_seed(solutions, a) == solution_seed(solutions, b) for a, b in pairs):
-        paragraph += ("\n\nPairs between groups are runs of equal seed, which start from the same initial weights, while pairs within "
-                      "a group start from different ones: a shared start alone brings two solutions closer (lower barrier, higher "
-                      "CKA), so compare between-group pairs with one another rather than with within-group pairs "
-                      "(`pairs=all` adds between-group pairs of different seeds).")
+    if any(kind.endswith(SAME_SEED) for kind in kind_of.values()):
+        paragraph += ("\n\nPairs marked *same seed* are runs of two groups that started from the same initial weights: a shared "
+                      "start alone brings two solutions closer (lower barrier, higher CKA), so they are kept apart and compared "
+                      "with nothing else (`pairs=all` adds them; the default pairs runs of different seeds, as within a group).")
     paragraph += own_terms(solutions, groups, by_group) + perturbation_error({s.name: results[s.name] for s in solutions})
     paragraph += (f"\n\nOf the {len(columns)} numbers compared per pair of groups, about {expected:.1f} would separate completely "
                   f"by chance alone with these group sizes, so one separation is a lead to test with more seeds, not a finding.")
-    figures = plot(out, solutions, groups, results, pairs)
+    figures = plot(out, solutions, groups, results, pairs, kind_of)
     write_text(out / "comparison.md", "\n\n".join([
         f"# How the solutions of {out.parent.name} differ",
         f"{len(solutions)} runs in {len(names)} groups; {len(pairs)} pairs compared. Each cell: mean ± std [min, max] "
@@ -254,27 +264,30 @@ def write(out: Path, solutions: list[Solution], groups: dict[str, str], results:
     return ["comparison.csv", "comparison.md", *figures]
 
 
-def interpolation_figure(plt, curves: dict, groups: dict[str, str], colours: dict):
+def interpolation_figure(plt, curves: dict, kind_of: dict[tuple[str, str], str], colours: dict):
     """The loss along the line between the two runs of each pair, train subset and test set side by
-    side: pairs within a group in the group's colour, solid; pairs of two groups dashed, a colour for
-    each couple of groups, so that each line's legend entry says which runs it joins."""
-    figure, axes = plt.subplots(1, 2, figsize=(13, 5), layout="constrained", sharey=True)
-    kinds = sorted({pair_kind(groups[a], groups[b]) for a, b in curves})
+    side, a row for each line measured (naive; B's units aligned to A's; aligned and REPAIRed): pairs
+    within a group in the group's colour, solid; pairs of two groups dashed, a colour for each couple
+    of groups, so that each line's legend entry says which runs it joins."""
+    lines = [name for name in LINES if any(name in pair for pair in curves.values())]
+    figure, axes = plt.subplots(len(lines), 2, figsize=(13, 4.2 * len(lines) + 0.8), layout="constrained", sharey=True, squeeze=False)
+    kinds = sorted({kind_of[pair] for pair in curves})
     between = [kind for kind in kinds if kind.startswith("between")]
     styles = {kind: {"color": colours[kind.removeprefix("within ")], "linestyle": "-"} for kind in kinds if kind not in between}
     styles |= {kind: {"color": plt.get_cmap("Dark2").colors[i % 8], "linestyle": "--"} for i, kind in enumerate(between)}
     labelled = set()
-    for (a, b), curve in curves.items():
-        kind = pair_kind(groups[a], groups[b])
-        for axis, split in zip(axes, ("train", "test")):
-            axis.plot([p["alpha"] for p in curve], [p[f"{split}_loss"] for p in curve], label=None if kind in labelled else kind,
-                      **styles[kind])
-        labelled.add(kind)
-    for axis, split in zip(axes, ("train subset", "test set")):
-        axis.set(xlabel="a: the weights (1 - a) A + a B", ylabel="loss", title=split)
-        axis.grid(alpha=0.3)
-    figure.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=min(3, len(kinds)), fontsize="small",
-                  title="pairs (a line per pair)")  # each pair's entry once: both panels draw it
+    for row, line in zip(axes, lines):
+        for (a, b), pair in curves.items():
+            kind = kind_of[a, b]
+            for axis, split in zip(row, ("train", "test")):
+                axis.plot([p["alpha"] for p in pair[line]], [p[f"{split}_loss"] for p in pair[line]],
+                          label=None if kind in labelled else kind, **styles[kind])
+            labelled.add(kind)
+        for axis, split in zip(row, ("train subset", "test set")):
+            axis.set(xlabel="a: the weights (1 - a) A + a B", ylabel="loss", title=f"{LINES[line]}, {split}")
+            axis.grid(alpha=0.3)
+    figure.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncols=min(3, len(kinds)), fontsize="small",
+                  title="pairs (a line per pair)")  # each pair's entry once: every panel draws it
     figure.suptitle("Loss along the straight line between two solutions, batch norm recomputed at each point")
     return figure
 
@@ -325,7 +338,7 @@ def spectra_figure(plt, spectra: dict[str, dict], groups: dict[str, str], colour
     return figure
 
 
-def plot(out: Path, solutions: list[Solution], groups: dict[str, str], results: dict, pairs: dict) -> list[str]:
+def plot(out: Path, solutions: list[Solution], groups: dict[str, str], results: dict, pairs: dict, kind_of: dict) -> list[str]:
     plt = pyplot()
     colours = dict(zip(dict.fromkeys(groups[s.name] for s in solutions), plt.get_cmap("tab10").colors))
     written = []
@@ -372,9 +385,9 @@ def plot(out: Path, solutions: list[Solution], groups: dict[str, str], results: 
     if with_spectrum:
         save("spectra.png", spectra_figure(plt, {s.name: results[s.name]["spectrum"] for s in with_spectrum}, groups, colours))
 
-    curves = {key: value["interpolation"]["curve"] for key, value in pairs.items() if value.get("interpolation")}
+    curves = {key: value["interpolation"]["curves"] for key, value in pairs.items() if value.get("interpolation")}
     if curves:
-        save("interpolation.png", interpolation_figure(plt, curves, groups, colours))
+        save("interpolation.png", interpolation_figure(plt, curves, kind_of, colours))
 
     similar = {key: value["similarity"]["cka"] for key, value in pairs.items() if value.get("similarity")}
     if similar:

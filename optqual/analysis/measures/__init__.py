@@ -24,6 +24,7 @@ class Measure:
     check: Callable[[DictConfig], None]  # its settings' values, before any work
     pairwise: bool = False  # of two runs (compare), not of one
     figures: Callable[..., dict] | None = None  # (result, solution(s)) -> {file name: matplotlib figure}
+    fits: Callable[..., None] | None = None  # (settings, solution): before any work, raises ConfigError where it cannot measure it
 
 
 _MEASURES: dict[str, Measure] = {}
