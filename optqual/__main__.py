@@ -22,7 +22,7 @@ def analysis_settings() -> str:
             if line and not line.startswith((" ", "#", "-", "defaults"))]
     return (f"measures: analysis=[{','.join(options['analysis'])}] (the default: all), each with its keys "
             f"(analysis.sharpness.top_k=3; conf/analysis/); effort={'|'.join(options['effort'])} (quick: a first look in "
-            f"under a minute per run); keys: {', '.join(keys)} (conf/analyze.yaml)")
+            f"about a minute per run); keys: {', '.join(keys)} (conf/analyze.yaml)")
 
 
 def command_line() -> argparse.ArgumentParser:

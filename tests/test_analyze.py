@@ -58,7 +58,7 @@ def test_a_sweep_gets_every_measure_and_the_comparison(sweep):
     text = (sweep / "analysis" / "comparison.md").read_text()
     assert "optimizer=sgd (n=2)" in text and "top Hessian eigenvalue" in text and "## What differs" in text
     assert "same seed" not in text and "between optimizer=adamw / optimizer=sgd (2 pairs)" in text
-    for figure in ("weight_profiles.png", "sharpness_vs_accuracy.png", "interpolation.png", "cka.png"):
+    for figure in ("weight_profiles.png", "sharpness_vs_accuracy.png", "interpolation.png", "barriers.png", "cka.png"):
         assert (sweep / "analysis" / figure).is_file()
     header = (sweep / "analysis" / "comparison.csv").read_text().splitlines()[0].split(",")
     assert header[:2] == ["run", "group"] and "sharpness.top_eigenvalue" in header and "calibration.ece" in header
@@ -173,31 +173,42 @@ def test_pairs_all_adds_the_equal_seed_pairs_as_a_kind_of_their_own(sweep, tmp_p
     """Runs of two groups with equal seeds share their initial weights: never mixed with independent pairs."""
     copy = tmp_path / "sweep"
     shutil.copytree(sweep, copy)
+    for run in copy.glob("optimizer=*"):
+        shutil.rmtree(run / "analysis")
     interpolation = ["probe_size=48", "train_subset=64", "analysis.interpolation.points=3", "analysis.interpolation.train_images=32"]
     assert optqual(["analyze", str(copy), *interpolation, "pairs=all", "analysis=[interpolation]"]) == 0
     assert len(list((copy / "analysis" / "pairs").iterdir())) == 6
+    assert not (copy / "optimizer=sgd,seed=0" / "analysis").exists()  # pairs only: nothing written into the runs
     text = (copy / "analysis" / "comparison.md").read_text()
     assert "between optimizer=adamw / optimizer=sgd, same seed (2 pairs)" in text and "started from the same initial weights" in text
     assert "between optimizer=adamw / optimizer=sgd (2 pairs)" in text
 
 
 def test_each_pair_is_interpolated_naive_aligned_and_repaired(sweep):
-    """Weight matching never moves B away from A (the identity is one of its candidates)."""
     out = sweep / "analysis" / "pairs" / "optimizer=sgd,seed=0__optimizer=sgd,seed=1"
     result = json.loads((out / "interpolation.json").read_text())["result"]
-    assert list(result["curves"]) == ["naive", "aligned", "repaired"] and result["align"] == "weights"
+    assert list(result["curves"]) == ["naive", "aligned", "repaired"] and result["align"] == "activations"
     assert all(len(curve) == 3 for curve in result["curves"].values())
-    assert result["aligned_distance"] <= result["distance"] and result["matching_rounds"] >= 1
+    assert result["aligned_distance"] > 0 and result["distance"] > 0
     assert {"barrier_test_loss", "aligned_barrier_test_loss", "repaired_barrier_test_loss"} <= result.keys()
     assert (out / "interpolation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (sweep / "analysis" / "comparison.md").read_text()
     assert "loss barrier with B's units aligned to A's (test set)" in text and "aligned and REPAIRed" in text
+    assert "Test-loss barriers over the pairs: between optimizer=adamw / optimizer=sgd" in text  # what alignment did, per kind
 
 
-def test_compare_prints_and_saves_the_pairwise_measures(sweep, capsys):
-    assert optqual(["compare", str(sweep / "optimizer=sgd,seed=0"), str(sweep / "optimizer=sgd,seed=1"), *SMALL]) == 0
+def test_compare_prints_and_saves_the_pairwise_measures(sweep, tmp_path, capsys):
+    """With weight matching: it never moves B away from A (the identity is one of its candidates)."""
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    a, b = copy / "optimizer=sgd,seed=0", copy / "optimizer=sgd,seed=1"
+    assert optqual(["compare", str(a), str(b), *SMALL, "analysis.interpolation.align=weights"]) == 0
     out = capsys.readouterr().out
     assert "optimizer=sgd,seed=0 vs optimizer=sgd,seed=1" in out and "CKA per stage: stem" in out and "loss barrier" in out
+    assert "loss barrier with B's units aligned to A's (test set)" in out
+    result = json.loads((copy / "analysis" / "pairs" / f"{a.name}__{b.name}" / "interpolation.json").read_text())
+    assert result["settings"]["align"] == "weights" and result["result"]["matching_rounds"] >= 1
+    assert result["result"]["aligned_distance"] <= result["result"]["distance"]
 
 
 def test_unanalyzable_runs_are_skipped_with_a_reason_and_the_rest_goes_on(sweep, tmp_path, capsys):
@@ -287,7 +298,7 @@ def test_the_comparison_figures_show_exactly_what_their_legends_and_scales_say()
     colour scale stretched over the values found."""
     from matplotlib.colors import to_hex
 
-    from optqual.analysis.comparison import cka_figure, interpolation_figure
+    from optqual.analysis.comparison import barrier_figure, cka_figure, interpolation_figure
     from optqual.files.figures import pyplot
 
     plt = pyplot()
@@ -313,6 +324,15 @@ def test_the_comparison_figures_show_exactly_what_their_legends_and_scales_say()
     assert image.get_array()[0][1] == 0.91 and image.get_array()[1][0] == 0.91 and image.norm.vmin == 0.85
     assert image.get_array().mask[1][2]  # a2 and b1 were not compared: a blank cell
     assert [label.get_text() for label in stem.get_xticklabels()] == ["a1", "a2", "b1"]
+    plt.close(figure)
+
+    barriers = {("a1", "a2"): {"barrier_test_loss": 0.9, "aligned_barrier_test_loss": 0.2},
+                ("a1", "b1"): {"barrier_test_loss": 1.1, "aligned_barrier_test_loss": 0.4}}
+    figure = barrier_figure(plt, ["a1", "a2", "b1"], barriers)
+    naive, aligned = (axis for axis in figure.axes if axis.get_title() in ("naive", "aligned"))
+    assert naive.images[0].get_array()[1][0] == 0.9 and aligned.images[0].get_array()[0][2] == 0.4
+    assert aligned.images[0].get_array()[0][0] == 0 and aligned.images[0].get_array().mask[1][2]
+    assert naive.images[0].norm.vmax == aligned.images[0].norm.vmax == 1.1  # one scale: the panels compare
     plt.close(figure)
 
 

@@ -76,3 +76,17 @@ def test_the_edge_of_stability_reproduction_runs_and_says_its_verdict(tmp_path):
     lines = result.stdout.splitlines()
     assert sum(line.startswith("eta = ") and "median lambda_max(P^-1 H) / threshold" in line for line in lines) == 2
     assert any(line.startswith("verdict: ") for line in lines) and (tmp_path / "eos.png").stat().st_size > 10_000
+
+
+@pytest.mark.skipif(not (HEAD_NPZ.parent / "MNIST" / "raw").is_dir(), reason="the shared MNIST is not beside the checkout")
+def test_the_git_re_basin_reproduction_runs_and_says_its_verdict(tmp_path):
+    """One epoch (--quick): the script trains the 2 x 2 sweep, analyzes every pair, judges and draws; docs/connectivity.md
+    quotes the whole run's verdict."""
+    command = [sys.executable, str(REPO / "benchmarks" / "rebasin_mnist.py"), "--quick", "--workdir", str(tmp_path / "runs"),
+               "--figure", str(tmp_path / "rebasin.png")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode in (0, 1), result.stderr[-3000:]  # 1: not reproduced after one epoch
+    lines = result.stdout.splitlines()
+    assert sum(line.startswith("optimizer=") for line in lines) == 6  # every pair, the two equal-seed ones included
+    assert sum(line.endswith("(shared initialization: not judged)") for line in lines) == 2
+    assert any(line.startswith("verdict: ") for line in lines) and (tmp_path / "rebasin.png").stat().st_size > 10_000

@@ -16,7 +16,8 @@ line, before any work.
 - weight matching (Ainsworth et al., Algorithm 1): coordinate descent over the spaces in a
   seeded random order; each step maximizes sum_t <W_A^t, P W_B^t> over the permutation of one
   space with the others held (scipy.optimize.linear_sum_assignment per cell), until no step
-  improves. Every trained parameter counts, batch norm's affine weights included.
+  improves. Every trained parameter counts, batch norm's affine weights included; its running
+  statistics are moved, not matched (they are not weights: Ainsworth et al. match parameters).
 - activation matching (Ainsworth et al. sec. 3.1; Li et al. 2016): for each space, the
   correlation of A's and B's channels over the probe images and positions, summed over the
   places the space is seen, and the assignment that maximizes it.
@@ -137,6 +138,7 @@ class Alignment:
         for root, permutable in self.permutables.items():
             permutable.cells = cells(spaces, root)
         self.hidden_layers = [name for name, space in self.layer_spaces.items() if spaces.find(space)[0] in self.permutables]
+        self.parameters = {name for name, p in model.named_parameters() if p.requires_grad}  # what weight matching matches
         self.axes_of: dict[str, list[tuple[int, Axis]]] = {}
         for root, permutable in self.permutables.items():
             for axis in permutable.axes:
@@ -268,7 +270,8 @@ def weight_matching(alignment: Alignment, a: dict[str, torch.Tensor], b: dict[st
         for root in order:
             permutable = alignment.permutables[root]
             similarity = torch.zeros(permutable.size, permutable.size, dtype=torch.float64)
-            for axis in permutable.axes:  # B with its other spaces' axes in A's order already, this one's still free
+            for axis in (axis for axis in permutable.axes if axis.tensor in alignment.parameters):  # not batch norm's statistics
+                # B with its other spaces' axes in A's order already, this one's still free
                 moved = alignment.permuted(axis.tensor, b[axis.tensor], permutations, skip=root)
                 block = slice(axis.offset, axis.offset + axis.size)
                 similarity[block, block] += matrix(a[axis.tensor], axis.dim) @ matrix(moved, axis.dim).T
@@ -283,8 +286,9 @@ def weight_matching(alignment: Alignment, a: dict[str, torch.Tensor], b: dict[st
 
 
 def objective(alignment: Alignment, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], permutations: dict[int, torch.Tensor]) -> float:
-    """sum over the matched tensors of <W_A, P W_B>."""
-    return float(sum((a[t].double() * alignment.permuted(t, b[t], permutations).double()).sum() for t in alignment.axes_of))
+    """sum over the trained parameters with a permutable axis of <W_A, P W_B>."""
+    matched = alignment.parameters & alignment.axes_of.keys()
+    return float(sum((a[t].double() * alignment.permuted(t, b[t], permutations).double()).sum() for t in matched))
 
 
 class Recorder(torch.fx.Interpreter):

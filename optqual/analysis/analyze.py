@@ -203,7 +203,9 @@ def load(directories: list[Path], cfg: DictConfig, device: torch.device) -> list
 
 def analyze_runs(solutions: list[Solution], cfg: DictConfig, force: bool) -> dict[str, dict]:
     """Every selected per-run measure of every run; {run name: {measure: result}}."""
-    results = {}
+    results = {solution.name: {} for solution in solutions}
+    if not chosen(cfg, pairwise=False):  # pairs only (analysis=[interpolation]): nothing to write in the runs
+        return results
     for solution in solutions:
         out = solution.run_dir / ANALYSIS_DIR
         digests = {solution.name: solution.weights_sha256}

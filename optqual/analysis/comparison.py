@@ -197,6 +197,25 @@ def own_terms(solutions: list[Solution], groups: dict[str, str], by_group: dict[
     return text
 
 
+def connectivity(kinds: dict[str, dict[str, list[float]]]) -> str:
+    """What alignment did to the barriers, per kind of pair, with their spread over the pairs."""
+    rows = []
+    for kind, values in sorted(kinds.items()):
+        if values.get("interpolation.aligned_barrier_test_loss"):
+            text = (f"{kind} {spread(values['interpolation.barrier_test_loss'])} naive, "
+                    f"{spread(values['interpolation.aligned_barrier_test_loss'])} aligned")
+            if values.get("interpolation.repaired_barrier_test_loss"):
+                text += f", {spread(values['interpolation.repaired_barrier_test_loss'])} aligned + REPAIR"
+            rows.append(text)
+    if not rows:
+        return ""
+    return ("\n\nTwo networks from different initializations also differ by a permutation of their hidden units, which "
+            "leaves their function alone and puts the straight line between them through high loss whatever the optimizers "
+            "did (Entezari et al. 2021); aligned, the line measures the solutions themselves (Ainsworth et al. 2022; REPAIR, "
+            "Jordan et al. 2022). Test-loss barriers over the pairs: " + "; ".join(rows) + ". Near 0 once aligned: one basin "
+            "up to a permutation of the units; still high: not, at this width and training length.")
+
+
 def perturbation_error(results: dict[str, dict]) -> str:
     """How precise the perturbation's means are: their largest standard error over the directions, relative to the mean."""
     relative = []
@@ -248,6 +267,7 @@ def write(out: Path, solutions: list[Solution], groups: dict[str, str], results:
         paragraph += ("\n\nPairs marked *same seed* are runs of two groups that started from the same initial weights: a shared "
                       "start alone brings two solutions closer (lower barrier, higher CKA), so they are kept apart and compared "
                       "with nothing else (`pairs=all` adds them; the default pairs runs of different seeds, as within a group).")
+    paragraph += connectivity(kinds)
     paragraph += own_terms(solutions, groups, by_group) + perturbation_error({s.name: results[s.name] for s in solutions})
     paragraph += (f"\n\nOf the {len(columns)} numbers compared per pair of groups, about {expected:.1f} would separate completely "
                   f"by chance alone with these group sizes, so one separation is a lead to test with more seeds, not a finding.")
@@ -292,21 +312,19 @@ def interpolation_figure(plt, curves: dict, kind_of: dict[tuple[str, str], str],
     return figure
 
 
-def cka_figure(plt, names: list[str], similar: dict):
-    """Linear CKA between runs, a heatmap per stage (three to a row), each cell written out, the
-    colour scale stretched over the values found (0.85 and 0.90 look alike on one from 0 to 1)."""
-    stages = list(next(iter(similar.values())))
-    values = [cka for pair in similar.values() for cka in pair.values()]
-    low = math.floor(min(values) * 20) / 20  # to the 0.05 below
-    columns = min(3, len(stages))
-    rows = math.ceil(len(stages) / columns)
+def pair_heatmaps(plt, names: list[str], panels: dict[str, dict], diagonal: float, scale: tuple[float, float], colours: str, label: str):
+    """A heatmap of runs against runs per panel (three to a row), each cell its pair's value written out,
+    blank where the pair was not compared, `diagonal` on the diagonal, on one colour scale for all panels."""
+    low, high = scale
+    columns = min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
     side = max(3.2, 0.5 * len(names) + 1.5)
     figure, axes = plt.subplots(rows, columns, figsize=(side * columns + 2, side * rows + 1), layout="constrained", squeeze=False)
     short = [name if len(name) <= 24 else name[:23] + "…" for name in names]
-    for axis, stage in zip(axes.flat, stages):
-        matrix = [[1.0 if a == b else similar.get((a, b), similar.get((b, a), {})).get(stage, math.nan) for b in names] for a in names]
-        image = axis.imshow(matrix, vmin=low, vmax=1, cmap="viridis")
-        axis.set_title(stage)
+    for axis, (title, values) in zip(axes.flat, panels.items()):
+        matrix = [[diagonal if a == b else values.get((a, b), values.get((b, a), math.nan)) for b in names] for a in names]
+        image = axis.imshow(matrix, vmin=low, vmax=high, cmap=colours)
+        axis.set_title(title)
         axis.set_xticks(range(len(names)), short, rotation=45, ha="right", fontsize=8)
         axis.set_yticks(range(len(names)), short, fontsize=8)
         if len(names) <= 12:
@@ -314,11 +332,35 @@ def cka_figure(plt, names: list[str], similar: dict):
                 for j, value in enumerate(row):
                     if not math.isnan(value):
                         axis.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                                  color="black" if value > (low + 1) / 2 else "white")
-    for axis in list(axes.flat)[len(stages):]:
+                                  color="black" if value > (low + high) / 2 else "white")
+    for axis in list(axes.flat)[len(panels):]:
         axis.set_visible(False)
-    figure.colorbar(image, ax=axes, shrink=0.6, label=f"linear CKA (scale from {low:.2f})")
+    figure.colorbar(image, ax=axes, shrink=0.6, label=label)
+    return figure
+
+
+def cka_figure(plt, names: list[str], similar: dict):
+    """Linear CKA between runs, a heatmap per stage, the colour scale stretched over the values found
+    (0.85 and 0.90 look alike on one from 0 to 1)."""
+    stages = list(next(iter(similar.values())))
+    low = math.floor(min(cka for pair in similar.values() for cka in pair.values()) * 20) / 20  # to the 0.05 below
+    panels = {stage: {pair: values[stage] for pair, values in similar.items()} for stage in stages}
+    figure = pair_heatmaps(plt, names, panels, 1.0, (low, 1.0), "viridis", f"linear CKA (scale from {low:.2f})")
     figure.suptitle("Linear CKA between runs, per stage (blank: pair not compared)")
+    return figure
+
+
+def barrier_figure(plt, names: list[str], pairs: dict):
+    """The test-loss barrier between runs: naive, and after alignment (and REPAIR) where measured."""
+    panels = {}
+    for line, prefix in (("naive", ""), ("aligned", "aligned_"), ("repaired", "repaired_")):
+        values = {pair: result[f"{prefix}barrier_test_loss"] for pair, result in pairs.items() if f"{prefix}barrier_test_loss" in result}
+        if values:
+            panels[LINES[line]] = values
+    high = max(max(values.values()) for values in panels.values())
+    figure = pair_heatmaps(plt, names, panels, 0.0, (min(0.0, *(min(v.values()) for v in panels.values())), high), "magma",
+                           "loss barrier on the test set")
+    figure.suptitle("Loss barrier between runs on the straight line between them (blank: pair not compared)")
     return figure
 
 
@@ -385,9 +427,10 @@ def plot(out: Path, solutions: list[Solution], groups: dict[str, str], results: 
     if with_spectrum:
         save("spectra.png", spectra_figure(plt, {s.name: results[s.name]["spectrum"] for s in with_spectrum}, groups, colours))
 
-    curves = {key: value["interpolation"]["curves"] for key, value in pairs.items() if value.get("interpolation")}
-    if curves:
-        save("interpolation.png", interpolation_figure(plt, curves, kind_of, colours))
+    interpolated = {key: value["interpolation"] for key, value in pairs.items() if value.get("interpolation")}
+    if interpolated:
+        save("interpolation.png", interpolation_figure(plt, {key: result["curves"] for key, result in interpolated.items()}, kind_of, colours))
+        save("barriers.png", barrier_figure(plt, [s.name for s in solutions], interpolated))
 
     similar = {key: value["similarity"]["cka"] for key, value in pairs.items() if value.get("similarity")}
     if similar:

@@ -191,7 +191,9 @@ def verdict(groups: list[Group], metric: str = "test_acc") -> str:
 
 
 def format_table(header: list[str], rows: list[list[str]]) -> str:
-    """A Markdown table with padded columns, as readable in a terminal as rendered."""
+    """A Markdown table with padded columns, as readable in a terminal as rendered; a | inside a cell
+    (|gamma|, diag(|w|)) escaped, or it would end the cell."""
+    header, rows = [cell.replace("|", "\\|") for cell in header], [[cell.replace("|", "\\|") for cell in row] for row in rows]
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
     lines = [header, ["-" * width for width in widths], *rows]
     return "\n".join("| " + " | ".join(cell.ljust(width) for cell, width in zip(line, widths)) + " |" for line in lines)

@@ -14,8 +14,11 @@ the loss minus the mean of the two endpoints' losses (Frankle et al. 2020), on e
 Two networks trained from different initializations differ by a permutation of their hidden
 units, which leaves the function alone and puts the straight line between them through
 high loss whatever the optimizers did (Entezari et al. 2021). `align` permutes B's units to
-A's first (optqual/analysis/alignment.py: `weights`, Ainsworth et al.'s weight matching, or
-`activations`, matching on the train subset); the aligned curve is that line, and with
+A's first (optqual/analysis/alignment.py: `activations`, matching their correlations on the train
+subset, the default, or `weights`, Ainsworth et al.'s weight matching, which needs no data: on the
+example sweep's ResNet-8 runs it raised the barriers of AdamW's pairs, whose weights are still
+mostly their random initialization, where activation matching lowered every kind by 40-70%); the
+aligned curve is that line, and with
 `repair` also the line with every hidden channel's statistics corrected to the interpolation
 of the endpoints' (optqual/analysis/repair.py). `distance` and `aligned_distance` are
 ||theta_B - theta_A|| / ||theta_A|| over the trained parameters, before and after the alignment.
@@ -50,7 +53,7 @@ class InterpolationSchema:
     train_images: int = 2048
     seed: int = 0
     chunk: int = 256
-    align: str = "weights"
+    align: str = "activations"
     repair: bool = True
 
 

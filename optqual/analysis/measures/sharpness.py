@@ -20,9 +20,11 @@ cut the trace's relative standard error of one pass from 6.8% to 2.3%.
 - perturbation (Li et al.): for `directions` Gaussian directions d, each filter (output
   unit) of every conv and linear weight scaled to that filter's norm, biases and norm
   weights left in place, the mean of L(w + r d) - L(w) at each radius r, and its standard
-  error over the directions. The increase varies much from one direction to the next: on
-  ResNet-8 solutions 16 directions left a standard error of 12-26% of the mean (2 left 30-70%),
-  so the default is 32 (about 10-18%); the error is in the result, `loss_increase_stderr`.
+  error over the directions. The increase varies much from one direction to the next: 2
+  directions left a standard error of 30-70% of the mean on ResNet-8 solutions, so the default is
+  32 (7-28%, median 10%, on the six runs of docs/example_analysis); the error is in the result,
+  `loss_increase_stderr`. Pairing each direction with its opposite cancels the gradient's share
+  of the spread, but the measured gain (a 2.2-fold smaller variance at twice the passes) did not pay.
 - regulated (Cohen et al. 2021; 2022): raw sharpness is not comparable across optimizers, each
   regulates its own. For the final weights, the optimizer is rebuilt with the state its last
   update left (checkpoint.pt), for a snapshot with the state saved beside it, and the result
