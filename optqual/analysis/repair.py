@@ -2,7 +2,8 @@
 weights average units that are not quite alike), which is most of the barrier that remains
 after alignment. REPAIR gives each channel of the interpolated network the statistics that
 interpolate the endpoints': mean_goal = (1 - a) mean_A + a mean_B, std_goal the same of the
-stds, measured on the same images.
+stds, measured on the same images (with the endpoints' batch-norm statistics recomputed on them,
+as at every point of the line, so that the repaired line ends at the same two networks).
 
 Where: after each hidden conv or linear layer, at its batch norm's output where one follows it
 (the statistics the next layer sees), else at the layer's own output. Each point gets a

@@ -79,6 +79,13 @@ def distance(a: nn.Module, b: nn.Module) -> float:
     return float((theta_b - theta_a).norm() / theta_a.norm())
 
 
+def recomputed(model: nn.Module, images: list[torch.Tensor]) -> nn.Module:
+    """A copy with batch norm's statistics recomputed on `images`: an endpoint as every line's points are evaluated."""
+    model = copy.deepcopy(model)
+    update_bn(images, model)
+    return model.eval()
+
+
 def line(a: Solution, model_b: nn.Module, points: int, chunks, goal: tuple | None, bar) -> list[dict]:
     """Loss and accuracy at `points` evenly spaced points from A to `model_b`; REPAIRed to `goal` (A's and B's statistics) when given."""
     model = copy.deepcopy(a.model)
@@ -124,7 +131,7 @@ def compare(a: Solution, b: Solution, points: int, train_images: int, seed: int,
             result["curves"]["aligned"] = line(a, aligned, points, chunks, None, bar)
             if repair:
                 where = correction_points(alignment)
-                goal = (channel_statistics(a.model, where, images), channel_statistics(aligned, where, images))
+                goal = tuple(channel_statistics(recomputed(end, images), where, images) for end in (a.model, aligned))
                 result["curves"]["repaired"] = line(a, aligned, points, chunks, goal, bar)
     for name, curve in result["curves"].items():
         prefix = "" if name == "naive" else f"{name}_"
