@@ -116,10 +116,10 @@ class Alignment:
             raise NotAlignable(f"cannot align {name}: torch.fx cannot trace it ({str(err).splitlines()[0]})") from None
         spaces, of_node = Spaces(), {}
         axes: list[tuple[int, str, int]] = []  # (space, tensor, dim)
-        self.layer_spaces: dict[str, int] = {}  # conv and linear layers: the space of their outputs
+        layer_spaces: dict[str, int] = {}  # conv and linear layers: the space of their outputs
         for node in self.graph.graph.nodes:
             try:
-                of_node[node] = self.space_of(node, spaces, of_node, axes)
+                of_node[node] = self.space_of(node, spaces, of_node, axes, layer_spaces)
             except NotAlignable as err:
                 raise NotAlignable(f"cannot align {name}: {err}") from None
         for node in self.graph.graph.nodes:
@@ -137,14 +137,14 @@ class Alignment:
         self.site_offsets = {node.name: spaces.find(space)[1] for node, space in of_node.items() if space is not None}
         for root, permutable in self.permutables.items():
             permutable.cells = cells(spaces, root)
-        self.hidden_layers = [name for name, space in self.layer_spaces.items() if spaces.find(space)[0] in self.permutables]
+        self.hidden_layers = [name for name, space in layer_spaces.items() if spaces.find(space)[0] in self.permutables]
         self.parameters = {name for name, p in model.named_parameters() if p.requires_grad}  # what weight matching matches
         self.axes_of: dict[str, list[tuple[int, Axis]]] = {}
         for root, permutable in self.permutables.items():
             for axis in permutable.axes:
                 self.axes_of.setdefault(axis.tensor, []).append((root, axis))
 
-    def space_of(self, node: torch.fx.Node, spaces: Spaces, of_node: dict, axes: list) -> int | None:
+    def space_of(self, node: torch.fx.Node, spaces: Spaces, of_node: dict, axes: list, layer_spaces: dict) -> int | None:
         """The space of the node's channel dimension (None: not a tensor with channels), noting the weights it reads."""
         first = first_input(node)
         where = f"{node.op} {op_name(node) or node.target} ({node.name})"
@@ -164,7 +164,7 @@ class Alignment:
                 if getattr(module, "groups", 1) != 1:
                     raise NotAlignable(f"{where} is a grouped convolution")
                 axes.append((channels(first), f"{node.target}.weight", 1))
-                out = self.layer_spaces[node.target] = spaces.new(module.weight.shape[0])
+                out = layer_spaces[node.target] = spaces.new(module.weight.shape[0])
                 axes.append((out, f"{node.target}.weight", 0))
                 if module.bias is not None:
                     axes.append((out, f"{node.target}.bias", 0))
@@ -291,6 +291,11 @@ def objective(alignment: Alignment, a: dict[str, torch.Tensor], b: dict[str, tor
     return float(sum((a[t].double() * alignment.permuted(t, b[t], permutations).double()).sum() for t in matched))
 
 
+def channels_last(output: torch.Tensor) -> torch.Tensor:
+    """(N, C, *positions) -> (N x positions, C) in float64: each channel's values over images and positions."""
+    return output.detach().movedim(1, -1).reshape(-1, output.shape[1]).double()
+
+
 class Recorder(torch.fx.Interpreter):
     """Runs the graph, keeping the named nodes' outputs as (samples, channels) in float64, channels last."""
 
@@ -301,7 +306,7 @@ class Recorder(torch.fx.Interpreter):
     def run_node(self, node: torch.fx.Node):
         result = super().run_node(node)
         if node.name in self.sites:
-            self.outputs[node.name] = result.detach().movedim(1, -1).reshape(-1, result.shape[1]).double()
+            self.outputs[node.name] = channels_last(result)
         return result
 
 

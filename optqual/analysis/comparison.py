@@ -268,7 +268,7 @@ def write(out: Path, solutions: list[Solution], groups: dict[str, str], results:
                       "start alone brings two solutions closer (lower barrier, higher CKA), so they are kept apart and compared "
                       "with nothing else (`pairs=all` adds them; the default pairs runs of different seeds, as within a group).")
     paragraph += connectivity(kinds)
-    paragraph += own_terms(solutions, groups, by_group) + perturbation_error({s.name: results[s.name] for s in solutions})
+    paragraph += own_terms(solutions, groups, by_group) + perturbation_error(results)
     paragraph += (f"\n\nOf the {len(columns)} numbers compared per pair of groups, about {expected:.1f} would separate completely "
                   f"by chance alone with these group sizes, so one separation is a lead to test with more seeds, not a finding.")
     figures = plot(out, solutions, groups, results, pairs, kind_of)

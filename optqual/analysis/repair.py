@@ -21,7 +21,7 @@ import torch.fx
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
-from optqual.analysis.alignment import Alignment, NORMS
+from optqual.analysis.alignment import NORMS, Alignment, channels_last
 from optqual.models.graph import first_input
 
 Statistics = dict[str, tuple[torch.Tensor, torch.Tensor]]  # module name: per-channel (mean, std)
@@ -47,7 +47,7 @@ def channel_statistics(model: nn.Module, points: list[str], batches: list[torch.
     sums: dict[str, list[torch.Tensor]] = {}
 
     def record(name: str, output: torch.Tensor) -> None:
-        values = output.detach().movedim(1, -1).reshape(-1, output.shape[1]).double()
+        values = channels_last(output)
         count = torch.tensor(float(len(values)), dtype=torch.float64)
         update = [count, values.sum(0), values.square().sum(0)]
         sums[name] = [x + y for x, y in zip(sums[name], update)] if name in sums else update

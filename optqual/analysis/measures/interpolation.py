@@ -96,8 +96,11 @@ def line(a: Solution, model_b: nn.Module, points: int, chunks, goal: tuple | Non
         with torch.no_grad():
             for p, (pa, pb) in zip(model.parameters(), ends):
                 p.copy_(torch.lerp(pa, pb, alpha))
-        update_bn(images, model)
-        evaluated = repaired(model, interpolate(*goal, alpha), images) if goal is not None else model.eval()
+        if goal is None:
+            update_bn(images, model)
+            evaluated = model.eval()
+        else:  # the copy REPAIR corrects recomputes every batch-norm statistic, the network's own too
+            evaluated = repaired(model, interpolate(*goal, alpha), images)
         train = evaluate(evaluated, iter(chunks))
         test = evaluate(evaluated, a.data.eval_batches("test", EVAL_BATCH_SIZE))
         curve.append({"alpha": alpha, "train_loss": train["loss"], "train_acc": train["acc"], "test_loss": test["loss"], "test_acc": test["acc"]})
