@@ -65,12 +65,13 @@ from optqual import config_dir
 from optqual.build import build_training
 from optqual.config.schema import register_with_hydra
 from optqual.data.images import ImageData, to_device
-from optqual.engine.loop import EVAL_BATCH_SIZE, EpochProgress, LayerGradNorms, Training, autocast, evaluate
+from optqual.engine.loop import EVAL_BATCH_SIZE, EpochProgress, LayerGradNorms, Training, evaluate
 from optqual.models import build_model
 from optqual.models.profile import synchronize
 from optqual.optim.sam import running_stats_frozen, two_pass
 from optqual.system.allocator import keep_freed_memory
 from optqual.system.devices import resolve_device
+from optqual.system.precision import autocast, set_precision
 from optqual.system.reproducibility import DATA_STREAM, make_deterministic, stream_generator
 
 BATCH = 128
@@ -79,6 +80,17 @@ BASELINE = {"epochs": 200, "eval_every": 10, "train": 45_000, "val": 5_000, "tes
 
 Work = tuple[int, Callable[[], None]]  # (images it processes, the call that processes them)
 Name = TypeVar("Name")
+
+
+def in_precision(precision: str, work: Work) -> Work:
+    """`work` with its precision's float32 math set first (a flag set: nothing to time)."""
+    images, call = work
+
+    def run() -> None:
+        set_precision(precision)
+        call()
+
+    return images, run
 
 
 def rates(device: torch.device, works: dict[Name, Work], repeats: int) -> dict[Name, list[float]]:
@@ -277,7 +289,7 @@ def projected_baseline_seconds(train_rate: float, eval_rate: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated: fp32, bf16")
+    parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated: fp32, tf32, bf16 (fp16's loss scaling is not in the bare step)")
     parser.add_argument("--model", default="resnet8", help="an option of conf/model/ for every measurement")
     parser.add_argument("--data", default="cifar10", help="an option of conf/data/: the images' shape, classes and augmentation")
     parser.add_argument("--optimizer", default="sgd", help="an option of conf/optimizer/ for optqual's ceiling and epoch")
@@ -323,6 +335,7 @@ def main() -> None:
     precisions = args.precisions.split(",")
     works = {}
     for precision in precisions:
+        set_precision(precision)  # each work runs in its precision's float32 math (TF32 or not), set again before each call
         works["ceiling", precision] = ceiling(data, device, precision, args.compile, args.ceiling_steps, cfg)
         works["optqual epoch", precision] = optqual_epoch(data, device, precision, args.compile, cfg)
         works["eval val+test", precision] = evaluation(data, device, precision, args.compile, cfg)
@@ -331,6 +344,7 @@ def main() -> None:
         for variant in args.variants:
             variant_cfg = run_config(args.optimizer, args.scheduler, BASELINE["epochs"], [*args.overrides, *variant.split()], args.model, args.data)
             works[f"epoch, {variant}", precision] = optqual_epoch(data, device, precision, args.compile, variant_cfg)
+    works = {(what, precision): in_precision(precision, work) for (what, precision), work in works.items()}
     windows = rates(device, works, args.repeats)
     speeds = {key: statistics.median(window_speeds) for key, window_speeds in windows.items()}
     rows += [(f"{what} ({precision})", window_speeds) for (what, precision), window_speeds in windows.items()]

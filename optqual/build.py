@@ -29,6 +29,7 @@ from optqual.models.profile import macs_per_parameter
 from optqual.optim.build import build_optimizer
 from optqual.recording.recorder import RunRecorder
 from optqual.system.hardware import hardware
+from optqual.system.precision import precision_flags
 from optqual.system.reproducibility import DATA_STREAM, stream_generator
 
 
@@ -39,6 +40,7 @@ class Run:
     recorder: RunRecorder  # history.csv and metrics.json
     config: dict  # resolved, with what the data decided: alone, it rebuilds the model (resolved_config.yaml)
     choices: dict[str, str]  # the option of each group Hydra composed (the dashboards group runs by them)
+    device: torch.device  # where it trains
 
 
 def build_training(cfg: DictConfig, data: ImageData, device: torch.device, run_dir: Path) -> Training:
@@ -47,8 +49,9 @@ def build_training(cfg: DictConfig, data: ImageData, device: torch.device, run_d
     own_groups = [group for component in components() if component.adapt_model is not None
                   for group in component.adapt_model(cfg[component.name], model)]  # quantizer=deadzone: weight is then quantized
     model.to(device, memory_format=torch.channels_last)  # the layout convolutions run fastest in
-    if cfg.compile:
-        model.compile()  # in place: state_dict keys stay those of the plain model
+    if cfg.compile:  # in place: state_dict keys stay those of the plain model. A batch of another size (an epoch's last,
+        # evaluation's) compiles once more and marks the batch dimension dynamic: no size compiles again after it
+        model.compile(mode=cfg.compile_mode)
     optimizer = build_optimizer(model, cfg.optimizer, cfg.lr_scale, own_groups)
 
     def evaluate_on(model: torch.nn.Module, split: str) -> dict[str, float]:
@@ -83,7 +86,9 @@ def build_run(cfg: DictConfig, choices: dict[str, str], run_dir: Path, device: t
         "device": str(device),
         "threads": torch.get_num_threads(),
         "precision": cfg.precision,
+        "precision_flags": precision_flags(cfg.precision),  # the float32 math and autocast in force
         "compile": cfg.compile,
+        "compile_mode": cfg.compile_mode,
         "params": sum(p.numel() for p in model.parameters()),
         "grad_norm_every": training.grad_norm_every,  # what grad_norm_every=auto came to
         "train_images": len(data.train_labels),
@@ -92,7 +97,8 @@ def build_run(cfg: DictConfig, choices: dict[str, str], run_dir: Path, device: t
     }, started)
     state = TrainingState()
     parts = {"model": model, "optimizer": training.optimizer, **{f"extension.{name}": e for name, e in training.hooks.extensions.items()},
-             "rng": RandomState({"data": training.generator}), "loop": training, "record": recorder}
+             "rng": RandomState({"data": training.generator}, device), "loop": training, "record": recorder,
+             **({"scaler": training.scaler} if training.scaler.is_enabled() else {})}  # fp16's loss scale goes on from where it was
     for name, part in parts.items():
         state.register(name, part)
-    return Run(training, state, recorder, resolved_config(cfg, data.facts()), dict(choices))
+    return Run(training, state, recorder, resolved_config(cfg, data.facts()), dict(choices), device)

@@ -14,6 +14,8 @@ such use elsewhere. Each is here because no public API does the same job as fast
 - `share_state`: an optimizer made of two (Muon and another), each pointed at its part of the
   outer optimizer's groups and at its one state dict.
 - `cpu_features`: the instruction sets torch's CPU kernels may use, as torch itself detects them.
+- `compiled_graphs`: how many graphs torch.compile compiled, as dynamo counts them (a run
+  records its recompilations; torch has no public count).
 """
 
 from pathlib import Path
@@ -76,3 +78,11 @@ def share_state(inner: torch.optim.Optimizer, groups: list[dict], state: dict) -
 def cpu_features() -> list[str]:
     """The instruction sets among avx2, avx512, avx512_vnni, avx512_bf16, amx_tile, amx_fp16 this CPU has."""
     return [name for name, check in _ISA_CHECKS.items() if getattr(torch.cpu, check, lambda: False)()]
+
+
+def compiled_graphs() -> int:
+    """Graphs torch.compile has compiled in this process so far, each recompilation one more: dynamo's
+    own count (torch has no public one)."""
+    from torch._dynamo.utils import counters  # imported on use: importing dynamo takes a second
+
+    return counters["stats"]["unique_graphs"]

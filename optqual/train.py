@@ -22,10 +22,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from optqual.build import Run, build_run
+from optqual.compat import compiled_graphs
 from optqual.config.checks import check_config
 from optqual.config.schema import register_with_hydra
 from optqual.config.upgrade import upgrade
-from optqual.engine.checkpoint import CheckpointError, load_checkpoint, save_training_state
+from optqual.engine.checkpoint import CheckpointError, check_same_device, load_checkpoint, save_training_state
 from optqual.engine.loop import EVAL_BATCH_SIZE, evaluate
 from optqual.engine.state import StateMismatch
 from optqual.errors import ConfigError
@@ -35,6 +36,7 @@ from optqual.files.lock import claimed
 from optqual.launch.arguments import check_arguments
 from optqual.launch.overrides import check_command
 from optqual.launch.directories import discard_unstarted, register_resolvers
+from optqual.launch.placement import placed
 from optqual.launch.plan import check_plan
 from optqual.launch.record import check_same_run, composed, run_log, write_record
 from optqual.launch.resources import jobs_at_once
@@ -52,11 +54,13 @@ register_resolvers()
 log = logging.getLogger("optqual")
 
 
-def prepare(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, started: float) -> Run:
-    """Everything that can reject the config, then the machine's setup, then the run; writes nothing."""
+def prepare(cfg: DictConfig, hydra_cfg: DictConfig, run_dir: Path, started: float, job: contextlib.ExitStack) -> Run:
+    """Everything that can reject the config, then the job's GPU (held until `job` closes), the
+    machine's setup, then the run; writes nothing."""
     check_config(cfg)
-    device = resolve_device(cfg.device)
-    set_up_machine(cfg.seed, cfg.threads, jobs_at_once(hydra_cfg), device)
+    jobs = jobs_at_once(hydra_cfg)
+    device, sharing = job.enter_context(placed(resolve_device(cfg.device), jobs, cfg.jobs_per_gpu))
+    set_up_machine(cfg.seed, cfg.threads, jobs, device, cfg.precision, sharing)
     return build_run(cfg, dict(hydra_cfg.runtime.choices), run_dir, device, started)
 
 
@@ -75,6 +79,7 @@ def accept(run_dir: Path, cfg: DictConfig, run: Run) -> bool:
     if resumed:
         saved = load_checkpoint(run_dir)
         check_same_run(run_dir, upgrade(saved["config"]), cfg)
+        check_same_device(run_dir, saved, run.device)
         torch.set_num_threads(saved["threads"])
         try:
             run.state.load_state_dict(saved["state"])
@@ -126,8 +131,8 @@ def train(cfg: DictConfig) -> dict:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     started = time.perf_counter()
     try:
-        with run_log() as write_log_in:
-            run = prepare(cfg, hydra_cfg, run_dir, started)
+        with run_log() as write_log_in, contextlib.ExitStack() as job:
+            run = prepare(cfg, hydra_cfg, run_dir, started, job)
             with claimed(run_dir):  # one process per run directory: `resume` of a sweep that still runs must not race it
                 resumed = accept(run_dir, cfg, run)
                 write_log_in(run_dir)
@@ -167,9 +172,10 @@ def fit_and_save(cfg: DictConfig, run: Run, run_dir: Path, resumed: bool) -> dic
     def checkpoint() -> None:
         tic = time.perf_counter()
         run.recorder.checkpoints += 1  # before saving: the saved count includes this checkpoint
-        save_training_state(run_dir, config, run.state)
+        save_training_state(run_dir, config, run.state, run.device)
         run.recorder.checkpoint_seconds += time.perf_counter() - tic
 
+    graphs_before = compiled_graphs()  # a joblib worker may have compiled an earlier job's model
     lost: dict[str, str] = {}  # what a dashboard failed to store, known once it is closed
     try:
         with tracking(cfg, run.recorder.facts["experiment"], run.choices, run_dir, resumed, run.recorder.history, lost) as track, \
@@ -191,6 +197,9 @@ def fit_and_save(cfg: DictConfig, run: Run, run_dir: Path, resumed: bool) -> dic
         raise
     ending = {"checkpoints": run.recorder.checkpoints, "checkpoint_seconds": run.recorder.checkpoint_seconds,  # every process's
               "dashboard_data_lost": lost}
+    if cfg.compile:  # this process's: a fixed few per run, however many epochs (conf/config.yaml: compile_mode)
+        ending["compiled_graphs"] = compiled_graphs() - graphs_before
+        log.info("torch.compile compiled %d graphs", ending["compiled_graphs"])
     if status == RunStatus.INTERRUPTED:  # checkpointed at the step boundary; exit like the signal would
         log.warning("stopped by %s; checkpoint written. Continue with: python -m optqual resume %s", stop.name, run_dir)
         run.recorder.write_metrics(status, error=f"stopped by {stop.name}; continue with: python -m optqual resume {run_dir}", **ending)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from optqual.compat import cpu_features
 from optqual.system.hardware import cpu_model
 
 LIBRARIES = ("torch", "torchvision", "numpy", "timm", "pytorch-optimizer")
@@ -30,8 +31,11 @@ NORM_ATOL = 0.05  # a weight tensor's L2 norm within this (small batch-norm bias
 
 
 def machine() -> dict:
-    """What a bit-identical comparison needs to hold: the CPU model and the library versions."""
-    return {"cpu": cpu_model(), "python": platform.python_version(), **{name: version(name) for name in LIBRARIES}}
+    """What a bit-identical comparison needs to hold: the CPU model, the instruction sets the math
+    libraries dispatch on (a virtual machine may report two generations as the same "AMD EPYC"),
+    and the library versions."""
+    return {"cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_isa": cpu_features(),
+            "python": platform.python_version(), **{name: version(name) for name in LIBRARIES}}
 
 
 def fingerprint(run: Path) -> dict:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from optqual.compat import augmentation_ops, cpu_features, geometric_op, parameter_norms, share_state
+from optqual.compat import augmentation_ops, compiled_graphs, cpu_features, geometric_op, parameter_norms, share_state
 from test_policies import images, magnitudes_for, torchvision_op
 
 
@@ -87,3 +87,14 @@ def test_the_instruction_sets_agree_with_the_capability_torch_dispatches_to():
     capability = torch.backends.cpu.get_cpu_capability()
     assert ("avx512" in found) == (capability == "AVX512") or capability == "DEFAULT"
     assert ("avx2" in found) == (capability in ("AVX2", "AVX512")) or capability == "DEFAULT"
+
+
+def test_compiled_graphs_counts_each_compilation_and_nothing_for_a_shape_seen_before():
+    function = torch.compile(lambda x: x.sin() + 1, backend="eager")  # dynamo counts the graphs whatever compiles them
+    before = compiled_graphs()
+    function(torch.ones(8))
+    function(torch.ones(8))
+    assert compiled_graphs() - before == 1
+    function(torch.ones(5))  # another batch size: compiled once more, with the size dynamic
+    function(torch.ones(3))
+    assert compiled_graphs() - before == 2

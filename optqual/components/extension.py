@@ -34,7 +34,7 @@ class Extension:
         return images, targets
 
     def loss_terms(self, model: nn.Module) -> list[torch.Tensor]:
-        """Terms added to the loss that is differentiated (inside autocast)."""
+        """Terms added to the loss that is differentiated (in fp32, outside autocast)."""
         return []
 
     def after_backward(self) -> None:

@@ -56,8 +56,10 @@ class RunSettings:
     experiment_name: Optional[str] = None  # the Trackio project and the name of run and sweep directories (experiment_title)
     device: str = "auto"
     threads: Optional[int] = within(None, "[1, inf)")
+    jobs_per_gpu: Optional[int] = within(None, "[1, inf)")  # a local sweep's jobs on one GPU at once (optqual/launch/placement.py)
     precision: str = "fp32"
     compile: bool = False
+    compile_mode: str = "default"  # torch.compile's mode (optqual/config/checks.py: COMPILE_MODES)
     clip_grad_norm: Optional[float] = within(None, "(0, inf)")  # a run-level key of a component (optqual/components/clip_grad_norm.py)
     lr_scale: float = within(1.0, "(0, inf)")
     optimizer: Any = MISSING

@@ -42,8 +42,13 @@ MOVED = {
 ADDED_KEYS = {("data", None): {"full_batch": False, "train_size": None}, ("model", "optqual.models.mlp.MLP"): {"activation": "relu"}}
 
 
+# run-level keys added since, with the value that does what a run saved before did (2026-12-07)
+ADDED_RUN_KEYS = {"jobs_per_gpu": None, "compile_mode": "default"}
+
+
 def with_added_keys(config: dict) -> dict:
     """`config` with each key added since it was saved, at the value that does what it did then."""
+    config = {**ADDED_RUN_KEYS, **config}
     for (group, target), added in ADDED_KEYS.items():
         node = config.get(group)
         if isinstance(node, dict) and target in (None, node.get("_target_")):

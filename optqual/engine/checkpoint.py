@@ -20,6 +20,7 @@ from optqual.engine.state import TrainingState
 from optqual.errors import ConfigError
 from optqual.files.atomic import atomic_write
 from optqual.files.layout import CHECKPOINT
+from optqual.system.hardware import device_name
 
 FORMAT = 3  # 2: the training state as registered parts; 3: each component's part named after its config key
 # the parts format 2 named otherwise (optqual before its components registered themselves, 2026-12-06)
@@ -61,10 +62,24 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any]:
     return state
 
 
-def save_training_state(run_dir: Path, config: dict, state: TrainingState) -> None:
-    """checkpoint.pt of a run with this (resolved) config, now."""
+def save_training_state(run_dir: Path, config: dict, state: TrainingState, device: torch.device) -> None:
+    """checkpoint.pt of a run with this (resolved) config on `device`, now."""
     save_checkpoint(run_dir, {
         "config": config,
         "threads": torch.get_num_threads(),  # part of a CPU run's arithmetic
+        "device": {"type": device.type, "name": device_name(device)},  # so is the hardware: resume refuses other hardware
         "state": state.state_dict(),
     })
+
+
+def check_same_device(run_dir: Path, saved: dict, device: torch.device) -> None:
+    """Refuse to continue on other hardware a run that trained on `saved["device"]` (checkpoints
+    before 2026-12-07 did not record it): its numbers would no longer come from one machine's arithmetic,
+    and a CUDA generator's state does not load into the CPU's."""
+    ran_on = saved.get("device")
+    here = {"type": device.type, "name": device_name(device)}
+    if ran_on is None or ran_on == here:
+        return
+    raise CheckpointError(f"{run_dir / CHECKPOINT}: this run trained on {ran_on['type']} ({ran_on['name']}), this process would "
+                          f"continue it on {here['type']} ({here['name']}): resume it on a machine with that "
+                          f"{'GPU' if ran_on['type'] == 'cuda' else 'CPU'} (device={ran_on['type']}), or train it again in another directory")

@@ -11,7 +11,6 @@ epoch in progress with its order and per-step figures) is part of the training s
 a checkpoint taken between two steps continues exactly.
 """
 
-import contextlib
 import logging
 import math
 import time
@@ -30,16 +29,12 @@ from optqual.engine.hooks import Hooks
 from optqual.losses import LossFunction
 from optqual.optim.sam import running_stats_frozen, two_pass
 from optqual.status import RunStatus
+from optqual.system.precision import autocast, grad_scaler
 
 log = logging.getLogger(__name__)
 EVAL_BATCH_SIZE = 1024  # no gradients are kept, so evaluation can take large batches
 FULLY_CONNECTED_MACS = 2  # multiply-adds per parameter per image below which a model counts as fully connected
 SAMPLED_GRAD_NORM_EVERY = 8  # `grad_norm_every: auto` on a fully connected model
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast for the forward pass (and so the matching backward); fp32 runs as is."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def owner(name: str) -> str:
@@ -91,13 +86,15 @@ class LayerGradNorms:
 @torch.inference_mode()
 def evaluate(model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], precision: str = "fp32",
              loss: LossFunction = F.cross_entropy) -> dict[str, float]:
-    """Mean `loss` (a plain loss of optqual/losses.py) and accuracy (a fraction) over all batches, in eval mode."""
+    """Mean `loss` (a plain loss of optqual/losses.py) and accuracy (a fraction) over all batches, in eval mode.
+    The loss is taken in fp32 at every precision: on bf16 logits it would be off by 0.2-0.4%, and
+    early stopping, the plateau schedule and best_model.pt follow it."""
     model.eval()
     sums, count = 0, 0
     for images, labels in batches:
         with autocast(images.device, precision):
-            logits = model(images)
-        sums = sums + torch.stack([loss(logits, labels, reduction="sum").float(), (logits.argmax(1) == labels).sum().float()])
+            logits = model(images).float()
+        sums = sums + torch.stack([loss(logits, labels, reduction="sum"), (logits.argmax(1) == labels).sum().float()])
         count += len(labels)
     loss_sum, correct = sums.tolist()
     return {"loss": loss_sum / count, "acc": correct / count}
@@ -138,16 +135,28 @@ class EpochProgress:
         state = {key: value.to(device) if torch.is_tensor(value) else value for key, value in state.items()}
         return cls(**state | {name: [*state[name]] for name in cls.PER_STEP})  # a stacked tensor back into its steps
 
-    def record(self, count: int, batch_size: int, norms: LayerGradNorms) -> dict[str, float]:
-        """The finished epoch's history row: batch size, mean loss, accuracy and per-layer grad norms, time."""
+    def record(self, count: int, batch_size: int, norms: LayerGradNorms, scaler: torch.amp.GradScaler) -> dict[str, float]:
+        """The finished epoch's history row: batch size, mean loss, accuracy and per-layer grad norms, time.
+
+        Under fp16's loss scaling a step whose loss overflowed was skipped by the scaler, not
+        taken: the means are over the other steps and `nonfinite_loss_steps` counts them; a step
+        whose gradient alone overflowed halved `loss_scale`, the scale the epoch ended with. An
+        epoch with no finite loss has no finite mean: diverged."""
         sizes = torch.full((self.step,), float(batch_size), dtype=torch.float64, device=self.order.device)
         sizes[-1] = count - batch_size * (self.step - 1)  # the last batch may be smaller
+        losses = torch.stack(self.losses).double()
+        taken = losses.isfinite() if scaler.is_enabled() else torch.ones_like(losses, dtype=torch.bool)
+        weights = sizes * taken
 
-        def mean(values: list[torch.Tensor]) -> torch.Tensor:  # over images: each batch's mean weighted by its size
-            return torch.stack(values).double() @ sizes / count
+        def mean(values: torch.Tensor) -> torch.Tensor:  # over images: each batch's mean weighted by its size
+            return torch.where(taken, values, 0.0) @ weights / weights.sum()
 
-        loss, ce, correct = torch.stack([mean(self.losses), mean(self.ces), torch.stack(self.correct).sum().double()]).tolist()
+        figures = torch.stack([mean(losses), mean(torch.stack(self.ces).double()), torch.stack(self.correct).sum().double(),
+                               (~taken).sum().double()])
+        loss, ce, correct, overflowed = figures.tolist()
         record = {"epoch": self.epoch, "batch_size": batch_size, "train_loss": loss, "train_ce": ce, "train_acc": correct / count}
+        if scaler.is_enabled():
+            record.update(nonfinite_loss_steps=int(overflowed), loss_scale=scaler.get_scale())
         layer_norms = norms.layer_means(torch.stack(self.grad_norms)).tolist()
         record.update({f"grad_norm.{layer}": value for layer, value in zip(norms.layers, layer_norms)})
         record["seconds"] = self.seconds
@@ -173,19 +182,24 @@ class Training:
     current: EpochProgress | None = None  # the epoch in progress, when a checkpoint is taken inside one
     stopped: bool = False  # an extension ended training before `epochs` (early stopping)
     grad_norms: LayerGradNorms = field(init=False)
+    scaler: torch.amp.GradScaler = field(init=False)  # fp16's loss scaler; a pass-through at the other precisions
 
     def __post_init__(self) -> None:
         self.grad_norms = LayerGradNorms(self.model)
         self.two_pass = two_pass(self.optimizer)
+        self.scaler = grad_scaler(self.data.train_labels.device, self.precision)
 
     def forward_backward(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss and logits of a batch, and the gradient of the objective (the loss and the components'
+        terms), unscaled: the gradient norms, clipping and the optimizer read true gradients."""
         with autocast(images.device, self.precision):
             logits = self.model(images)
-            loss = self.loss(logits, targets)
-            objective = loss
-            for term in self.hooks.loss_terms(self.model):
-                objective = objective + term
-        objective.backward()
+        loss = self.loss(logits.float(), targets)  # in fp32 at every precision
+        objective = loss
+        for term in self.hooks.loss_terms(self.model):
+            objective = objective + term
+        self.scaler.scale(objective).backward()
+        self.scaler.unscale_(self.optimizer)
         return loss, logits
 
     def second_pass(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -202,10 +216,11 @@ class Training:
         if progress.step % self.grad_norm_every == 0:  # one more pass over all gradients: a tiny model's step feels it
             progress.grad_norms.append(self.grad_norms())  # the raw gradient at the current weights
         self.hooks.after_backward()
-        if self.two_pass:
+        if self.two_pass:  # SAM (not with fp16: config/checks.py)
             self.optimizer.step(lambda: self.second_pass(images, targets))
         else:
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)  # fp16: skipped when the gradients overflowed (one host sync)
+            self.scaler.update()
         self.hooks.after_step()
         loss = loss.detach()
         progress.losses.append(loss)
@@ -226,12 +241,14 @@ class Training:
                 progress.step = step + 1
                 on_step()
         finally:
+            if progress.order.is_cuda:  # the step only queues kernels: the epoch ends when they have run
+                torch.cuda.synchronize(progress.order.device)
             progress.seconds += time.perf_counter() - started
         return True
 
     def epoch_record(self, progress: EpochProgress) -> dict[str, float]:
         """The history row of `progress`'s finished epoch (its one read of the device-side figures)."""
-        return progress.record(len(self.data.train_labels), self.data.batch_size(progress.epoch), self.grad_norms)
+        return progress.record(len(self.data.train_labels), self.data.batch_size(progress.epoch), self.grad_norms, self.scaler)
 
     def end_epoch(self, record: dict) -> bool:
         """Validate (every `eval_every` epochs and after the last) into `record`, let the

@@ -21,16 +21,17 @@ class Stateful(Protocol):
 
 
 class RandomState:
-    """Every generator that can influence a run: torch's global CPU and CUDA generators, numpy's,
-    Python's, and the run's own (the data order and augmentation)."""
+    """Every generator that can influence a run: torch's global CPU generator and the CUDA one of the
+    run's GPU, numpy's, Python's, and the run's own (the data order and augmentation)."""
 
-    def __init__(self, generators: dict[str, torch.Generator]):
+    def __init__(self, generators: dict[str, torch.Generator], device: torch.device = torch.device("cpu")):
         self.generators = generators
+        self.device = device
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+            "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "numpy": np.random.get_state(),
             "python": random.getstate(),
             "generators": {name: generator.get_state() for name, generator in self.generators.items()},
@@ -38,8 +39,9 @@ class RandomState:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         torch.set_rng_state(state["torch"])
-        if state["cuda"] is not None:
-            torch.cuda.set_rng_state_all(state["cuda"])
+        cuda = state["cuda"]
+        if cuda is not None and self.device.type == "cuda":  # saved as every GPU's list before 2026-12-07: cuda:0 was the run's
+            torch.cuda.set_rng_state(cuda[0] if isinstance(cuda, (list, tuple)) else cuda, self.device)
         np.random.set_state(state["numpy"])
         random.setstate(state["python"])
         for name, generator in self.generators.items():

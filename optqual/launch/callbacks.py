@@ -25,6 +25,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
+import torch
 import yaml
 
 from optqual.config.checks import check_config
@@ -32,6 +33,7 @@ from optqual.errors import ConfigError
 from optqual.files.atomic import check_writable, write_text
 from optqual.files.layout import MULTIRUN, SUMMARY_LOCK, SWEEP_LOCK
 from optqual.launch.directories import make_dirs, start_claiming
+from optqual.launch.placement import check_local_launcher
 from optqual.launch.overrides import explain
 from optqual.runs.jobs import command_line, job_overrides, knows_jobs_up_front, override_values, save_jobs
 from optqual.status import RunStatus
@@ -126,6 +128,10 @@ class LaunchCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         jobs = checked_jobs(config) if knows_jobs_up_front(config.hydra) else None
+        try:
+            check_local_launcher(config.hydra.launcher, config.device, torch.cuda.device_count())
+        except ConfigError as err:
+            sys.exit(f"optqual: error: {err}")
         sweep_dir = output_dir(config, "sweep.dir")
         claim_sweep(sweep_dir, config)
         if jobs is not None:

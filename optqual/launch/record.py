@@ -35,9 +35,12 @@ def composed(path: Path) -> dict:
     return OmegaConf.to_container(OmegaConf.create(upgrade(OmegaConf.to_container(OmegaConf.load(path)))), resolve=True)
 
 
+PLACEMENT_KEYS = {"jobs_per_gpu"}  # where a run's job is placed, not what it computes: a relaunch may change it
+
+
 def check_same_run(run_dir: Path, saved: dict, cfg: DictConfig) -> None:
     """Refuse, in one line, a launch whose config is not the one `run_dir`'s run was started with."""
-    changed = config_diff(saved, OmegaConf.to_container(cfg, resolve=True))
+    changed = [change for change in config_diff(saved, OmegaConf.to_container(cfg, resolve=True)) if change[0] not in PLACEMENT_KEYS]
     if changed:
         listed = ", ".join(f"{key}: {before!r} -> {now!r}" for key, before, now in changed[:3])
         raise ConfigError(f"{run_dir} holds a run of another config ({listed}): continue it with "

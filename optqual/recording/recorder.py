@@ -5,7 +5,7 @@ import platform
 import resource
 import sys
 import time
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,17 @@ def save_split(run_dir: Path, train_indices: np.ndarray, val_indices: np.ndarray
     atomic_write(run_dir / SPLIT, lambda file: np.savez(file, train=train_indices, val=val_indices))
 
 
-def library_versions() -> dict[str, str]:
+def installed(package: str) -> str | None:
+    """`package`'s version; None where it is not installed (Trackio is needed only with trackio.enabled)."""
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def library_versions() -> dict[str, str | None]:
     packages = ("torch", "torchvision", "numpy", "hydra-core", "omegaconf", "trackio")
-    return {"python": platform.python_version(), **{name: version(name) for name in packages}}
+    return {"python": platform.python_version(), **{name: installed(name) for name in packages}}
 
 
 def peak_memory_mb(device: torch.device) -> dict[str, float | None]:
@@ -79,10 +87,12 @@ class RunRecorder:
         for record in self.history:  # later epochs overwrite earlier ones; val only where it ran
             metrics.update({key: value for key, value in record.items() if key in metrics})
         train_seconds = sum(record["seconds"] for record in self.history)
+        timed = self.history[1:] or self.history  # the first epoch pays for compilation and warm-up: the rest say the speed
+        timed_seconds = sum(record["seconds"] for record in timed)
         metrics.update(
             epochs=len(self.history),
             train_seconds=train_seconds,
-            train_images_per_s=self.facts["train_images"] * len(self.history) / train_seconds if train_seconds else None,
+            train_images_per_s=self.facts["train_images"] * len(timed) / timed_seconds if timed_seconds else None,
             wall_seconds=self.wall_seconds(),
             **self.facts,
             **peak_memory_mb(torch.device(self.facts.get("device", "cpu"))),

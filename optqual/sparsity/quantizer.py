@@ -58,15 +58,17 @@ SCHEMAS = {"quantizer": QuantizerSchema}
 
 
 class StraightThrough(torch.autograd.Function):
-    """`op(x)` forward, the identity backward."""
+    """`op(x, *args)` forward, the identity backward (to x; the args get no gradient). The op is a
+    fixed function, never a fresh lambda: torch.compile guards on it, and would recompile per call."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, op: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        return op(x)
+    def forward(ctx, x: torch.Tensor, op: Callable[..., torch.Tensor], *args: torch.Tensor) -> torch.Tensor:
+        ctx.extra = len(args)
+        return op(x, *args)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return grad, None
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        return grad, None, *[None] * ctx.extra
 
 
 def percentile(values: torch.Tensor, q: float) -> torch.Tensor:
@@ -81,8 +83,8 @@ def percentile(values: torch.Tensor, q: float) -> torch.Tensor:
     return lower.lerp(torch.kthvalue(values, low + 2).values, position - low)
 
 
-def straight_through(op: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    return StraightThrough.apply(x, op)
+def straight_through(op: Callable[..., torch.Tensor], x: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
+    return StraightThrough.apply(x, op, *args)
 
 
 class DeadZoneQuantizer(nn.Module):
@@ -105,7 +107,7 @@ class DeadZoneQuantizer(nn.Module):
         shift = dead_zone / 2 - step / 2
         compressed = torch.sign(w) * straight_through(torch.relu, w.abs() - shift)
         bound = levels.detach()
-        q = straight_through(lambda x: x.clamp(-bound, bound), straight_through(torch.round, compressed / step))
+        q = straight_through(torch.clamp, straight_through(torch.round, compressed / step), -bound, bound)
         return step * q + shift * torch.sign(q)
 
 

@@ -43,3 +43,8 @@ def hardware(device: torch.device) -> dict:
     if device.type == "cuda":
         record.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
     return record
+
+
+def device_name(device: torch.device) -> str:
+    """What a run's arithmetic ran on: the GPU's name on CUDA, the CPU's model on the CPU."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
