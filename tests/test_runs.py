@@ -238,7 +238,7 @@ def test_diff_refuses_a_directory_that_is_not_a_run(runs, tmp_path):
         (["data.val_fraction=1.5"], "optqual: error: data.val_fraction=1.5: must lie in (0, 1)"),
         (["device=gpu"], "optqual: error: device=gpu: unknown device"),
         (["threads=0"], "optqual: error: threads=0: must lie in [1, inf)"),
-        (["precision=fp16"], "optqual: error: precision=fp16: must be one of fp32, bf16"),
+        (["precision=fp8"], "optqual: error: precision=fp8: must be one of fp32, tf32, bf16, fp16"),
         (["data=npz", "data.path=missing.npz"], "optqual: error: data.path=missing.npz: no such file"),
         (["data=npz"], "optqual: error: data.path is required"),
         (["data.root=nothing_here", "data.download=false"], "optqual: error: data.root=nothing_here: CIFAR-10 not found"),
