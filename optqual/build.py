@@ -25,6 +25,7 @@ from optqual.engine.state import RandomState, TrainingState
 from optqual.errors import build
 from optqual.losses import plain_loss, training_loss
 from optqual.models import build_model
+from optqual.models.layout import to_training_layout
 from optqual.models.profile import macs_per_parameter
 from optqual.optim.build import build_optimizer
 from optqual.recording.recorder import RunRecorder
@@ -48,7 +49,7 @@ def build_training(cfg: DictConfig, data: ImageData, device: torch.device, run_d
     model = build_model(cfg.model, data.facts())  # the first draw from the seeded generator: the initial weights
     own_groups = [group for component in components() if component.adapt_model is not None
                   for group in component.adapt_model(cfg[component.name], model)]  # quantizer=deadzone: weight is then quantized
-    model.to(device, memory_format=torch.channels_last)  # the layout convolutions run fastest in
+    to_training_layout(model, device)  # channels_last, the layout convolutions run fastest in
     if cfg.compile:  # in place: state_dict keys stay those of the plain model. A batch of another size (an epoch's last,
         # evaluation's) compiles once more and marks the batch dimension dynamic: no size compiles again after it
         model.compile(mode=cfg.compile_mode)

@@ -1,6 +1,8 @@
 """Every model option as published: parameter counts, option-A shortcuts, ResNet-18's CIFAR stem,
 the MLP, timm models, the model/data fit, and the profile's MAC count against a hand count."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -10,6 +12,7 @@ from optqual.engine.loop import grad_norm_every
 from optqual.errors import ConfigError
 from optqual.models import build_model, check
 from optqual.models.cifar_resnet import CifarResNet
+from optqual.models.layout import to_training_layout
 from optqual.models.profile import macs_per_image, macs_per_parameter, timings
 
 CIFAR = {"num_classes": 10, "channels": 3, "image_size": 32}
@@ -157,3 +160,23 @@ def test_timings_report_latency_percentiles_and_throughput():
     result = timings(built("resnet8"), CIFAR, torch.device("cpu"), calls=20, batch=64, batch_calls=2)
     latency = result["latency_ms"]
     assert 0 < latency["p50"] <= latency["p95"] and latency["mean"] > 0 and result["throughput_img_s"] > 0
+
+
+def test_a_strided_pointwise_conv_worked_around_on_avx2_computes_the_same(monkeypatch):
+    """oneDNN crashes on AVX2 in the weight gradient of a 1x1 stride-2 conv of few channels in
+    channels_last (optqual/models/layout.py): where it would, the layer convolves the subsampled
+    input instead. Same outputs and gradients as the strided conv (computed in NCHW, which is safe)."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    torch.manual_seed(0)
+    model = build_model(compose_run("model.widths=[4,8,8]", "model.shortcut=B").model, {"num_classes": 10, "channels": 3, "image_size": 32})
+    reference = copy.deepcopy(model)  # NCHW, as it was built
+    patched = to_training_layout(model, torch.device("cpu"))
+    assert patched == ["stage2.0.shortcut.conv"]  # the one 1x1 stride-2 conv of 4 channels
+    x = torch.randn(8, 3, 32, 32)
+    for net, images in ((model, x.contiguous(memory_format=torch.channels_last)), (reference, x)):
+        net(images).square().sum().backward()
+    torch.testing.assert_close(model(x.contiguous(memory_format=torch.channels_last)), reference(x))
+    for (name, a), b in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert to_training_layout(copy.deepcopy(reference), torch.device("cpu")) == []  # elsewhere nothing changes
