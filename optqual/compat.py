@@ -6,9 +6,10 @@ such use elsewhere. Each is here because no public API does the same job as fast
   `torch.linalg.vector_norm` gives the same floats but took 1.2-1.3x as long on the CPU
   (ResNet-8's 29 gradients: 54 against 64 us; ResNet-20's 59: 122 against 160 us) and
   launches a kernel per tensor on a GPU; the loop takes it on every step.
-- `augmentation_ops`, `geometric_op`: torchvision's tables of AutoAugment, RandAugment and
-  TrivialAugment ops with their magnitude bins, and its geometric op (shears about the
-  corner, translations, rotation): what its policies apply, with no public equivalent per op.
+- `augmentation_ops`, `geometric_matrix`: torchvision's tables of AutoAugment, RandAugment and
+  TrivialAugment ops with their magnitude bins, and the inverse affine matrix its geometric ops
+  (shears about the corner, translations, rotation) warp with: what its policies apply, with no
+  public equivalent per op.
 - `trackio_logged`, `trackio_dir`: what Trackio's database holds for a run, and the data
   directory Trackio read when it was imported (its public API reads neither).
 - `share_state`: an optimizer made of two (Muon and another), each pointed at its part of the
@@ -18,6 +19,7 @@ such use elsewhere. Each is here because no public API does the same job as fast
   records its recompilations; torch has no public count).
 """
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +46,20 @@ def augmentation_ops(policy: str, bins: int, size: int) -> dict[str, tuple[torch
     return transform._augmentation_space(bins, (size, size))
 
 
-def geometric_op(images: torch.Tensor, name: str, magnitude: float) -> torch.Tensor:
-    """torchvision's op `name` (ShearX/Y, TranslateX/Y, Rotate, ...) at `magnitude` on uint8 NCHW
-    images, as its policies apply it: nearest interpolation, black fill."""
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import autoaugment as tv
+def geometric_matrix(name: str, magnitude: float, width: int, height: int) -> list[float]:
+    """The inverse affine matrix (6 numbers) torchvision's op `name` (ShearX/Y, TranslateX/Y, Rotate)
+    warps a `width` x `height` image with at `magnitude`, as its policies call F.affine and F.rotate
+    (shears about the corner, integer translations, rotation about the centre)."""
+    from torchvision.transforms.functional import _get_inverse_affine_matrix
 
-    return tv._apply_op(images, name, magnitude, InterpolationMode.NEAREST, None)
+    if name in ("ShearX", "ShearY"):
+        shear = math.degrees(math.atan(magnitude))
+        corner = [1.0 * (0 - width * 0.5), 1.0 * (0 - height * 0.5)]
+        return _get_inverse_affine_matrix(corner, 0.0, [0.0, 0.0], 1.0, [shear, 0.0] if name == "ShearX" else [0.0, shear])
+    if name in ("TranslateX", "TranslateY"):
+        shift = [1.0 * int(magnitude), 0.0] if name == "TranslateX" else [0.0, 1.0 * int(magnitude)]
+        return _get_inverse_affine_matrix([0.0, 0.0], 0.0, shift, 1.0, [0.0, 0.0])
+    return _get_inverse_affine_matrix([0.0, 0.0], -magnitude, [0.0, 0.0], 1.0, [0.0, 0.0])  # Rotate
 
 
 def trackio_logged(project: str, name: str) -> list[dict[str, Any]]:

@@ -8,9 +8,10 @@ from collections import defaultdict
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from optqual.compat import augmentation_ops, compiled_graphs, cpu_features, geometric_op, parameter_norms, share_state
+from optqual.compat import augmentation_ops, compiled_graphs, cpu_features, geometric_matrix, parameter_norms, share_state
 from test_policies import images, magnitudes_for, torchvision_op
 
 
@@ -47,10 +48,13 @@ def test_the_op_tables_are_the_papers(policy, bins, size):
 
 
 @pytest.mark.parametrize("name", ["ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"])
-def test_the_geometric_op_is_the_public_affine_map_it_defines(name):
+def test_the_geometric_matrix_is_the_one_torchvisions_public_op_warps_with(name):
     batch = images(6)
     for magnitude in magnitudes_for(name, 6).tolist():
-        assert torch.equal(geometric_op(batch, name, magnitude), torch.stack([torchvision_op(image, name, magnitude) for image in batch]))
+        theta = torch.tensor(geometric_matrix(name, magnitude, 32, 32), dtype=torch.float32).view(1, 2, 3)
+        grid = F.affine_grid(theta.expand(6, 2, 3) * torch.tensor([[1.0, 1.0, 1 / 16], [1.0, 1.0, 1 / 16]]), [6, 3, 32, 32], align_corners=False)
+        ours = F.grid_sample(batch.float(), grid, mode="nearest", align_corners=False).round().to(torch.uint8)  # torch's own grid
+        assert torch.equal(ours, torch.stack([torchvision_op(image, name, magnitude) for image in batch]))
 
 
 @pytest.mark.slow

@@ -12,7 +12,8 @@ from scipy import stats
 from torchvision.transforms import InterpolationMode
 
 from conftest import REPO, compose_run, tiny_training
-from optqual.components.augment import AutoAugment, RandAugment, TrivialAugmentWide, apply_op, build_policy
+from optqual.components import augment
+from optqual.components.augment import AutoAugment, RandAugment, TrivialAugmentWide, apply_op, build_policy, op_parameters
 from optqual.config.checks import check_config
 from optqual.errors import ConfigError
 from optqual.system.reproducibility import stream_generator
@@ -76,7 +77,8 @@ def magnitudes_for(name: str, n: int) -> torch.Tensor:
 def test_every_op_equals_torchvisions_on_each_image(name, channels):
     batch = images(24, channels)
     magnitudes = magnitudes_for(name if name in OPS else "Identity", 24)
-    ours = apply_op(batch, name, magnitudes)
+    parameters = op_parameters(name, magnitudes, *batch.shape[-2:])  # the numbers the device gets, computed on the host
+    ours = batch if name == "Identity" else apply_op(batch, name, parameters)  # a policy runs no op for Identity
     theirs = torch.stack([torchvision_op(batch[i], name, magnitudes[i].item()) for i in range(24)])
     assert torch.equal(ours, theirs)
 
@@ -128,3 +130,15 @@ def test_the_default_adds_no_policy_and_every_option_draws_from_the_runs_augment
 def test_bad_values_are_one_line_errors(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         check_config(compose_run(*override.split()))
+
+
+@pytest.mark.parametrize("policy", [RandAugment(torch.Generator().manual_seed(1)), TrivialAugmentWide(torch.Generator().manual_seed(2)),
+                                    AutoAugment(torch.Generator().manual_seed(3))], ids=["randaugment", "trivialaugment", "autoaugment"])
+def test_a_batchs_draws_reach_the_device_in_one_copy(policy, monkeypatch):
+    """Every number the ops read (rows, factors, masks, thresholds, matrices) travels in one host-to-device
+    copy per batch (from pinned memory on a GPU): no op makes the host wait for the device."""
+    copies = []
+    monkeypatch.setattr(augment, "host_to_device", lambda tensor, device: copies.append(tensor.numel()) or tensor.to(device))
+    batch = images(64).permute(0, 2, 3, 1).contiguous()
+    policy.on_images(batch)
+    assert len(copies) == 1 and copies[0] > 64  # the images' rows and their numbers, together

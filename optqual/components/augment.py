@@ -13,10 +13,12 @@ runs once on the images that drew it, with a magnitude per image:
   a factor per image;
 - Posterize and Solarize with a bit mask and a threshold per image; AutoContrast, Equalize,
   Invert: torchvision's functions on the batch (they work per image);
-- ShearX/Y, TranslateX/Y, Rotate: torchvision's own op (what its policies call,
-  optqual/compat.py) once per distinct magnitude among the images that drew the op. RandAugment and AutoAugment
-  have two magnitudes per op (the sign); TrivialAugment up to 62, so its geometric ops cost
-  about one call per image that drew one.
+- ShearX/Y, TranslateX/Y, Rotate: torchvision's affine warp (its matrix, optqual/compat.py, and
+  its grid), every image with its own matrix, in one grid_sample per op.
+
+The host draws and computes every number an op reads (factors, masks, thresholds, matrices);
+they reach the device in one copy per batch from pinned memory, so these numbers never make the
+host wait for a GPU (torchvision's own functions are counted by benchmarks/sync_check.py on one).
 
 The op tables (magnitude bins, the AutoAugment sub-policies) are torchvision's (optqual/compat.py). For the same
 per-image draws, the result equals torchvision's transform of each single image bit for bit
@@ -28,26 +30,41 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig
 import torchvision.transforms.functional as TF
 import torchvision.transforms.v2.functional as TF2
 from torchvision.transforms import autoaugment as tv
 
-from optqual.compat import augmentation_ops, geometric_op
+from optqual.compat import augmentation_ops, geometric_matrix
 from optqual.components.extension import Extension
 from optqual.components.registry import Component, register
 from optqual.errors import build, require
 from optqual.ranges import within
+from optqual.system.devices import host_to_device
 
 GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 
 
-def blend(images: torch.Tensor, degenerate: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """torchvision's _blend with a factor per image: ratio * image + (1 - ratio) * degenerate, in
-    float32 with 1 - ratio taken in float64 first (as Python computes it), clamped, truncated."""
-    shape = (-1, 1, 1, 1)
-    ratio = factor.float().to(images.device).view(shape)
-    rest = (1.0 - factor).float().to(images.device).view(shape)
+def op_parameters(name: str, magnitudes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Op `name`'s numbers for each image, computed on the host from its magnitude (float64) exactly as
+    torchvision computes them: float32, a row per image (none for an op that takes no number)."""
+    if name in ("Brightness", "Color", "Contrast", "Sharpness"):  # the blend's ratio, and 1 - ratio taken in float64 first
+        factor = 1.0 + magnitudes
+        return torch.stack([factor.float(), (1.0 - factor).float()], 1)
+    if name == "Posterize":  # keep the top `bits` bits: posterize's mask -2**(8 - bits), as uint8
+        return (256 - 2 ** (8 - magnitudes.long())).clamp(max=255).float()[:, None]
+    if name == "Solarize":
+        return magnitudes.float()[:, None]
+    if name in GEOMETRIC:  # torchvision's inverse affine matrix, transposed and scaled to the grid as _gen_affine_grid does
+        theta = torch.tensor([geometric_matrix(name, m, width, height) for m in magnitudes.tolist()], dtype=torch.float32).view(-1, 2, 3)
+        return (theta.transpose(1, 2) / torch.tensor([0.5 * width, 0.5 * height], dtype=torch.float32)).flatten(1)
+    return torch.empty(len(magnitudes), 0)
+
+
+def blend(images: torch.Tensor, degenerate: torch.Tensor, parameters: torch.Tensor) -> torch.Tensor:
+    """torchvision's _blend with a factor per image: ratio * image + (1 - ratio) * degenerate, clamped, truncated."""
+    ratio, rest = parameters[:, 0].view(-1, 1, 1, 1), parameters[:, 1].view(-1, 1, 1, 1)
     return (ratio * images + rest * degenerate).clamp(0, 255).to(torch.uint8)
 
 
@@ -57,40 +74,49 @@ def grey_mean(images: torch.Tensor) -> torch.Tensor:
     return grey.float().mean(dim=(-3, -2, -1), keepdim=True)
 
 
-def apply_op(images: torch.Tensor, name: str, magnitudes: torch.Tensor) -> torch.Tensor:
-    """Op `name` on uint8 NCHW `images`, image i with magnitudes[i] (float64, on the host)."""
-    if name == "Identity":
-        return images
+def warp(images: torch.Tensor, grid_theta: torch.Tensor) -> torch.Tensor:
+    """torchvision's affine warp (nearest, black fill) with a matrix per image, all images in one
+    grid_sample: the grid as torchvision's _gen_affine_grid builds it, from `grid_theta`
+    (op_parameters' scaled transpose, (images, 3, 2))."""
+    height, width = images.shape[-2:]
+    base = torch.empty(1, height, width, 3, device=images.device)
+    base[..., 0].copy_(torch.linspace(-width * 0.5 + 0.5, width * 0.5 - 0.5, steps=width, device=images.device))
+    base[..., 1].copy_(torch.linspace(-height * 0.5 + 0.5, height * 0.5 - 0.5, steps=height, device=images.device).unsqueeze_(-1))
+    base[..., 2].fill_(1)
+    grid = base.view(1, height * width, 3).expand(len(images), -1, -1).bmm(grid_theta).view(-1, height, width, 2)
+    warped = F.grid_sample(images.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    return warped.round().to(torch.uint8)
+
+
+def apply_op(images: torch.Tensor, name: str, parameters: torch.Tensor) -> torch.Tensor:
+    """Op `name` on uint8 NCHW `images`, image i with parameters[i] (op_parameters', on the device)."""
     if name == "Brightness":
-        return blend(images, torch.zeros_like(images), 1.0 + magnitudes)
+        return blend(images, torch.zeros_like(images), parameters)
     if name == "Color":  # greyscale images have no saturation (torchvision returns them unchanged)
-        return images if images.shape[1] == 1 else blend(images, TF.adjust_saturation(images, 0.0), 1.0 + magnitudes)
+        return images if images.shape[1] == 1 else blend(images, TF.adjust_saturation(images, 0.0), parameters)
     if name == "Contrast":
-        return blend(images, grey_mean(images), 1.0 + magnitudes)
+        return blend(images, grey_mean(images), parameters)
     if name == "Sharpness":
-        return blend(images, TF.adjust_sharpness(images, 0.0), 1.0 + magnitudes)
-    if name == "Posterize":  # keep the top `bits` bits: posterize's mask -2**(8 - bits), as uint8
-        masks = (256 - 2 ** (8 - magnitudes.long())).clamp(max=255).to(torch.uint8)
-        return images & masks.to(images.device).view(-1, 1, 1, 1)
+        return blend(images, TF.adjust_sharpness(images, 0.0), parameters)
+    if name == "Posterize":
+        return images & parameters.to(torch.uint8).view(-1, 1, 1, 1)
     if name == "Solarize":
-        threshold = magnitudes.float().to(images.device).view(-1, 1, 1, 1)
-        return torch.where(images >= threshold, TF.invert(images), images)
+        return torch.where(images >= parameters.view(-1, 1, 1, 1), TF.invert(images), images)
     if name == "AutoContrast":
         return TF.autocontrast(images)
     if name == "Equalize":
         return TF2.equalize(images)  # vectorized over the batch; equal to v1's per-image loop
     if name == "Invert":
         return TF.invert(images)
-    out = images.clone()  # a geometric op: torchvision's own, once per distinct magnitude
-    for magnitude in magnitudes.unique().tolist():
-        rows = (magnitudes == magnitude).nonzero()[:, 0].to(images.device)
-        out[rows] = geometric_op(images[rows], name, magnitude)
-    return out
+    return warp(images, parameters.view(-1, 3, 2))
 
 
 class Policy(Extension, ABC):
     """A policy's ops, each image with its own draws from the policy's CPU generator (its stream of
-    the run's seed, saved in the checkpoint); uint8 NHWC in and out."""
+    the run's seed, saved in the checkpoint); uint8 NHWC in and out.
+
+    The host draws every image's ops and computes their numbers; they reach the device in one
+    copy per batch, from pinned memory, so the GPU never waits for the host nor the host for it."""
 
     def __init__(self, generator: torch.Generator):
         self.generator = generator
@@ -101,25 +127,30 @@ class Policy(Extension, ABC):
 
     def on_images(self, images: torch.Tensor) -> torch.Tensor:
         images = images.permute(0, 3, 1, 2)  # torchvision's ops take NCHW
-        for names, magnitudes in self.rounds(len(images), images.shape[-1]):
-            images = apply_ops(images, names, magnitudes)
-        return images.permute(0, 2, 3, 1).contiguous()
+        plan, numbers = [], []  # per op run: (round, name, images, parameters' width); what they read, flat
+        for round_index, (names, magnitudes) in enumerate(self.rounds(len(images), images.shape[-1])):
+            for name in dict.fromkeys(n for n in names if n not in (None, "Identity")):
+                picked = [i for i, n in enumerate(names) if n == name]
+                parameters = op_parameters(name, magnitudes[picked], *images.shape[-2:])
+                plan.append((round_index, name, len(picked), parameters.shape[1]))
+                numbers += [torch.tensor(picked, dtype=torch.float32), parameters.flatten()]
+        packet = host_to_device(torch.cat(numbers), images.device) if numbers else None
+        offset, current, out = 0, None, images
+        for round_index, name, count, width in plan:
+            if round_index != current:  # each round reads the images the previous one left
+                current, images = round_index, out
+                out = images.clone()
+            rows = packet[offset : offset + count].long()
+            parameters = packet[offset + count : offset + count * (1 + width)].view(count, width)
+            offset += count * (1 + width)
+            out[rows] = apply_op(images[rows], name, parameters)
+        return out.permute(0, 2, 3, 1).contiguous()
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
-
-
-def apply_ops(images: torch.Tensor, names: list[Optional[str]], magnitudes: torch.Tensor) -> torch.Tensor:
-    """Image i through op names[i] with magnitudes[i]; each op runs once, on the images that drew it."""
-    out = images.clone()
-    for name in dict.fromkeys(n for n in names if n not in (None, "Identity")):
-        picked = [i for i, n in enumerate(names) if n == name]
-        rows = torch.tensor(picked).to(images.device, non_blocking=True)
-        out[rows] = apply_op(images[rows], name, magnitudes[picked])
-    return out
 
 
 def signed(magnitudes: torch.Tensor, ops: list[str], space: dict, negate: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,7 @@ from scipy.special import betaincinv
 from optqual.components.extension import Extension
 from optqual.components.registry import Component, register
 from optqual.ranges import within
+from optqual.system.devices import host_to_device
 
 
 @dataclass
@@ -69,7 +70,7 @@ class BatchMix(Extension):
             return images, targets
         cutmix = self.mixup_alpha is None or (self.cutmix_alpha is not None and torch.rand((), generator=self.generator).item() < self.switch_prob)
         lam = beta(self.cutmix_alpha if cutmix else self.mixup_alpha, self.generator)
-        pairing = torch.randperm(len(targets), generator=self.generator).to(images.device, non_blocking=True)
+        pairing = host_to_device(torch.randperm(len(targets), generator=self.generator), images.device)
         if cutmix:
             height, width = images.shape[2:]
             top, bottom, left, right = cutmix_box(lam, height, width, self.generator)

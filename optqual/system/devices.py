@@ -66,3 +66,11 @@ def free_memory(device: torch.device) -> int | None:
         except (OSError, StopIteration):
             return None
     return None
+
+
+def host_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device` without making the host wait: to a GPU from pinned memory,
+    asynchronously (a non-blocking copy from pageable memory waits for the GPU's stream)."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
