@@ -23,7 +23,6 @@ from optqual.optim import build as optim
 from optqual.ranges import check_ranges
 from optqual.system.precision import PRECISIONS
 
-SAM_TARGET = "optqual.optim.sam.sam"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 HYDRA_KEY = re.compile(r"_\w+_")  # _target_, _partial_, ...: read by Hydra's instantiate
 WHERE_KEYS_ARE = "python launch.py --help lists the groups, --cfg job the keys"
@@ -35,8 +34,6 @@ def check_run(cfg: DictConfig) -> None:
     every = cfg.grad_norm_every
     require(every == "auto" or (type(every) is int and every > 0), "grad_norm_every", every, "must be a positive integer or auto")
     require(cfg.precision in PRECISIONS, "precision", cfg.precision, f"must be one of {', '.join(PRECISIONS)}")
-    require(not (cfg.precision == "fp16" and cfg.optimizer.get("_target_") == SAM_TARGET), "precision", "fp16",
-            "SAM's two passes cannot be loss-scaled as one step yet: use precision=bf16 or fp32 with optimizer=sam")
     require(cfg.compile_mode in COMPILE_MODES, "compile_mode", cfg.compile_mode, f"must be one of {', '.join(COMPILE_MODES)}")
     schedule = cfg.data.get("batch_size_schedule")
     require(not (schedule and cfg.data.get("full_batch")), "data.full_batch", True,

@@ -27,7 +27,7 @@ from optqual.compat import parameter_norms
 from optqual.data.images import ImageData
 from optqual.engine.hooks import Hooks
 from optqual.losses import LossFunction
-from optqual.optim.sam import running_stats_frozen, two_pass
+from optqual.optim.sam import base_step_through, running_stats_frozen, two_pass
 from optqual.status import RunStatus
 from optqual.system.precision import autocast, grad_scaler
 
@@ -189,9 +189,11 @@ class Training:
         self.two_pass = two_pass(self.optimizer)
         self.scaler = grad_scaler(self.data.train_labels.device, self.precision)
 
-    def forward_backward(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_backward(self, images: torch.Tensor, targets: torch.Tensor,
+                         stepping: torch.optim.Optimizer | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The loss and logits of a batch, and the gradient of the objective (the loss and the components'
-        terms), unscaled: the gradient norms, clipping and the optimizer read true gradients."""
+        terms), unscaled: the gradient norms, clipping and the optimizer read true gradients. `stepping`:
+        the optimizer those gradients are unscaled for (the run's, or SAM's base in its second pass)."""
         with autocast(images.device, self.precision):
             logits = self.model(images)
         loss = self.loss(logits.float(), targets)  # in fp32 at every precision
@@ -199,13 +201,14 @@ class Training:
         for term in self.hooks.loss_terms(self.model):
             objective = objective + term
         self.scaler.scale(objective).backward()
-        self.scaler.unscale_(self.optimizer)
+        self.scaler.unscale_(stepping or self.optimizer)
         return loss, logits
 
-    def second_pass(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """SAM's closure: the gradient at the perturbed weights; batch norm statistics stay as the first pass left them."""
+    def second_pass(self, images: torch.Tensor, targets: torch.Tensor, base: torch.optim.Optimizer) -> torch.Tensor:
+        """SAM's closure: the gradient at the perturbed weights, unscaled for the `base` optimizer that
+        steps with it; batch norm statistics stay as the first pass left them."""
         with running_stats_frozen(self.model):
-            loss, _ = self.forward_backward(images, targets)
+            loss, _ = self.forward_backward(images, targets, base)
         self.hooks.after_backward()
         return loss
 
@@ -216,11 +219,13 @@ class Training:
         if progress.step % self.grad_norm_every == 0:  # one more pass over all gradients: a tiny model's step feels it
             progress.grad_norms.append(self.grad_norms())  # the raw gradient at the current weights
         self.hooks.after_backward()
-        if self.two_pass:  # SAM (not with fp16: config/checks.py)
-            self.optimizer.step(lambda: self.second_pass(images, targets))
+        if self.two_pass:  # SAM: its base optimizer's step is the scaler's, skipped when the second pass overflowed
+            base = self.optimizer.base_optimizer
+            with base_step_through(self.optimizer, self.scaler):
+                self.optimizer.step(lambda: self.second_pass(images, targets, base))
         else:
             self.scaler.step(self.optimizer)  # fp16: skipped when the gradients overflowed (one host sync)
-            self.scaler.update()
+        self.scaler.update()
         self.hooks.after_step()
         loss = loss.detach()
         progress.losses.append(loss)

@@ -10,6 +10,7 @@ counters are updated by the first pass only, as in the reference implementation.
 
 import contextlib
 import sys
+import types
 from typing import Callable, Iterator
 
 import torch
@@ -41,3 +42,18 @@ def running_stats_frozen(model: nn.Module) -> Iterator[None]:
     finally:
         for module in norms:
             module.track_running_stats = True
+
+
+@contextlib.contextmanager
+def base_step_through(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> Iterator[None]:
+    """SAM's base step taken through fp16's GradScaler: `scaler.step(base)`, which skips the update
+    when the second pass's gradients overflowed (SAM has already put the weights back by then; a first
+    pass that overflowed perturbs them to NaN, so its second pass overflows too). GradScaler takes no
+    closure, and SAM's step takes the base optimizer's step with its own; at the other precisions
+    `scaler.step(base)` is `base.step()`."""
+    base = optimizer.base_optimizer
+    optimizer.base_optimizer = types.SimpleNamespace(step=lambda: scaler.step(base))
+    try:
+        yield
+    finally:
+        optimizer.base_optimizer = base
