@@ -74,6 +74,8 @@ def test_speed_options_repeat_bit_for_bit(tmp_path, tiny_npz, runs, option):
     assert all(torch.equal(a[k], b[k]) for k in a)
     if option == "precision=bf16":  # bf16 really changes the arithmetic
         assert not all(torch.equal(a[k], v) for k, v in weights(runs["sgd_a"]).items())
+    if option == "compile=true":  # a fixed few, not one per batch size: training, its last batch (then dynamic), evaluation
+        assert json.loads((tmp_path / "a" / "metrics.json").read_text())["compiled_graphs"] <= 4
 
 
 @pytest.mark.slow

@@ -57,8 +57,9 @@ def op_parameters(name: str, magnitudes: torch.Tensor, height: int, width: int) 
     if name == "Solarize":
         return magnitudes.float()[:, None]
     if name in GEOMETRIC:  # torchvision's inverse affine matrix, transposed and scaled to the grid as _gen_affine_grid does
-        theta = torch.tensor([geometric_matrix(name, m, width, height) for m in magnitudes.tolist()], dtype=torch.float32).view(-1, 2, 3)
-        return (theta.transpose(1, 2) / torch.tensor([0.5 * width, 0.5 * height], dtype=torch.float32)).flatten(1)
+        distinct, each = magnitudes.unique(return_inverse=True)  # RandAugment's op has two magnitudes (its sign)
+        theta = torch.tensor([geometric_matrix(name, m, width, height) for m in distinct.tolist()], dtype=torch.float32).view(-1, 2, 3)
+        return (theta.transpose(1, 2) / torch.tensor([0.5 * width, 0.5 * height], dtype=torch.float32)).flatten(1)[each]
     return torch.empty(len(magnitudes), 0)
 
 
