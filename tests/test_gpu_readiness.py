@@ -29,9 +29,18 @@ from optqual.launch.resources import SUBMITIT_LOCAL
 from optqual.recording import recorder
 from optqual.system import devices
 from optqual.system.machine import set_up_machine
-from optqual.system.precision import precision_flags
+from optqual.system.precision import precision_flags, set_precision
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def machine_as_it_was():
+    """The tests below set up the machine (threads, precision) in this process: later tests find it as it was."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+    set_precision("fp32")
 
 
 # placement -------------------------------------------------------------------------------------------
@@ -152,14 +161,11 @@ def test_a_run_is_resumed_only_on_the_hardware_it_trained_on(tmp_path):
 @pytest.mark.parametrize("precision, gpu_math", [("fp32", "ieee"), ("tf32", "tf32"), ("bf16", "ieee"), ("fp16", "ieee")])
 def test_each_precision_sets_and_records_the_float32_math_it_says(precision, gpu_math):
     set_up_machine(0, threads=torch.get_num_threads(), precision=precision)
-    try:
-        assert torch.backends.cuda.matmul.fp32_precision == gpu_math and torch.backends.cudnn.conv.fp32_precision == gpu_math
-        flags = precision_flags(precision)
-        assert flags["matmul_fp32"] == flags["conv_fp32"] == gpu_math and flags["cpu_fp32"] == "ieee"
-        assert flags["autocast"] == {"bf16": "bfloat16", "fp16": "float16"}.get(precision)
-        assert flags["grad_scaler"] == (precision == "fp16")
-    finally:
-        set_up_machine(0, threads=torch.get_num_threads())
+    assert torch.backends.cuda.matmul.fp32_precision == gpu_math and torch.backends.cudnn.conv.fp32_precision == gpu_math
+    flags = precision_flags(precision)
+    assert flags["matmul_fp32"] == flags["conv_fp32"] == gpu_math and flags["cpu_fp32"] == "ieee"
+    assert flags["autocast"] == {"bf16": "bfloat16", "fp16": "float16"}.get(precision)
+    assert flags["grad_scaler"] == (precision == "fp16")
 
 
 def test_precision_options_are_checked():

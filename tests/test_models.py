@@ -176,7 +176,7 @@ def test_a_strided_pointwise_conv_worked_around_on_avx2_computes_the_same(monkey
     for net, images in ((model, x.contiguous(memory_format=torch.channels_last)), (reference, x)):
         net(images).square().sum().backward()
     torch.testing.assert_close(model(x.contiguous(memory_format=torch.channels_last)), reference(x))
-    for (name, a), b in zip(model.named_parameters(), reference.parameters()):
-        torch.testing.assert_close(a.grad, b.grad, msg=name)
+    for (name, a), b in zip(model.named_parameters(), reference.parameters()):  # two layouts sum in other orders
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4, msg=name)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     assert to_training_layout(copy.deepcopy(reference), torch.device("cpu")) == []  # elsewhere nothing changes
