@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make run ARGS="..."` and `make test` (`make test-fast`: the
-# tests not marked slow, about 4 minutes on 2 cores). `make docs` builds the documentation site
+# tests not marked slow, 4-9 minutes on 2 cores). `make docs` builds the documentation site
 # into site/ (strict: a broken link or a warning fails it), `make docs-serve` serves it while you
 # edit. Each creates .venv with the pinned versions in constraints.txt when it is missing.
 PYTHON ?= python3
