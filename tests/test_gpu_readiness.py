@@ -46,7 +46,7 @@ def machine_as_it_was():
 # placement -------------------------------------------------------------------------------------------
 
 def test_jobs_spread_over_every_gpu_before_any_gpu_takes_a_second(tmp_path):
-    assert slot_order(["0", "1"], 2) == [(0, 0), (1, 0), (0, 1), (1, 1)]
+    assert slot_order(2, 2) == [(0, 0), (1, 0), (0, 1), (1, 1)]
     with claimed_gpu(["0", "1"], 2, tmp_path) as a, claimed_gpu(["0", "1"], 2, tmp_path) as b, \
             claimed_gpu(["0", "1"], 2, tmp_path) as c, claimed_gpu(["0", "1"], 2, tmp_path) as d:
         assert [a, b, c, d] == [0, 1, 0, 1]

@@ -128,24 +128,23 @@ class Policy(Extension, ABC):
 
     def on_images(self, images: torch.Tensor) -> torch.Tensor:
         images = images.permute(0, 3, 1, 2)  # torchvision's ops take NCHW
-        plan, numbers = [], []  # per op run: (round, name, images, parameters' width); what they read, flat
-        for round_index, (names, magnitudes) in enumerate(self.rounds(len(images), images.shape[-1])):
+        rounds, numbers = [], []  # each round's ops (name, numbers per image); the rows and numbers they read, in order
+        for names, magnitudes in self.rounds(len(images), images.shape[-1]):
+            ops = []
             for name in dict.fromkeys(n for n in names if n not in (None, "Identity")):
                 picked = [i for i, n in enumerate(names) if n == name]
                 parameters = op_parameters(name, magnitudes[picked], *images.shape[-2:])
-                plan.append((round_index, name, len(picked), parameters.shape[1]))
+                ops.append((name, parameters.shape[1]))
                 numbers += [torch.tensor(picked, dtype=torch.float32), parameters.flatten()]
-        packet = host_to_device(torch.cat(numbers), images.device) if numbers else None
-        offset, current, out = 0, None, images
-        for round_index, name, count, width in plan:
-            if round_index != current:  # each round reads the images the previous one left
-                current, images = round_index, out
-                out = images.clone()
-            rows = packet[offset : offset + count].long()
-            parameters = packet[offset + count : offset + count * (1 + width)].view(count, width)
-            offset += count * (1 + width)
-            out[rows] = apply_op(images[rows], name, parameters)
-        return out.permute(0, 2, 3, 1).contiguous()
+            rounds.append(ops)
+        pieces = iter(host_to_device(torch.cat(numbers), images.device).split([n.numel() for n in numbers]) if numbers else ())
+        for ops in rounds:  # each round reads the images the previous one left
+            out = images.clone()
+            for name, width in ops:
+                rows = next(pieces).long()
+                out[rows] = apply_op(images[rows], name, next(pieces).view(len(rows), width))
+            images = out
+        return images.permute(0, 2, 3, 1).contiguous()
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}

@@ -62,12 +62,17 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any]:
     return state
 
 
+def device_record(device: torch.device) -> dict[str, str]:
+    """The device a checkpoint was written on: its type and the GPU's name or the CPU's model."""
+    return {"type": device.type, "name": device_name(device)}
+
+
 def save_training_state(run_dir: Path, config: dict, state: TrainingState, device: torch.device) -> None:
     """checkpoint.pt of a run with this (resolved) config on `device`, now."""
     save_checkpoint(run_dir, {
         "config": config,
         "threads": torch.get_num_threads(),  # part of a CPU run's arithmetic
-        "device": {"type": device.type, "name": device_name(device)},  # so is the hardware: resume refuses other hardware
+        "device": device_record(device),  # so is the hardware: resume refuses other hardware
         "state": state.state_dict(),
     })
 
@@ -76,8 +81,7 @@ def check_same_device(run_dir: Path, saved: dict, device: torch.device) -> None:
     """Refuse to continue on other hardware a run that trained on `saved["device"]` (checkpoints
     before 2026-12-07 did not record it): its numbers would no longer come from one machine's arithmetic,
     and a CUDA generator's state does not load into the CPU's."""
-    ran_on = saved.get("device")
-    here = {"type": device.type, "name": device_name(device)}
+    ran_on, here = saved.get("device"), device_record(device)
     if ran_on is None or ran_on == here:
         return
     raise CheckpointError(f"{run_dir / CHECKPOINT}: this run trained on {ran_on['type']} ({ran_on['name']}), this process would "

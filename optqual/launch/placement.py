@@ -50,9 +50,9 @@ def slots_per_gpu(jobs_per_gpu: int | None, jobs: int, gpus: int) -> int:
     return jobs_per_gpu or max(1, math.ceil(jobs / gpus))
 
 
-def slot_order(gpus: list[str], per_gpu: int) -> list[tuple[int, int]]:
+def slot_order(gpus: int, per_gpu: int) -> list[tuple[int, int]]:
     """(GPU index, slot) pairs in the order jobs take them: one job per GPU first, then packed."""
-    return [(index, slot) for slot in range(per_gpu) for index in range(len(gpus))]
+    return [(index, slot) for slot in range(per_gpu) for index in range(gpus)]
 
 
 @contextlib.contextmanager
@@ -62,7 +62,7 @@ def claimed_gpu(gpus: list[str], per_gpu: int, locks: Path) -> Iterator[int]:
     locks.mkdir(parents=True, exist_ok=True)
     waited = False
     while True:
-        for index, slot in slot_order(gpus, per_gpu):
+        for index, slot in slot_order(len(gpus), per_gpu):
             lock = FileLock(locks / f"gpu-{gpus[index]}.slot{slot}.lock")
             try:
                 lock.acquire(timeout=0)

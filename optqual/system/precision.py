@@ -61,7 +61,7 @@ def precision_flags(name: str) -> dict:
 def autocast(device: torch.device, name: str) -> contextlib.AbstractContextManager:
     """The forward pass's autocast for `precision=name` (a no-op for fp32 and tf32)."""
     dtype = PRECISIONS[name].autocast
-    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 def grad_scaler(device: torch.device, name: str) -> torch.amp.GradScaler:
