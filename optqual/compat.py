@@ -17,6 +17,9 @@ such use elsewhere. Each is here because no public API does the same job as fast
 - `cpu_features`: the instruction sets torch's CPU kernels may use, as torch itself detects them.
 - `compiled_graphs`: how many graphs torch.compile compiled, as dynamo counts them (a run
   records its recompilations; torch has no public count).
+- `skipped_step`: whether fp16's GradScaler skipped an optimizer's step, as the device-side flag
+  the scaler itself decided by (the public `get_scale` would cost a host sync per step and
+  only shows that the scale fell).
 """
 
 import math
@@ -95,3 +98,9 @@ def compiled_graphs() -> int:
     from torch._dynamo.utils import counters  # imported on use: importing dynamo takes a second
 
     return counters["stats"]["unique_graphs"]
+
+
+def skipped_step(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """1 where the scaler found an inf or NaN in `optimizer`'s gradients and so skipped its last step,
+    else 0; on the device, read between `scaler.step(optimizer)` and `scaler.update()`."""
+    return sum(scaler._per_optimizer_states[id(optimizer)]["found_inf_per_device"].values())

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from optqual.compat import augmentation_ops, compiled_graphs, cpu_features, geometric_matrix, parameter_norms, share_state
+from optqual.compat import (augmentation_ops, compiled_graphs, cpu_features, geometric_matrix, parameter_norms, share_state,
+                            skipped_step)
 from test_policies import images, magnitudes_for, torchvision_op
 
 
@@ -102,3 +103,17 @@ def test_compiled_graphs_counts_each_compilation_and_nothing_for_a_shape_seen_be
     function(torch.ones(5))  # another batch size: compiled once more, with the size dynamic
     function(torch.ones(3))
     assert compiled_graphs() - before == 2
+
+
+@pytest.mark.parametrize("gradient, skipped", [(1.0, 0), (float("inf"), 1), (float("nan"), 1)])
+def test_skipped_step_is_what_the_scaler_did_with_the_step(gradient, skipped):
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([weight], lr=0.5)
+    scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
+    scaler.scale((weight * gradient).sum()).backward()
+    scaler.step(optimizer)
+    flag = skipped_step(scaler, optimizer)
+    scaler.update()
+    assert int(flag) == skipped
+    assert torch.equal(weight.detach(), torch.ones(3)) == bool(skipped)  # a skipped step left the weight
+    assert scaler.get_scale() == (2.0 if skipped else 4.0)  # and halved the scale

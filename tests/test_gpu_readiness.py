@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+import types
+import uuid
 from pathlib import Path
 
 import pytest
@@ -27,7 +29,7 @@ from optqual.launch.placement import check_local_launcher, claimed_gpu, placed, 
 from optqual.launch.record import check_same_run
 from optqual.launch.resources import SUBMITIT_LOCAL
 from optqual.recording import recorder
-from optqual.system import devices
+from optqual.system import devices, hardware
 from optqual.system.machine import set_up_machine
 from optqual.system.precision import precision_flags, set_precision
 
@@ -207,7 +209,7 @@ def test_fp16_trains_with_a_grad_scaler_and_repeats_bit_for_bit(tiny_npz, optimi
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
     drop = ("seconds",)
     assert [{k: v for k, v in r.items() if k not in drop} for r in first] == [{k: v for k, v in r.items() if k not in drop} for r in second]
-    assert first[-1]["loss_scale"] == 2.0**16 and first[-1]["nonfinite_loss_steps"] == 0
+    assert first[-1]["loss_scale"] == 2.0**16 and first[-1]["skipped_steps"] == 0
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "sam"])
@@ -224,6 +226,12 @@ def test_an_overflowing_fp16_step_is_skipped_not_taken_and_the_scale_halves(tiny
     weights = [k for k in before if "running" not in k]  # batch norm's statistics moved in the forward pass
     assert all(torch.equal(before[k], after[k]) for k in weights)
     assert training.scaler.get_scale() == 2.0**39 and torch.isfinite(progress.losses[0])
+    assert [int(flag) for flag in progress.skipped] == [1]  # counted though its loss was finite
+    training.step(training.data.normalize(images), labels, progress)  # at 2**39 fp16 overflows again
+    training.scaler.update(2.0)
+    training.step(training.data.normalize(images), labels, progress)
+    assert [int(flag) for flag in progress.skipped] == [1, 1, 0]
+    assert not all(torch.equal(before[k], training.model.state_dict()[k]) for k in weights)
 
 
 def test_an_epoch_under_fp16_averages_the_steps_taken_and_counts_the_skipped(tiny_npz):
@@ -234,9 +242,10 @@ def test_an_epoch_under_fp16_averages_the_steps_taken_and_counts_the_skipped(tin
     progress.ces = list(progress.losses)
     progress.correct = [torch.tensor(5)] * 3
     progress.grad_norms = [torch.zeros(len(training.grad_norms.params))]
+    progress.skipped = [torch.tensor(0.0), torch.tensor(1.0), torch.tensor(1.0)]  # the third: its gradient overflowed
     count = 2 * 32 + 10  # two full batches of 32 and a last of 10
     record = progress.record(count, 32, training.grad_norms, training.scaler)
-    assert record["train_loss"] == pytest.approx((1.0 * 32 + 3.0 * 10) / 42) and record["nonfinite_loss_steps"] == 1
+    assert record["train_loss"] == pytest.approx((1.0 * 32 + 3.0 * 10) / 42) and record["skipped_steps"] == 2
     progress.losses = progress.ces = [torch.tensor(float("nan"))] * 3  # no step taken: the run diverged
     assert math.isnan(progress.record(count, 32, training.grad_norms, training.scaler)["train_loss"])
 
@@ -255,6 +264,16 @@ def test_the_speed_is_the_epochs_after_the_first_which_pays_for_compilation(tmp_
     assert record.write_metrics("running")["train_images_per_s"] == pytest.approx(100 / 30)  # one epoch: all there is
     record.add_epoch({"epoch": 2, "train_loss": 2.0, "train_acc": 0.1, "seconds": 2.0})
     assert record.write_metrics("running")["train_images_per_s"] == 50.0
+
+
+def test_a_run_on_a_gpu_records_which_physical_gpu_it_was(monkeypatch):
+    """CUDA_VISIBLE_DEVICES renumbers the GPUs each job sees: `cuda:0` in two jobs may be two GPUs."""
+    physical = uuid.UUID("6f1c2b1e-0d3a-4a52-9d6e-1f0c5b7a9e21")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: types.SimpleNamespace(uuid=physical))
+    record = hardware.hardware(torch.device("cuda", 0))
+    assert record["gpu"] == "NVIDIA H100 80GB HBM3" and record["gpu_uuid"] == f"GPU-{physical}"
+    assert "gpu_uuid" not in hardware.hardware(torch.device("cpu"))
 
 
 def test_library_versions_need_no_trackio(monkeypatch):

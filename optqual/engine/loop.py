@@ -23,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from optqual.compat import parameter_norms
+from optqual.compat import parameter_norms, skipped_step
 from optqual.data.images import ImageData
 from optqual.engine.hooks import Hooks
 from optqual.losses import LossFunction
@@ -117,8 +117,9 @@ class EpochProgress:
     ces: list[torch.Tensor] = field(default_factory=list)  # per step: its plain cross-entropy (without label smoothing)
     correct: list[torch.Tensor] = field(default_factory=list)  # per step: images classified right
     grad_norms: list[torch.Tensor] = field(default_factory=list)  # per sampled step: each parameter's gradient norm
+    skipped: list[torch.Tensor] = field(default_factory=list)  # fp16, per step: 1 where the loss scaler skipped it
 
-    PER_STEP = ("losses", "ces", "correct", "grad_norms")  # the fields with an entry per (sampled) step
+    PER_STEP = ("losses", "ces", "correct", "grad_norms", "skipped")  # the fields with an entry per (sampled) step
 
     @classmethod
     def begin(cls, epoch: int, data: ImageData, generator: torch.Generator) -> "EpochProgress":
@@ -133,15 +134,17 @@ class EpochProgress:
     @classmethod
     def from_state_dict(cls, state: dict, device: torch.device) -> "EpochProgress":
         state = {key: value.to(device) if torch.is_tensor(value) else value for key, value in state.items()}
-        return cls(**state | {name: [*state[name]] for name in cls.PER_STEP})  # a stacked tensor back into its steps
+        # a stacked tensor back into its steps; a checkpoint written before `skipped` existed has none
+        return cls(**state | {name: [*state.get(name, ())] for name in cls.PER_STEP})
 
     def record(self, count: int, batch_size: int, norms: LayerGradNorms, scaler: torch.amp.GradScaler) -> dict[str, float]:
         """The finished epoch's history row: batch size, mean loss, accuracy and per-layer grad norms, time.
 
-        Under fp16's loss scaling a step whose loss overflowed was skipped by the scaler, not
-        taken: the means are over the other steps and `nonfinite_loss_steps` counts them; a step
-        whose gradient alone overflowed halved `loss_scale`, the scale the epoch ended with. An
-        epoch with no finite loss has no finite mean: diverged."""
+        Under fp16's loss scaling `skipped_steps` counts the steps the scaler skipped because a
+        gradient overflowed (each halved the scale; `loss_scale` is the one the epoch ended with).
+        The means are over the steps whose loss was finite: a skipped step's finite loss was still
+        measured at the weights it was computed at. An epoch with no finite loss has no finite
+        mean: diverged."""
         sizes = torch.full((self.step,), float(batch_size), dtype=torch.float64, device=self.order.device)
         sizes[-1] = count - batch_size * (self.step - 1)  # the last batch may be smaller
         losses = torch.stack(self.losses).double()
@@ -151,12 +154,12 @@ class EpochProgress:
         def mean(values: torch.Tensor) -> torch.Tensor:  # over images: each batch's mean weighted by its size
             return torch.where(taken, values, 0.0) @ weights / weights.sum()
 
-        figures = torch.stack([mean(losses), mean(torch.stack(self.ces).double()), torch.stack(self.correct).sum().double(),
-                               (~taken).sum().double()])
-        loss, ce, correct, overflowed = figures.tolist()
+        skipped = torch.stack(self.skipped).sum().double() if self.skipped else losses.new_zeros(())
+        figures = torch.stack([mean(losses), mean(torch.stack(self.ces).double()), torch.stack(self.correct).sum().double(), skipped])
+        loss, ce, correct, skipped_steps = figures.tolist()
         record = {"epoch": self.epoch, "batch_size": batch_size, "train_loss": loss, "train_ce": ce, "train_acc": correct / count}
         if scaler.is_enabled():
-            record.update(nonfinite_loss_steps=int(overflowed), loss_scale=scaler.get_scale())
+            record.update(skipped_steps=int(skipped_steps), loss_scale=scaler.get_scale())
         layer_norms = norms.layer_means(torch.stack(self.grad_norms)).tolist()
         record.update({f"grad_norm.{layer}": value for layer, value in zip(norms.layers, layer_norms)})
         record["seconds"] = self.seconds
@@ -225,6 +228,8 @@ class Training:
                 self.optimizer.step(lambda: self.second_pass(images, targets, base))
         else:
             self.scaler.step(self.optimizer)  # fp16: skipped when the gradients overflowed (one host sync)
+        if self.scaler.is_enabled():
+            progress.skipped.append(skipped_step(self.scaler, base if self.two_pass else self.optimizer))
         self.scaler.update()
         self.hooks.after_step()
         loss = loss.detach()

@@ -41,7 +41,9 @@ def hardware(device: torch.device) -> dict:
         "mkl": library_version(r"Math Kernel Library Version ([\d.]+)"),
     }
     if device.type == "cuda":
-        record.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+        # the UUID names the physical GPU (nvidia-smi -L lists it), whatever CUDA_VISIBLE_DEVICES renumbered it to
+        record.update(gpu=torch.cuda.get_device_name(device), gpu_uuid=f"GPU-{torch.cuda.get_device_properties(device).uuid}",
+                      cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
     return record
 
 
