@@ -106,6 +106,28 @@ def test_seeds_needed_matches_cohens_table(effect, n):
     assert seeds_needed(effect, 1.0, 1.0) == n
 
 
+@pytest.mark.parametrize("difference, std_a, std_b", [(0.3, 1.0, 1.0), (0.02, 0.02, 0.01), (1.0, 0.0, 0.7), (0.01, 0.03, 0.002),
+                                                     (-2.5, 1.0, 3.0), (0.004, 0.01, 0.01)])
+def test_seeds_needed_is_the_first_count_whose_power_suffices(difference, std_a, std_b):
+    """Against the definition scanned over every count, the power computed from the noncentral t."""
+    variance = std_a**2 + std_b**2
+    df_per_seed = variance**2 / (std_a**4 + std_b**4)
+
+    def power(n):  # Welch's test at n seeds per group, by the noncentral t (normal-theory power)
+        df, shift = (n - 1) * df_per_seed, abs(difference) / math.sqrt(variance / n)
+        return stats.nct.sf(stats.t.ppf(0.975, df), df, shift)
+
+    first = next(n for n in range(2, 100_000) if stats.t.ppf(0.975, (n - 1) * df_per_seed) + stats.t.ppf(0.8, (n - 1) * df_per_seed)
+                 <= abs(difference) / math.sqrt(variance / n))
+    assert seeds_needed(difference, std_a, std_b) == first
+    assert power(first) == pytest.approx(0.8, abs=0.03)  # the textbook approximation: 80% power within a few points
+
+
+def test_a_difference_far_below_the_spread_needs_many_seeds_and_is_not_called_zero():
+    needed = seeds_needed(1e-4, 0.01, 0.01)  # the old scan stopped at 100,000 and the summary said "the difference is zero"
+    assert needed == pytest.approx((stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) ** 2 * 2e-4 / 1e-8, rel=1e-3)
+
+
 def test_the_verdict_gives_the_interval_and_the_seeds_a_difference_needs(tmp_path):
     write_summary(fake_sweep(tmp_path / "clear"), tune=["optimizer.lr"])
     clear = (tmp_path / "clear" / "summary.md").read_text()

@@ -32,16 +32,25 @@ def seeds_needed(difference: float, std_a: float, std_b: float) -> int | None:
     """Seeds per group for Welch's test at the 5% level to find `difference` with 80% power at
     these spreads: the smallest n with t(1 - LEVEL/2, df) + t(POWER, df) <= |difference| /
     sqrt((std_a^2 + std_b^2) / n), df by Welch-Satterthwaite for n seeds each. For equal spreads
-    this is Cohen's table (a difference of one std: 17 per group)."""
+    this is Cohen's table (a difference of one std: 17 per group). None: nothing to resolve (no
+    difference, or no spread)."""
     variance = std_a**2 + std_b**2
     if variance == 0 or difference == 0:
         return None
     df_per_seed = variance**2 / (std_a**4 + std_b**4)  # Welch-Satterthwaite's df is (n - 1) times this
-    for n in range(2, 100_000):
+
+    def resolves(n: int) -> bool:
         df = (n - 1) * df_per_seed
-        if stats.t.ppf(1 - LEVEL / 2, df) + stats.t.ppf(POWER, df) <= abs(difference) / math.sqrt(variance / n):
-            return n
-    return None
+        return stats.t.ppf(1 - LEVEL / 2, df) + stats.t.ppf(POWER, df) <= abs(difference) / math.sqrt(variance / n)
+
+    # t's quantiles exceed the normal's, so no n below the normal approximation's count resolves the
+    # difference: the search starts there (one below, against rounding) and takes a few steps, where a
+    # scan from 2 took up to 100,000 (35 s of every sweep summary whose difference was small)
+    normal = (stats.norm.ppf(1 - LEVEL / 2) + stats.norm.ppf(POWER)) ** 2 * variance / difference**2
+    n = max(2, math.ceil(normal) - 1)
+    while not resolves(n):
+        n += 1
+    return n
 
 
 def compare(a: list[float], b: list[float]) -> Difference:
