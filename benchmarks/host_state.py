@@ -48,7 +48,7 @@ def main() -> None:
     make_deterministic(0)
     keep_freed_memory()  # as a run does (optqual/system/machine.py)
     cfg = run_config("sgd", "none", BASELINE["epochs"])
-    _, data = random_images(BATCH, cpu, cfg.data)
+    _, data = random_images(BATCH, (BASELINE["val"], BASELINE["test"]), cpu, cfg.data)
     steps = {precision: ceiling(data, cpu, precision, False, args.steps, cfg) for precision in ("fp32", "bf16")}
     rounds = []
     for number in range(1, args.rounds + 1):

@@ -110,21 +110,22 @@ def rates(device: torch.device, works: dict[Name, Work], repeats: int) -> dict[N
     return seen
 
 
-def random_images(n_train: int, device: torch.device, data_cfg: DictConfig) -> tuple[dict[str, np.ndarray], ImageData]:
+def random_images(n_train: int, n_eval: tuple[int, int], device: torch.device, data_cfg: DictConfig) -> tuple[dict[str, np.ndarray], ImageData]:
     """Random uint8 images of the data option's shape (speed does not depend on content): `n_train`
-    to train on plus the baseline's validation and test sets, with the option's classes,
-    statistics and augmentation; as arrays and resident on `device`."""
+    to train on plus `n_eval` validation and test images, with the option's classes, statistics
+    and augmentation; as arrays and resident on `device`."""
     rng = np.random.default_rng(0)
     size = data_cfg.image_size or 32
     channels = data_cfg.channels or (3 if data_cfg.get("to_rgb") else 1)
     classes = data_cfg.num_classes or 10
+    n_val, n_test = n_eval
     arrays = {
-        "x_train": rng.integers(0, 256, (n_train + BASELINE["val"], size, size, channels), dtype=np.uint8),
-        "y_train": rng.integers(0, classes, n_train + BASELINE["val"]),
-        "x_test": rng.integers(0, 256, (BASELINE["test"], size, size, channels), dtype=np.uint8),
-        "y_test": rng.integers(0, classes, BASELINE["test"]),
+        "x_train": rng.integers(0, 256, (n_train + n_val, size, size, channels), dtype=np.uint8),
+        "y_train": rng.integers(0, classes, n_train + n_val),
+        "x_test": rng.integers(0, 256, (n_test, size, size, channels), dtype=np.uint8),
+        "y_test": rng.integers(0, classes, n_test),
     }
-    split = BASELINE["val"] / (n_train + BASELINE["val"])
+    split = n_val / (n_train + n_val)
     return arrays, to_device(arrays, device, batch_size=BATCH, val_fraction=split, num_classes=classes,
                              mean=data_cfg.mean, std=data_cfg.std, augment=instantiate(data_cfg.augment))
 
@@ -296,6 +297,8 @@ def main() -> None:
     parser.add_argument("--scheduler", default="none", help="an option of conf/scheduler/ for optqual's epoch")
     parser.add_argument("--compile", action="store_true", help="torch.compile optqual's model (not the textbook's)")
     parser.add_argument("--train-images", type=int, default=10_240, help="images in the measured training epoch")
+    parser.add_argument("--eval-images", type=int, nargs=2, metavar=("VAL", "TEST"), default=[BASELINE["val"], BASELINE["test"]],
+                        help="images in the timed validation and test sets (the projection scales their rate to the baseline's)")
     parser.add_argument("--ceiling-steps", type=int, default=40)
     parser.add_argument("--workers", default="0,1,2", help="textbook DataLoader worker counts to try")
     parser.add_argument("--no-textbook", action="store_true", help="time optqual only (an option's cost, in a minute)")
@@ -312,7 +315,7 @@ def main() -> None:
     cfg = run_config(args.optimizer, args.scheduler, BASELINE["epochs"], args.overrides, args.model, args.data)
     make_deterministic(0)
     n_train = args.train_images
-    arrays, data = random_images(n_train, device, cfg.data)
+    arrays, data = random_images(n_train, tuple(args.eval_images), device, cfg.data)
     uint8_bytes = sum(t.numel() for t in (data.train_images, data.val_images, data.test_images))
     resident_bytes = sum(t.numel() * t.element_size() for t in (data.train_images, data.val_images, data.test_images, data.train_labels, data.val_labels, data.test_labels))
 

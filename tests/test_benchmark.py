@@ -12,8 +12,8 @@ pytestmark = pytest.mark.slow  # `make test-fast` leaves these out
 
 
 def test_benchmark_runs_and_reports_every_figure():
-    command = [sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--train-images", "256", "--ceiling-steps", "2",
-               "--repeats", "1", "--workers", "0", "--precisions", "fp32,bf16"]
+    command = [sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--train-images", "256", "--eval-images", "256", "256",
+               "--ceiling-steps", "2", "--repeats", "1", "--workers", "0", "--precisions", "fp32,bf16"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
@@ -34,8 +34,8 @@ def test_host_state_reports_every_round():
 
 
 def test_benchmark_times_any_optimizer_variants_and_ablations():
-    command = [sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--train-images", "256", "--ceiling-steps", "2",
-               "--repeats", "1", "--precisions", "fp32", "--no-textbook", "--optimizer", "sam", "--model", "resnet20",
+    command = [sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--train-images", "256", "--eval-images", "256", "256",
+               "--ceiling-steps", "2", "--repeats", "1", "--precisions", "fp32", "--no-textbook", "--optimizer", "sam", "--model", "resnet20",
                "--variants", "optimizer=muon", "scheduler=cosine clip_grad_norm=1.0", "--ablate"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
