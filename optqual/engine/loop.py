@@ -222,14 +222,14 @@ class Training:
         if progress.step % self.grad_norm_every == 0:  # one more pass over all gradients: a tiny model's step feels it
             progress.grad_norms.append(self.grad_norms())  # the raw gradient at the current weights
         self.hooks.after_backward()
+        stepping = self.optimizer.base_optimizer if self.two_pass else self.optimizer  # the optimizer the scaler steps
         if self.two_pass:  # SAM: its base optimizer's step is the scaler's, skipped when the second pass overflowed
-            base = self.optimizer.base_optimizer
             with base_step_through(self.optimizer, self.scaler):
-                self.optimizer.step(lambda: self.second_pass(images, targets, base))
+                self.optimizer.step(lambda: self.second_pass(images, targets, stepping))
         else:
             self.scaler.step(self.optimizer)  # fp16: skipped when the gradients overflowed (one host sync)
         if self.scaler.is_enabled():
-            progress.skipped.append(skipped_step(self.scaler, base if self.two_pass else self.optimizer))
+            progress.skipped.append(skipped_step(self.scaler, stepping))
         self.scaler.update()
         self.hooks.after_step()
         loss = loss.detach()
